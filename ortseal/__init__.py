@@ -1,0 +1,28 @@
+"""ortseal: ONNX Runtime model weights and TensorRT engine caches sealed at rest.
+
+Public API::
+
+    import ortseal
+    keys = ortseal.KeySet.generate()
+    blob = ortseal.seal_bytes(b"weights", keys, context="my-tensor")
+    assert ortseal.unseal_bytes(blob, keys, context="my-tensor") == b"weights"
+"""
+
+from ._version import __version__
+from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
+from .errors import FormatError, KeyNotFoundError, OrtsealError, TamperedError, UnsafeOptionError
+from .keys import KeySet
+
+__all__ = [
+    "__version__",
+    "KeySet",
+    "seal_bytes",
+    "unseal_bytes",
+    "unseal_into",
+    "plaintext_size",
+    "OrtsealError",
+    "TamperedError",
+    "KeyNotFoundError",
+    "FormatError",
+    "UnsafeOptionError",
+]

@@ -1,0 +1,22 @@
+"""The exceptions ortseal raises. Every one derives from :class:`OrtsealError`."""
+
+
+class OrtsealError(Exception):
+    """Base class of every error ortseal raises on purpose."""
+
+
+class TamperedError(OrtsealError):
+    """Authentication failed: a flipped bit, a truncated or swapped file, a wrong key or context,
+    a missing or untrusted signature. The message says which check failed; nothing was opened."""
+
+
+class KeyNotFoundError(OrtsealError):
+    """The keyset holds no key with the id the blob names."""
+
+
+class FormatError(OrtsealError):
+    """The input is not an ortseal blob or model, or uses a version this ortseal cannot read."""
+
+
+class UnsafeOptionError(OrtsealError):
+    """An option would write plaintext weights or engines to disk, so ortseal refuses it."""

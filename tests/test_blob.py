@@ -1,0 +1,197 @@
+"""The sealed-blob format: round trips, every bit flip, truncation, reordering, keys and contexts."""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ortseal
+from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError
+from ortseal.blob import (
+    DEFAULT_SEGMENT_SIZE,
+    FIXED_HEADER_SIZE,
+    SIGNATURE_SIZE,
+    TAG_SIZE,
+    parse_header,
+    seal_bytes,
+    unseal_bytes,
+)
+
+SEG = 64
+
+
+def content_only(keys: KeySet) -> KeySet:
+    """The content keys alone: opens without requiring a signature."""
+    return KeySet(content_keys={k: keys.content_key(k) for k in keys.content_key_ids})
+
+
+def small_blob(keys: KeySet, n: int = 3 * SEG - 5, sign: bool = True) -> tuple[bytes, bytes]:
+    data = os.urandom(n)
+    return data, seal_bytes(data, keys, context="ctx", sign=sign, segment_size=SEG)
+
+
+@pytest.mark.parametrize("size", [0, 1, DEFAULT_SEGMENT_SIZE - 1, DEFAULT_SEGMENT_SIZE, DEFAULT_SEGMENT_SIZE + 1,
+                                  5 * DEFAULT_SEGMENT_SIZE + 12345])
+def test_round_trip_sizes(keys, size):
+    data = os.urandom(size)
+    blob = ortseal.seal_bytes(data, keys, context=b"tensor:w")
+    assert ortseal.plaintext_size(blob[:300]) == size
+    assert ortseal.unseal_bytes(blob, keys, context=b"tensor:w") == data
+    out = np.empty(size, np.uint8)
+    assert ortseal.unseal_into(memoryview(blob), keys, out, context="tensor:w") == size
+    assert out.tobytes() == data
+    assert data[:64] not in blob or size < 16
+
+
+def test_unseal_from_mmap(keys, tmp_path):
+    data = os.urandom(3 * DEFAULT_SEGMENT_SIZE + 7)
+    path = tmp_path / "x.blob"
+    path.write_bytes(ortseal.seal_bytes(data, keys, context="m"))
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        out = bytearray(ortseal.plaintext_size(mm))
+        ortseal.unseal_into(mm, keys, out, context="m")
+    assert bytes(out) == data
+
+
+def header_field_expectations(h) -> list[tuple[range, tuple[type, ...]]]:
+    kid_end = FIXED_HEADER_SIZE + len(h.key_id)
+    return [
+        (range(0, 11), (FormatError,)),                       # magic, version, algorithm, flags
+        (range(11, 12), (FormatError, TamperedError)),        # key id length
+        (range(12, 24), (FormatError, TamperedError)),        # segment size, plaintext length
+        (range(24, 95), (TamperedError,)),                    # salt, nonce prefix, context digest
+        (range(95, 96), (FormatError, TamperedError)),        # signer id length
+        (range(96, kid_end), (KeyNotFoundError, FormatError)),
+        (range(kid_end, len(h.raw)), (TamperedError, FormatError)),
+    ]
+
+
+@pytest.mark.parametrize("sign", [True, False])
+def test_every_bit_flip_is_refused(keys, sign):
+    opener = keys if sign else content_only(keys)
+    data, blob = small_blob(keys, sign=sign)
+    h = parse_header(blob)
+    expected: dict[int, tuple[type, ...]] = {}
+    for span, classes in header_field_expectations(h):
+        for i in span:
+            expected[i] = classes
+    for i in range(len(h.raw), len(blob)):
+        expected[i] = (TamperedError,)  # ciphertext, tags, signature
+    for i in range(len(blob)):
+        for bit in range(8):
+            bad = bytearray(blob)
+            bad[i] ^= 1 << bit
+            with pytest.raises(ortseal.OrtsealError) as info:
+                unseal_bytes(bytes(bad), opener, context="ctx")
+            assert type(info.value) in expected[i], (i, bit, info.value)
+    assert unseal_bytes(blob, opener, context="ctx") == data
+
+
+def test_every_truncation_is_refused(keys):
+    _, blob = small_blob(keys)
+    header_len = len(parse_header(blob).raw)
+    for k in range(len(blob)):
+        with pytest.raises((FormatError, TamperedError)) as info:
+            unseal_bytes(blob[:k], keys, context="ctx")
+        assert type(info.value) is (FormatError if k < header_len else TamperedError), k
+
+
+def segments(blob: bytes) -> tuple[bytes, list[bytes], bytes]:
+    h = parse_header(blob)
+    spans = [h.segment_span(i) for i in range(h.segment_count)]
+    segs = [blob[off:off + n + TAG_SIZE] for off, n in spans]
+    return h.raw, segs, blob[h.blob_length - (SIGNATURE_SIZE if h.signed else 0):]
+
+
+@pytest.mark.parametrize("sign", [True, False])
+def test_reordered_duplicated_appended_segments(keys, sign):
+    opener = keys if sign else content_only(keys)
+    _, blob = small_blob(keys, n=4 * SEG, sign=sign)  # four full segments: swaps keep the length
+    raw, segs, sig = segments(blob)
+    variants = {
+        "swapped": raw + segs[1] + segs[0] + b"".join(segs[2:]) + sig,
+        "duplicated": raw + segs[0] + segs[0] + b"".join(segs[2:]) + sig,
+        "last moved first": raw + segs[3] + b"".join(segs[:3]) + sig,
+        "appended": raw + b"".join(segs) + segs[-1] + sig,
+        "dropped": raw + b"".join(segs[:3]) + sig,
+    }
+    for name, bad in variants.items():
+        with pytest.raises(TamperedError):
+            unseal_bytes(bad, opener, context="ctx")
+        assert name
+
+
+def test_wrong_context_key_and_signer(keys, other_keys):
+    data, blob = small_blob(keys)
+    with pytest.raises(TamperedError, match="different context"):
+        unseal_bytes(blob, keys, context="other")
+    with pytest.raises(KeyNotFoundError):
+        unseal_bytes(blob, other_keys, context="ctx")
+    same_id_other_key = KeySet(content_keys={keys.content_key_ids[0]: os.urandom(32)})
+    with pytest.raises(TamperedError, match="authentication"):
+        unseal_bytes(blob, same_id_other_key, context="ctx")
+    untrusting = KeySet.merge(content_only(keys), other_keys.public())
+    with pytest.raises(TamperedError, match="does not trust"):
+        unseal_bytes(blob, untrusting, context="ctx")
+    device = KeySet.merge(keys.without_signing(), keys.public())
+    assert unseal_bytes(blob, device, context="ctx") == data
+
+
+def test_unsigned_blob_refused_where_signature_required(keys):
+    _, blob = small_blob(keys, sign=False)
+    with pytest.raises(TamperedError, match="unsigned"):
+        unseal_bytes(blob, keys, context="ctx")
+    with pytest.raises(ValueError, match="no signing key"):
+        seal_bytes(b"x", keys.without_signing(), context="ctx", sign=True)
+
+
+def test_header_declaring_impossible_sizes_is_refused_before_allocating(keys):
+    _, blob = small_blob(keys)
+    huge = bytearray(blob)
+    huge[16:24] = (1 << 36).to_bytes(8, "little")  # 64 GiB plaintext in a tiny blob
+    with pytest.raises(TamperedError, match="declares"):
+        unseal_bytes(bytes(huge), keys, context="ctx")
+    assert ortseal.plaintext_size(bytes(huge)) == 1 << 36
+
+
+def test_unseal_into_checks_buffer_and_zeroes_on_failure(keys):
+    data = os.urandom(3 * SEG)
+    blob = bytearray(seal_bytes(data, keys, context="ctx", segment_size=SEG))
+    with pytest.raises(ValueError, match="bytes"):
+        ortseal.unseal_into(blob, keys, bytearray(len(data) + 1), context="ctx")
+    with pytest.raises(ValueError, match="writable"):
+        ortseal.unseal_into(blob, keys, bytes(len(data)), context="ctx")
+    no_sig = content_only(keys)
+    blob[-SIGNATURE_SIZE - 1] ^= 1  # last segment's tag: earlier segments decrypt first
+    out = np.full(len(data), 0xAA, np.uint8)
+    with pytest.raises(TamperedError):
+        ortseal.unseal_into(blob, no_sig, out, context="ctx")
+    assert not out.any()
+
+
+def test_not_a_blob():
+    with pytest.raises(FormatError, match="magic"):
+        unseal_bytes(b"hello world" * 20, KeySet.generate(), context="x")
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=2000), seg=st.integers(64, 700), context=st.text(max_size=20), sign=st.booleans())
+def test_property_round_trip(keys, data, seg, context, sign):
+    opener = keys if sign else content_only(keys)
+    blob = seal_bytes(data, keys, context=context, sign=sign, segment_size=seg)
+    assert unseal_bytes(blob, opener, context=context) == data
+    assert len(blob) == parse_header(blob).blob_length
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=1, max_size=600), where=st.integers(0, 10_000), mask=st.integers(1, 255))
+def test_property_any_change_is_refused(keys, data, where, mask):
+    blob = bytearray(seal_bytes(data, keys, context="p", segment_size=64))
+    blob[where % len(blob)] ^= mask
+    with pytest.raises(ortseal.OrtsealError):
+        unseal_bytes(bytes(blob), keys, context="p")

@@ -1,0 +1,58 @@
+"""The ortseal command line, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+
+import ortseal
+from ortseal import KeySet
+
+
+def ortseal_cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ortseal", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=600)
+
+
+def test_version_and_help():
+    r = ortseal_cli("--version")
+    assert r.returncode == 0 and ortseal.__version__ in r.stdout
+    r = ortseal_cli("--help")
+    assert r.returncode == 0
+    for command in ("keygen", "pubkey", "demo"):
+        assert command in r.stdout
+
+
+def test_keygen_pubkey(tmp_path):
+    keys = tmp_path / "keys.json"
+    r = ortseal_cli("keygen", "-o", str(keys))
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    again = ortseal_cli("keygen", "-o", str(keys))
+    assert again.returncode == 1 and again.stderr.strip().count("\n") == 0 and "exists" in again.stderr
+    r = ortseal_cli("pubkey", str(keys), "-o", str(tmp_path / "trusted.json"))
+    assert r.returncode == 0, r.stderr
+    trusted = KeySet.load(tmp_path / "trusted.json")
+    assert trusted.trusted_key_ids == KeySet.load(keys).signing_key_ids
+    assert not json.loads((tmp_path / "trusted.json").read_text()).get("content_keys")
+
+
+def test_keygen_with_passphrase(tmp_path):
+    import os
+    env = dict(os.environ, MY_PASS="s3cret")
+    keys = tmp_path / "keys.json"
+    assert ortseal_cli("keygen", "-o", str(keys), "--passphrase-env", "MY_PASS", env=env).returncode == 0
+    assert KeySet.load(keys, passphrase="s3cret").content_key_ids
+    r = ortseal_cli("pubkey", str(keys), "-o", str(tmp_path / "t.json"))
+    assert r.returncode == 1 and "passphrase" in r.stderr
+    r = ortseal_cli("keygen", "-o", str(tmp_path / "k2.json"), "--passphrase-env", "UNSET_VAR_X")
+    assert r.returncode == 1 and "UNSET_VAR_X" in r.stderr
+
+
+def test_demo_runs_and_shows_refusals():
+    r = ortseal_cli("demo")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "TamperedError" in r.stdout
+    assert "demo passed" in r.stdout

@@ -1,0 +1,114 @@
+"""KeySet: generation, files, passphrases, permissions, merging, providers."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+import ortseal
+from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError
+
+
+def test_save_load_round_trip_and_mode(keys, tmp_path):
+    path = tmp_path / "keys.json"
+    keys.save(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = KeySet.load(path)
+    blob = ortseal.seal_bytes(b"abc", loaded, context="c")
+    assert ortseal.unseal_bytes(blob, keys, context="c") == b"abc"
+    assert loaded.signing_key_ids == keys.signing_key_ids
+    with pytest.raises(FileExistsError):
+        keys.save(path)
+    KeySet.generate().save(path, overwrite=True)
+    assert KeySet.load(path).content_key_ids != keys.content_key_ids
+
+
+def test_passphrase_wraps_secrets(keys, tmp_path):
+    path = tmp_path / "keys.json"
+    keys.save(path, passphrase="correct horse")
+    text = path.read_text()
+    for kid in keys.content_key_ids:
+        assert keys.content_key(kid).hex() not in text
+    assert "content_keys" not in json.loads(text)
+    loaded = KeySet.load(path, passphrase="correct horse")
+    assert loaded.content_key(keys.content_key_ids[0]) == keys.content_key(keys.content_key_ids[0])
+    with pytest.raises(TamperedError, match="passphrase"):
+        KeySet.load(path, passphrase="wrong")
+    with pytest.raises(KeyNotFoundError, match="passphrase"):
+        KeySet.load(path)
+
+
+def test_wrapped_keyset_trust_list_cannot_be_extended(tmp_path):
+    publisher, attacker = KeySet.generate(), KeySet.generate()
+    device = KeySet.merge(publisher.without_signing(), KeySet.generate().public())
+    path = tmp_path / "device.json"
+    device.save(path, passphrase="pw")
+    doc = json.loads(path.read_text())
+    doc["trusted_keys"] += json.loads(attacker.public().to_json())["trusted_keys"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(TamperedError):
+        KeySet.load(path, passphrase="pw")
+
+
+def test_public_holds_no_secret(keys, tmp_path):
+    pub = keys.public()
+    assert pub.content_key_ids == [] and pub.signing_key_ids == []
+    assert pub.trusted_key_ids == keys.signing_key_ids
+    doc = json.loads(pub.to_json())
+    assert "content_keys" not in doc or not doc["content_keys"]
+    assert not doc.get("signing_keys")
+    with pytest.raises(KeyNotFoundError):
+        ortseal.seal_bytes(b"x", pub, context="c")
+
+
+def test_merge_old_keys_open_new_key_seals(keys):
+    old_blob = ortseal.seal_bytes(b"old", keys, context="c")
+    new = KeySet.generate()
+    merged = KeySet.merge(new, keys)
+    assert merged.sealing_key()[0] == new.content_key_ids[0]
+    assert ortseal.unseal_bytes(old_blob, merged, context="c") == b"old"
+    assert set(merged.trusted_key_ids) == set(new.trusted_key_ids + keys.trusted_key_ids)
+
+
+def test_from_env(keys, monkeypatch):
+    monkeypatch.setenv("ORTSEAL_TEST_KEYS", keys.to_json())
+    assert KeySet.from_env("ORTSEAL_TEST_KEYS").content_key_ids == keys.content_key_ids
+    monkeypatch.delenv("ORTSEAL_TEST_KEYS")
+    with pytest.raises(KeyNotFoundError, match="ORTSEAL_TEST_KEYS"):
+        KeySet.from_env("ORTSEAL_TEST_KEYS")
+
+
+def test_from_provider_fetches_by_id(keys):
+    secret = os.urandom(32)
+    asked: list[str] = []
+
+    def provider(key_id: str) -> bytes | None:
+        asked.append(key_id)
+        return secret if key_id == "kms-1" else None
+
+    hsm = KeySet.from_provider(provider, seal_key_id="kms-1")
+    blob = ortseal.seal_bytes(b"payload", hsm, context="c", sign=False)
+    assert ortseal.unseal_bytes(blob, hsm, context="c") == b"payload"
+    assert "kms-1" in asked
+    assert "kms-1" not in hsm.to_json()
+    with pytest.raises(KeyNotFoundError):
+        ortseal.unseal_bytes(ortseal.seal_bytes(b"x", keys, context="c", sign=False), hsm, context="c")
+
+
+@pytest.mark.parametrize("text, error", [
+    ("not json", FormatError),
+    ('{"format": "other"}', FormatError),
+    ('{"format": "ortseal-keyset", "version": 99}', FormatError),
+    ('{"format": "ortseal-keyset", "version": 1, "content_keys": [{"id": "a", "key": "AAAA"}]}', FormatError),
+])
+def test_bad_keyset_files(text, error):
+    with pytest.raises(error):
+        KeySet.from_json(text)
+
+
+def test_repr_hides_secrets(keys):
+    kid = keys.content_key_ids[0]
+    assert keys.content_key(kid).hex() not in repr(keys)
