@@ -11,6 +11,7 @@ Public API::
 from ._version import __version__
 from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
 from .errors import FormatError, KeyNotFoundError, OrtsealError, TamperedError, UnsafeOptionError
+from .ep_plugin import tensorrt_provider
 from .keys import KeySet
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "KeyNotFoundError",
     "FormatError",
     "UnsafeOptionError",
+    "tensorrt_provider",
 ]

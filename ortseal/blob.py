@@ -362,6 +362,25 @@ class Opener:
             _zero(out)
             raise
 
+    def verify(self) -> None:
+        """Authenticate every segment, decrypting into per-thread scratch buffers that are then wiped."""
+        h = self.header
+
+        def work(a: int, b: int) -> None:
+            scratch = bytearray(min(h.segment_size, h.plaintext_length))
+            try:
+                for i in range(a, b):
+                    off, n = h.segment_span(i)
+                    self._aead.decrypt_into(h.nonce(i), self._source.read(off, n + TAG_SIZE), h.raw,
+                                            memoryview(scratch)[:n])
+            finally:
+                scratch[:] = bytes(len(scratch))
+
+        try:
+            _run_split(h.segment_count, work)
+        except InvalidTag:
+            raise TamperedError("sealed blob failed authentication: wrong key, or the data was altered") from None
+
 
 def _zero(out: memoryview) -> None:
     chunk = bytes(min(len(out), 1 << 20))

@@ -94,14 +94,5 @@ def demo(workdir: str | None) -> None:
     sys.exit(run_demo(workdir))
 
 
-def _register_plugins() -> None:
-    # Commands of the ops and ep_plugin layers register themselves here.
-    for module in ("ortseal.ops.commands", "ortseal.ep_plugin.commands"):
-        try:
-            __import__(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
-_register_plugins()
+# The ops and ep_plugin layers add their commands to ``main``.
+from .ep_plugin import commands as _ep_commands  # noqa: E402,F401

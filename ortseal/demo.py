@@ -52,14 +52,9 @@ def blob_steps(work: Path, keys: KeySet) -> None:
 
 
 def _steps() -> list[Callable[[Path, KeySet], None]]:
-    steps = [blob_steps]
-    with contextlib.suppress(ImportError):
-        from .ops.demo import model_steps
-        steps.append(model_steps)
-    with contextlib.suppress(ImportError):
-        from .ep_plugin.demo import engine_cache_steps
-        steps.append(engine_cache_steps)
-    return steps
+    from .ep_plugin.demo import engine_cache_steps
+
+    return [blob_steps, engine_cache_steps]
 
 
 def run_demo(workdir: str | None = None) -> int:

@@ -1,0 +1,74 @@
+"""``ortseal cache list`` and ``ortseal cache verify``: the sealed TensorRT engine cache from the shell."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from ..blob import MAX_HEADER_SIZE, parse_header
+from ..cli import _fail_cleanly, keys_option, load_keys, main, passphrase_option
+from ..errors import OrtsealError
+from .provider import QUARANTINE
+from .vault import ENGINE_SUFFIX, verify_engine_file
+
+
+def _engine_files(directory: str) -> list[Path]:
+    root = Path(directory)
+    if not root.is_dir():
+        raise click.ClickException(f"{directory} is not a directory")
+    return sorted(root.glob(f"*{ENGINE_SUFFIX}")) + sorted((root / QUARANTINE).glob(f"*{ENGINE_SUFFIX}"))
+
+
+@main.group()
+def cache() -> None:
+    """Inspect and check a sealed TensorRT engine cache directory."""
+
+
+@cache.command("list")
+@click.argument("directory", type=click.Path(file_okay=False))
+@_fail_cleanly
+def list_cache(directory: str) -> None:
+    """List engines in DIRECTORY with sizes, key ids, signer and state (no keys needed)."""
+    rows = [("file", "bytes", "engine bytes", "key id", "signer", "state")]
+    for path in _engine_files(directory):
+        size = path.stat().st_size
+        state = "quarantined" if path.parent.name == QUARANTINE else "sealed"
+        try:
+            with open(path, "rb") as fh:
+                h = parse_header(fh.read(MAX_HEADER_SIZE))
+            if h.blob_length != size:
+                state = "damaged: length does not match header"
+            rows.append((str(path.relative_to(directory)), str(size), str(h.plaintext_length), h.key_id,
+                         h.signer_id or "(unsigned)", state))
+        except OrtsealError as exc:
+            rows.append((str(path.relative_to(directory)), str(size), "-", "-", "-", f"not ortseal: {exc}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if len(rows) == 1:
+        click.echo(f"(no *{ENGINE_SUFFIX} files)")
+
+
+@cache.command("verify")
+@click.argument("directory", type=click.Path(file_okay=False))
+@keys_option
+@passphrase_option
+@_fail_cleanly
+def verify_cache(directory: str, keys_path: str, passphrase_env: str | None) -> None:
+    """Fully verify every engine in DIRECTORY; exit 1 naming each bad file."""
+    keys = load_keys(keys_path, passphrase_env)
+    bad = 0
+    files = [p for p in _engine_files(directory) if p.parent.name != QUARANTINE]
+    for path in files:
+        try:
+            verify_engine_file(path, keys)
+            click.echo(f"ok   {path.name}")
+        except (OrtsealError, OSError) as exc:
+            bad += 1
+            click.echo(f"BAD  {path.name}: {type(exc).__name__}: {exc}")
+    click.echo(f"{len(files) - bad} ok, {bad} bad in {os.path.abspath(directory)}")
+    if bad:
+        sys.exit(1)

@@ -1,0 +1,100 @@
+"""``ortseal.tensorrt_provider``: provider options that route the TensorRT EP's engine cache through the vault."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import OrtsealError, UnsafeOptionError
+from ..keys import KeySet
+from .shim import shim_path
+from .vault import ENGINE_SUFFIX, registry, verify_engine_file
+
+log = logging.getLogger("ortseal.tensorrt")
+PROVIDER = "TensorrtExecutionProvider"
+DEFAULT_CACHE_PATH = "./trt_cache"
+QUARANTINE = "quarantine"
+
+# Options that make the TensorRT EP write plaintext weights or engines even with decryption on
+# (onnxruntime 1.31, tensorrt_execution_provider.cc).
+LEAKING_OPTIONS = {
+    "trt_dump_subgraphs": "it writes each TensorRT subgraph, weights included, as plain ONNX to the working directory",
+    "trt_dump_ep_context_model": "embed mode 1 writes the whole engine into the EP-context model unencrypted; "
+                                 "mode 0 makes ORT load an unencrypted engine file",
+    "trt_weight_stripped_engine_enable": "the refitted engine is serialized unencrypted into the working directory",
+}
+_SET_BY_ORTSEAL = ("trt_engine_decryption_enable", "trt_engine_decryption_lib_path", "trt_engine_cache_enable")
+_TRUE = {"1", "true", "True", "TRUE"}
+_FALSE = {"0", "false", "False", "FALSE"}
+
+
+def _option_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def _writable_dir(path: str) -> str:
+    directory = Path(path)
+    if not directory.exists():
+        try:
+            directory.mkdir(mode=0o700, parents=True)
+        except OSError as exc:
+            raise UnsafeOptionError(f"trt_engine_cache_path {path!r} cannot be created: {exc.strerror}") from exc
+    if not directory.is_dir():
+        raise UnsafeOptionError(f"trt_engine_cache_path {path!r} is not a directory")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UnsafeOptionError(f"trt_engine_cache_path {path!r} is not writable by this process, so sealed "
+                                "engines could not be stored")
+    return os.path.realpath(directory)
+
+
+def quarantine_bad_engines(cache_dir: str, keys: KeySet) -> list[Path]:
+    """Move every engine file in ``cache_dir`` that fails verification into ``cache_dir/quarantine``."""
+    moved = []
+    for path in sorted(Path(cache_dir).glob(f"*{ENGINE_SUFFIX}")):
+        try:
+            verify_engine_file(path, keys)
+        except (OrtsealError, OSError) as exc:
+            target_dir = Path(cache_dir) / QUARANTINE
+            target_dir.mkdir(mode=0o700, exist_ok=True)
+            target = target_dir / path.name
+            shutil.move(str(path), target)
+            log.warning("ortseal: %s failed verification (%s: %s); moved to %s so TensorRT rebuilds it",
+                        path, type(exc).__name__, exc, target)
+            moved.append(target)
+    return moved
+
+
+def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *,
+                      on_tamper: str = "raise") -> tuple[str, dict[str, str]]:
+    """``("TensorrtExecutionProvider", options)`` with the engine cache sealed by ``keys``.
+
+    Pass it in ``providers=[...]`` of any ORT session. Every other option is kept (as strings). The engine
+    cache is turned on (``./trt_cache`` unless ``trt_engine_cache_path`` is given) and routed through the
+    shim to this process's vault. ``on_tamper="raise"`` fails closed on a bad cache file;
+    ``on_tamper="rebuild"`` first moves bad files to ``quarantine/`` so TensorRT rebuilds them.
+    """
+    if not isinstance(keys, KeySet):
+        raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
+    if on_tamper not in ("raise", "rebuild"):
+        raise ValueError(f"on_tamper must be 'raise' or 'rebuild', got {on_tamper!r}")
+    opts = {str(k): _option_str(v) for k, v in (options or {}).items()}
+    for name, leak in LEAKING_OPTIONS.items():
+        if opts.get(name, "False") not in _FALSE:
+            raise UnsafeOptionError(f"{name} is refused with a sealed engine cache: {leak}")
+    for name in _SET_BY_ORTSEAL:
+        if name in opts and opts[name] not in (*_TRUE, shim_path()):
+            raise ValueError(f"{name} is set by ortseal.tensorrt_provider; remove it from options")
+    keys.sealing_key()  # a keyset that cannot seal could never write the cache: say so now
+    cache_dir = _writable_dir(opts.get("trt_engine_cache_path", DEFAULT_CACHE_PATH))
+    if on_tamper == "rebuild":
+        quarantine_bad_engines(cache_dir, keys)
+    registry.add(cache_dir, keys)
+    opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=cache_dir,
+                trt_engine_decryption_enable="True", trt_engine_decryption_lib_path=shim_path())
+    return PROVIDER, opts
