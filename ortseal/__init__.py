@@ -13,6 +13,7 @@ from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
 from .errors import FormatError, KeyNotFoundError, OrtsealError, TamperedError, UnsafeOptionError
 from .ep_plugin import tensorrt_provider
 from .keys import KeySet
+from .ops import InferenceSession, fallback_session_options, inspect_model, seal_model, verify_model
 
 __all__ = [
     "__version__",
@@ -27,4 +28,9 @@ __all__ = [
     "FormatError",
     "UnsafeOptionError",
     "tensorrt_provider",
+    "seal_model",
+    "InferenceSession",
+    "fallback_session_options",
+    "inspect_model",
+    "verify_model",
 ]

@@ -1,0 +1,247 @@
+"""The structure of a sealed model: finding sealed tensors, the graph-binding digest, blob access.
+
+Shared by sealing, opening, the fallback kernel, ``inspect`` and ``verify``. Spec: ``docs/sealed-models.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
+
+from ..blob import MAX_HEADER_SIZE, Header, Opener, _Source, open_file, parse_header
+from ..errors import FormatError
+from ..keys import KeySet
+from .schema import DOMAIN, OP_TYPE, register_schema
+
+register_schema()
+
+DIGEST_LABEL = b"ortseal graph v1\x00"
+CONTEXT_LABEL = b"ortseal/initializer/v1\x00"
+SEALED_SUFFIX = ".ortseal_sealed"
+LIKE_PREFIX = "ortseal.like."
+METADATA_KEY = "ortseal.sealed"
+
+
+def iter_graphs(graph: GraphProto, scope: str = "") -> Iterator[tuple[str, GraphProto]]:
+    """``(scope, graph)`` for ``graph`` and every subgraph (If/Loop/Scan bodies), depth first.
+
+    A subgraph's scope is its parent's scope, ``/``, the owning node's name (or its first output when
+    unnamed, which stays stable when nodes are inserted) and ``.attribute``.
+    """
+    yield scope, graph
+    for node in graph.node:
+        owner = node.name or (node.output[0] if node.output else node.op_type)
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                yield from iter_graphs(attr.g, f"{scope}/{owner}.{attr.name}")
+            elif attr.type == AttributeProto.GRAPHS:
+                for j, sub in enumerate(attr.graphs):
+                    yield from iter_graphs(sub, f"{scope}/{owner}.{attr.name}[{j}]")
+
+
+def is_unseal(node: NodeProto) -> bool:
+    return node.domain == DOMAIN and node.op_type == OP_TYPE
+
+
+def is_sealed_model(model: ModelProto) -> bool:
+    """True if any graph of ``model`` holds an Unseal node."""
+    return any(is_unseal(n) for _, g in iter_graphs(model.graph) for n in g.node)
+
+
+def tensor_identity(scope: str, name: str, dtype: int, shape: list[int]) -> str:
+    """Canonical JSON naming a sealed tensor: the ``tensor`` attribute and the tail of its blob context."""
+    return json.dumps({"dtype": dtype, "name": name, "scope": scope, "shape": list(shape)},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def tensor_context(digest_hex: str, identity: str) -> bytes:
+    """The sealed-blob context of one initializer: bound to the graph digest and the tensor's identity."""
+    return CONTEXT_LABEL + digest_hex.encode("ascii") + b"\x00" + identity.encode("utf-8")
+
+
+@dataclass
+class SealedTensor:
+    """One Unseal node of a sealed model, with the blob initializer it reads."""
+
+    scope: str
+    graph: GraphProto
+    node: NodeProto
+    blob: TensorProto
+    name: str
+    dtype: int
+    shape: list[int]
+    identity: str
+    graph_digest: str
+
+    @property
+    def plaintext_bytes(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * onnx.helper.tensor_dtype_to_np_dtype(self.dtype).itemsize
+
+
+def _attr(node: NodeProto, name: str) -> AttributeProto:
+    for a in node.attribute:
+        if a.name == name:
+            return a
+    raise FormatError(f"Unseal node {node.name!r} has no {name!r} attribute: the sealed model is damaged")
+
+
+def find_sealed(model: ModelProto) -> list[SealedTensor]:
+    """Every sealed tensor of ``model`` (all graphs), checked for a consistent Unseal node."""
+    found = []
+    for scope, graph in iter_graphs(model.graph):
+        inits = {t.name: t for t in graph.initializer}
+        for node in graph.node:
+            if not is_unseal(node):
+                continue
+            if len(node.input) != 2 or len(node.output) != 1 or node.input[0] not in inits:
+                raise FormatError(f"Unseal node {node.name!r} does not read a sealed initializer of its own graph")
+            dtype, shape = _attr(node, "dtype").i, list(_attr(node, "shape").ints)
+            identity = _attr(node, "tensor").s.decode("utf-8")
+            if identity != tensor_identity(scope, node.output[0], dtype, shape):
+                raise FormatError(f"Unseal node for {node.output[0]!r}: attributes do not match its tensor identity")
+            blob = inits[node.input[0]]
+            if blob.data_type != TensorProto.UINT8:
+                raise FormatError(f"sealed initializer {blob.name!r} is not uint8")
+            found.append(SealedTensor(scope, graph, node, blob, node.output[0], dtype, shape, identity,
+                                      _attr(node, "graph_digest").s.decode("ascii")))
+    return found
+
+
+def external_location(tensor: TensorProto, base_dir: str | os.PathLike[str]) -> tuple[Path, int, int | None]:
+    """``(file, offset, length)`` of an external-data tensor, refusing paths outside ``base_dir``."""
+    info = {e.key: e.value for e in tensor.external_data}
+    location = info.get("location", "")
+    base = Path(base_dir).resolve()
+    path = (base / location).resolve()
+    if not location or os.path.isabs(location) or base not in path.parents:
+        raise FormatError(f"tensor {tensor.name!r} has an external-data location outside the model folder: {location!r}")
+    length = int(info["length"]) if "length" in info else None
+    return path, int(info.get("offset", 0)), length
+
+
+def is_external(tensor: TensorProto) -> bool:
+    return tensor.data_location == TensorProto.EXTERNAL
+
+
+def set_external(tensor: TensorProto, location: str, offset: int, length: int) -> None:
+    """Point ``tensor`` at ``length`` bytes of ``location`` (relative to the model) at ``offset``."""
+    tensor.ClearField("raw_data")
+    del tensor.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        tensor.external_data.add(key=key, value=value)
+    tensor.data_location = TensorProto.EXTERNAL
+
+
+@contextlib.contextmanager
+def open_blob(st: SealedTensor, base_dir: str | None, keys: KeySet, graph_digest: str) -> Iterator[Opener]:
+    """An :class:`Opener` for ``st``'s blob, checked against ``graph_digest`` (the digest computed from the
+    graph, never the one stored in the node). External blobs are read with ``pread``, never mapped."""
+    context = tensor_context(graph_digest, st.identity)
+    if not is_external(st.blob):
+        yield Opener(_Source(st.blob.raw_data), keys, context=context)
+        return
+    if base_dir is None:
+        raise FormatError(f"sealed tensor {st.name!r} is stored in an external file; open the model from its path")
+    path, offset, length = external_location(st.blob, base_dir)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if length is None:
+            length = os.fstat(fd).st_size - offset
+        yield open_file(fd, offset, length, keys, context=context)
+    finally:
+        os.close(fd)
+
+
+def read_blob_header(st: SealedTensor, base_dir: str | None) -> tuple[Header, int]:
+    """``(header, blob length)`` of a sealed tensor's blob, without keys."""
+    if not is_external(st.blob):
+        return parse_header(st.blob.raw_data[:MAX_HEADER_SIZE]), len(st.blob.raw_data)
+    if base_dir is None:
+        raise FormatError(f"sealed tensor {st.name!r} is stored in an external file; open the model from its path")
+    path, offset, length = external_location(st.blob, base_dir)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        head = fh.read(MAX_HEADER_SIZE)
+        size = length if length is not None else os.fstat(fh.fileno()).st_size - offset
+    return parse_header(head), size
+
+
+def _hash_external(tensor: TensorProto, base_dir: str | None) -> bytes:
+    if base_dir is None:
+        raise FormatError(f"tensor {tensor.name!r} is stored in an external file; open the model from its path")
+    path, offset, length = external_location(tensor, base_dir)
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        remaining = length if length is not None else -1
+        while remaining:
+            chunk = fh.read(1 << 20 if remaining < 0 else min(1 << 20, remaining))
+            if not chunk:
+                break
+            h.update(chunk)
+            remaining -= len(chunk) if remaining > 0 else 0
+    return h.digest()
+
+
+def graph_digest(model: ModelProto, base_dir: str | None) -> str:
+    """Hex SHA-256 binding digest of a sealed model's structure.
+
+    Covers ir_version, opsets, functions, and every graph's nodes, attributes, inputs, outputs and plain
+    initializers (external ones by content hash). Leaves out what sealing cannot know in advance or what
+    does not change behaviour: the sealed blobs' bytes, the Unseal nodes' ``graph_digest`` attribute,
+    value_info, and model metadata.
+    """
+    canon = ModelProto()
+    canon.ir_version = model.ir_version
+    canon.opset_import.extend(model.opset_import)
+    canon.functions.extend(model.functions)
+    canon.graph.CopyFrom(model.graph)
+    for _, graph in iter_graphs(canon.graph):
+        graph.ClearField("value_info")
+        blobs = {n.input[0] for n in graph.node if is_unseal(n) and n.input}
+        for node in graph.node:
+            if is_unseal(node):
+                keep = [a for a in node.attribute if a.name != "graph_digest"]
+                del node.attribute[:]
+                node.attribute.extend(keep)
+        for t in graph.initializer:
+            if t.name in blobs:
+                for field in ("raw_data", "external_data", "data_location"):
+                    t.ClearField(field)
+            elif is_external(t):
+                content = _hash_external(t, base_dir)
+                t.ClearField("external_data")
+                t.ClearField("data_location")
+                t.raw_data = b"sha256:" + content
+    return hashlib.sha256(DIGEST_LABEL + canon.SerializeToString(deterministic=True)).hexdigest()
+
+
+def load_model(path_or_bytes: str | os.PathLike[str] | bytes) -> tuple[ModelProto, str | None]:
+    """Load an ONNX model without its external data; returns ``(model, base_dir or None)``."""
+    try:
+        if isinstance(path_or_bytes, (bytes, bytearray)):
+            model, base = onnx.load_model_from_string(bytes(path_or_bytes)), None
+        else:
+            path = Path(path_or_bytes)
+            if not path.is_file():
+                raise FileNotFoundError(f"no model file at {path}")
+            model, base = onnx.load(str(path), load_external_data=False), str(path.resolve().parent)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types on garbage
+        raise FormatError(f"not an ONNX model: {path_or_bytes if not isinstance(path_or_bytes, bytes) else '<bytes>'}"
+                          f" ({type(exc).__name__})") from exc
+    if model.ir_version <= 0 or not model.HasField("graph"):
+        raise FormatError(f"not an ONNX model: {path_or_bytes if not isinstance(path_or_bytes, bytes) else '<bytes>'}")
+    return model, base

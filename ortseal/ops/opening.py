@@ -1,0 +1,248 @@
+"""Opening a sealed model for ORT: verify everything, then hand ORT plain constant initializers.
+
+Route (``docs/sealed-models.md``, "Opening"): the sealed blobs are read with ``pread`` and decrypted
+straight into one 0600 file inside a private 0700 folder on a RAM-backed file system (``/dev/shm``), next
+to a copy of the graph whose initializers point at it as external data. ORT maps that file in place, and
+the folder is removed as soon as the session exists. Where no RAM-backed folder has room, the tensors are
+decrypted into memory and given to ORT inline (models under 2 GiB; more peak memory). Plaintext never
+reaches a persistent disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import mmap
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from onnx import ModelProto, TensorProto
+
+from ..blob import Opener
+from ..errors import OrtsealError, TamperedError, UnsafeOptionError
+from ..keys import KeySet
+from .model import (
+    LIKE_PREFIX,
+    SealedTensor,
+    external_location,
+    find_sealed,
+    graph_digest,
+    is_external,
+    iter_graphs,
+    open_blob,
+    set_external,
+)
+from .schema import DOMAIN
+
+log = logging.getLogger("ortseal")
+RUNTIME_DIR_ENV = "ORTSEAL_RUNTIME_DIR"
+RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
+ALIGNMENT = 4096
+WEIGHTS_FILE = "weights.bin"
+INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
+_stale_cleaned = False
+_stale_lock = threading.Lock()
+
+
+@dataclass
+class Opened:
+    """What ORT is given: a model file in a private RAM folder, or serialized bytes."""
+
+    path: str | None
+    model_bytes: bytes | None
+
+
+def _mount_fstype(path: str) -> str | None:
+    best, fstype = "", None
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            mount_point = fields[4].replace("\\040", " ")
+            fs = fields[fields.index("-") + 1]
+            if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) >= len(best):
+                best, fstype = mount_point, fs
+    return fstype
+
+
+def _runtime_dirs() -> list[str]:
+    """RAM-backed folders to open into, best first. ``$ORTSEAL_RUNTIME_DIR`` must be RAM-backed if set."""
+    chosen = os.environ.get(RUNTIME_DIR_ENV)
+    if chosen:
+        real = os.path.realpath(chosen)
+        if _mount_fstype(real) not in RAM_FILESYSTEMS:
+            raise UnsafeOptionError(f"{RUNTIME_DIR_ENV}={chosen} is not on tmpfs or ramfs: plaintext weights would "
+                                    "reach a persistent disk")
+        return [real]
+    dirs = []
+    for candidate in ("/dev/shm", os.environ.get("XDG_RUNTIME_DIR")):
+        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+            real = os.path.realpath(candidate)
+            if _mount_fstype(real) in RAM_FILESYSTEMS:
+                dirs.append(real)
+    return dirs
+
+
+def _clean_stale(runtime_dir: str) -> None:
+    """Remove folders left by ortseal processes that died before cleaning up (once per process)."""
+    global _stale_cleaned
+    with _stale_lock:
+        if _stale_cleaned:
+            return
+        _stale_cleaned = True
+    for entry in Path(runtime_dir).glob("ortseal-*-*"):
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(entry.name.split("-")[1])
+            if entry.stat().st_uid != os.getuid() or pid == os.getpid():
+                continue
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(entry, ignore_errors=True)
+                log.warning("ortseal: removed %s left by process %d, which ended without cleaning up", entry, pid)
+
+
+def _plain_externals(model: ModelProto) -> list[TensorProto]:
+    return [t for _, g in iter_graphs(model.graph) for t in g.initializer if is_external(t)]
+
+
+def _layout(sizes: list[int]) -> tuple[list[int], int]:
+    offsets, end = [], 0
+    for n in sizes:
+        end += -end % ALIGNMENT
+        offsets.append(end)
+        end += n
+    return offsets, end
+
+
+def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
+    """A copy of ``model`` with every Unseal node and its blob replaced by a plain initializer (no data yet)."""
+    plain = ModelProto()
+    plain.CopyFrom(model)
+    wanted = {(st.scope, st.name) for st in sealed}
+    for scope, graph in iter_graphs(plain.graph):
+        unseal = [n for n in graph.node if n.domain == DOMAIN]
+        if not unseal:
+            continue
+        blobs = {n.input[0] for n in unseal}
+        specs = [(n.output[0], {a.name: a for a in n.attribute}) for n in unseal if (scope, n.output[0]) in wanted]
+        specs = [(name, attrs["dtype"].i, list(attrs["shape"].ints)) for name, attrs in specs]
+        kept = [n for n in graph.node if n.domain != DOMAIN]
+        graph.ClearField("node")
+        graph.node.extend(kept)
+        inits = [t for t in graph.initializer if t.name not in blobs and not t.name.startswith(LIKE_PREFIX)]
+        graph.ClearField("initializer")
+        graph.initializer.extend(inits)
+        for name, dtype, dims in specs:
+            graph.initializer.add(name=name, data_type=dtype, dims=dims)
+    opsets = [o for o in plain.opset_import if o.domain != DOMAIN]
+    plain.ClearField("opset_import")
+    plain.opset_import.extend(opsets)
+    return plain
+
+
+def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> tuple[list[TensorProto], list[TensorProto]]:
+    """The plain graph's initializers that receive each sealed tensor, and its plain external initializers."""
+    by_key = {(scope, t.name): t for scope, g in iter_graphs(plain.graph) for t in g.initializer}
+    targets = [by_key[(st.scope, st.name)] for st in sealed]
+    return targets, _plain_externals(plain)
+
+
+def check_binding(model: ModelProto, base_dir: str | None) -> tuple[list[SealedTensor], str]:
+    """Sealed tensors and the digest computed from the graph; TamperedError if the graph was edited."""
+    sealed = find_sealed(model)
+    digest = graph_digest(model, base_dir)
+    if any(st.graph_digest != digest for st in sealed):
+        raise TamperedError("the model's graph differs from the graph that was sealed (graph binding): it was "
+                            "edited after sealing; re-seal the original model")
+    return sealed, digest
+
+
+@contextlib.contextmanager
+def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, name: str) -> Iterator[Opened]:
+    """Verify every blob of ``model`` (binding, length, context, key, signature) before decrypting any, then
+    yield what ORT should load. Everything plaintext is removed when the block ends."""
+    sealed, digest = check_binding(model, base_dir)
+    with contextlib.ExitStack() as blobs:
+        openers = [blobs.enter_context(open_blob(st, base_dir, keys, digest)) for st in sealed]
+        for st, op in zip(sealed, openers):
+            if op.header.plaintext_length != st.plaintext_bytes:
+                raise TamperedError(f"sealed tensor {st.name!r} holds {op.header.plaintext_length} bytes, "
+                                    f"its shape needs {st.plaintext_bytes}")
+        plain = _plain_graph(model, sealed)
+        targets, externals = _targets(plain, sealed)
+        sizes = [st.plaintext_bytes for st in sealed] + [external_location(t, base_dir)[2] or 0 for t in externals]
+        offsets, total = _layout(sizes)
+        for runtime_dir in _runtime_dirs():
+            _clean_stale(runtime_dir)
+            folder = tempfile.mkdtemp(prefix=f"ortseal-{os.getpid()}-", dir=runtime_dir)
+            try:
+                if _fill_weights_file(folder, total, openers, externals, offsets, base_dir):
+                    for t, offset, size in zip(targets + externals, offsets, sizes):
+                        set_external(t, WEIGHTS_FILE, offset, size)
+                    model_path = os.path.join(folder, name)
+                    fd = os.open(model_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(plain.SerializeToString())
+                    log.debug("ortseal: opened %d sealed tensors into %s", len(sealed), folder)
+                    yield Opened(model_path, None)
+                    return
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+        log.warning("ortseal: no RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; opening "
+                    "in memory instead (higher peak memory)", RUNTIME_DIR_ENV, total >> 20)
+        if total > INLINE_LIMIT:
+            raise OrtsealError(f"the model's weights ({total >> 20} MiB) need a RAM-backed folder to open: set "
+                               f"{RUNTIME_DIR_ENV} to a tmpfs folder with room for them")
+        for t, op in zip(targets, openers):
+            buf = np.empty(op.header.plaintext_length, np.uint8)
+            op.decrypt_into(memoryview(buf))
+            t.raw_data = buf.tobytes()
+            del buf
+        for t in externals:
+            path, offset, length = external_location(t, base_dir)
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                t.raw_data = fh.read(length if length is not None else -1)
+            del t.external_data[:]
+            t.data_location = TensorProto.DEFAULT
+        serialized = plain.SerializeToString()
+        del plain, targets
+        yield Opened(None, serialized)
+
+
+def _fill_weights_file(folder: str, total: int, openers: list[Opener], externals: list[TensorProto],
+                       offsets: list[int], base_dir: str | None) -> bool:
+    """Decrypt every tensor into ``folder/weights.bin`` (0600); False if the folder lacks room."""
+    fd = os.open(os.path.join(folder, WEIGHTS_FILE), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if total == 0:
+            return True
+        try:
+            os.posix_fallocate(fd, 0, total)  # reserve RAM now: a full tmpfs must not SIGBUS us mid-write
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                return False
+            raise
+        with mmap.mmap(fd, total, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
+            view = memoryview(mm)
+            try:
+                for op, offset in zip(openers, offsets):
+                    op.decrypt_into(view[offset:offset + op.header.plaintext_length])
+                for t, offset in zip(externals, offsets[len(openers):]):
+                    path, src_offset, length = external_location(t, base_dir)
+                    with open(path, "rb") as fh:
+                        n = length if length is not None else os.fstat(fh.fileno()).st_size - src_offset
+                        fh.seek(src_offset)
+                        fh.readinto(view[offset:offset + n])
+            finally:
+                view.release()
+        return True
+    finally:
+        os.close(fd)

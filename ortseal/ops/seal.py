@@ -1,0 +1,254 @@
+"""``seal_model``: turn selected initializers of an ONNX model into sealed blobs read by Unseal nodes.
+
+    ortseal.seal_model("model.onnx", "model.sealed.onnx", keys)      # payloads in model.sealed.onnx.data
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from onnx import GraphProto, ModelProto, TensorProto, helper, numpy_helper
+from tqdm import tqdm
+
+from .._atomic import atomic_writer
+from ..blob import DEFAULT_SEGMENT_SIZE, Sealer, seal_stream
+from ..errors import FormatError
+from ..keys import KeySet
+from .model import (
+    LIKE_PREFIX,
+    METADATA_KEY,
+    SEALED_SUFFIX,
+    external_location,
+    graph_digest,
+    is_external,
+    is_sealed_model,
+    iter_graphs,
+    load_model,
+    set_external,
+    tensor_context,
+    tensor_identity,
+)
+from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, SEALABLE_TYPES
+
+PROGRESS_MIN_BYTES = 64 << 20  # no progress bar for models that seal in a blink
+PLAIN_ALIGNMENT = 4096  # plain external tensors copied to the data file stay page-aligned for mmap
+
+
+@dataclass
+class SealSummary:
+    """What :func:`seal_model` did."""
+
+    model: Path
+    data_file: Path | None
+    sealed: list[str] = field(default_factory=list)
+    plaintext_bytes: int = 0
+
+
+@dataclass
+class _Selected:
+    tensor: TensorProto
+    scope: str
+    blob: TensorProto
+    identity: str
+    nbytes: int
+
+
+def _nbytes(t: TensorProto) -> int | None:
+    if t.data_type not in SEALABLE_TYPES:
+        return None
+    n = 1
+    for d in t.dims:
+        n *= d
+    return n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+
+
+def _reader(t: TensorProto, base_dir: str, nbytes: int) -> tuple[Callable[[int, memoryview], None], Callable[[], None]]:
+    """``(read_into(offset, buf), close)`` streaming a tensor's raw little-endian bytes."""
+    if is_external(t):
+        path, offset, length = external_location(t, base_dir)
+        if length is not None and length != nbytes:
+            raise FormatError(f"tensor {t.name!r}: external length {length} does not match its shape ({nbytes} bytes)")
+        fd = os.open(path, os.O_RDONLY)
+
+        def read_file(off: int, buf: memoryview) -> None:
+            if os.preadv(fd, [buf], offset + off) != len(buf):
+                raise FormatError(f"tensor {t.name!r}: external data file {path} is shorter than the tensor")
+
+        return read_file, lambda: os.close(fd)
+    raw = t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
+    if len(raw) != nbytes:
+        raise FormatError(f"tensor {t.name!r} holds {len(raw)} bytes but its shape needs {nbytes}")
+    view = memoryview(raw)
+
+    def read_mem(off: int, buf: memoryview) -> None:
+        buf[:] = view[off:off + len(buf)]
+
+    return read_mem, lambda: None
+
+
+def _select(model: ModelProto, min_bytes: int, include: str | None, exclude: str | None) -> list[tuple[str, GraphProto, TensorProto, int]]:
+    inc, exc = (re.compile(include) if include else None), (re.compile(exclude) if exclude else None)
+    chosen = []
+    for scope, graph in iter_graphs(model.graph):
+        for t in graph.initializer:
+            if (inc and not inc.search(t.name)) or (exc and exc.search(t.name)):
+                continue
+            nbytes = _nbytes(t)
+            if nbytes is None:
+                if inc:
+                    raise FormatError(f"tensor {t.name!r} has type {helper.tensor_dtype_to_string(t.data_type)}, "
+                                      "which cannot be sealed (only fixed-size numeric and bool tensors can)")
+                continue
+            if nbytes >= min_bytes:
+                chosen.append((scope, graph, t, nbytes))
+    return chosen
+
+
+def _like_name(dtype: int) -> str:
+    return LIKE_PREFIX + helper.tensor_dtype_to_string(dtype).split(".")[-1].lower()
+
+
+def _rewrite(model: ModelProto, chosen: list, keys: KeySet, sign: bool, segment_size: int) -> list[_Selected]:
+    """Replace each chosen initializer by a blob initializer and an Unseal node (digest filled in later).
+
+    Nodes are inserted first, graph by graph, looked up by scope each time (inserting copies nodes and so
+    the subgraphs they own); the initializers are then changed in place, so the blob references returned
+    stay live in ``model``.
+    """
+    by_scope: dict[str, list[tuple[TensorProto, int]]] = {}
+    for scope, _, t, nbytes in chosen:
+        by_scope.setdefault(scope, []).append((t, nbytes))
+    plans: dict[str, list[tuple[str, int, list[int], int]]] = {
+        scope: [(t.name, t.data_type, list(t.dims), nbytes) for t, nbytes in items] for scope, items in by_scope.items()}
+    for scope, items in plans.items():
+        graph = dict(iter_graphs(model.graph))[scope]
+        nodes = [helper.make_node(OP_TYPE, [name + SEALED_SUFFIX, _like_name(dtype)], [name],
+                                  name=f"ortseal.unseal/{name}", domain=DOMAIN, dtype=dtype, shape=dims,
+                                  tensor=tensor_identity(scope, name, dtype, dims), graph_digest="")
+                 for name, dtype, dims, _ in items]
+        rest = list(graph.node)
+        graph.ClearField("node")
+        graph.node.extend(nodes + rest)
+    selected = []
+    for scope, graph in iter_graphs(model.graph):
+        if scope not in plans:
+            continue
+        wanted = {name: (dtype, dims, nbytes) for name, dtype, dims, nbytes in plans[scope]}
+        existing = {t.name for t in graph.initializer}
+        for t in graph.initializer:
+            if t.name not in wanted:
+                continue
+            dtype, dims, nbytes = wanted[t.name]
+            if t.name + SEALED_SUFFIX in existing:
+                raise FormatError(f"cannot seal {t.name!r}: an initializer named {t.name + SEALED_SUFFIX!r} exists")
+            original = TensorProto()
+            original.CopyFrom(t)
+            length = Sealer(keys, context=b"", length=nbytes, sign=sign, segment_size=segment_size).header.blob_length
+            t.Clear()
+            t.name, t.data_type = original.name + SEALED_SUFFIX, TensorProto.UINT8
+            t.dims.append(length)
+            selected.append(_Selected(original, scope, t, tensor_identity(scope, original.name, dtype, dims), nbytes))
+        for dtype in sorted({dtype for dtype, _, _ in wanted.values()}):
+            if _like_name(dtype) not in existing:
+                graph.initializer.add(name=_like_name(dtype), data_type=dtype, dims=[0], raw_data=b"")
+        inputs = [i for i in graph.input if i.name not in wanted]
+        del graph.input[:]
+        graph.input.extend(inputs)
+    return selected
+
+
+def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: KeySet, *, min_bytes: int = 1024,
+               include: str | None = None, exclude: str | None = None, sign: bool = True,
+               external_data: bool = True, progress: bool = True,
+               segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealSummary:
+    """Seal the initializers of ``src`` into ``dst``.
+
+    Selected: every fixed-size numeric or bool initializer of at least ``min_bytes``, in every graph and
+    subgraph, whose name matches ``include`` (regex) and not ``exclude``. Each becomes a uint8 sealed blob
+    plus an ``ai.ortseal::Unseal`` node; the blobs are bound to the sealed graph's digest and signed when
+    ``sign``. With ``external_data`` (default) blobs go to ``<dst>.data`` beside ``dst``; both files are
+    written atomically. Nothing is loaded whole that can be streamed.
+    """
+    src_path, dst_path = Path(src), Path(dst)
+    model, base_dir = load_model(src_path)
+    assert base_dir is not None
+    if is_sealed_model(model):
+        raise FormatError(f"{src_path} is already sealed by ortseal")
+    if dst_path.resolve() == src_path.resolve():
+        raise ValueError("dst must differ from src")
+    if min_bytes < 0:
+        raise ValueError("min_bytes must be >= 0")
+    chosen = _select(model, min_bytes, include, exclude)
+    if not chosen:
+        raise ValueError(f"no initializer of {src_path} to seal (min_bytes={min_bytes}, include={include!r}, "
+                         f"exclude={exclude!r})")
+    keys.sealing_key()
+    if sign and keys.signing_key() is None:
+        raise ValueError("sign=True but the keyset has no signing key; pass sign=False (CLI: --no-sign)")
+    selected = _rewrite(model, chosen, keys, sign, segment_size)
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
+    meta = {p.key: p for p in model.metadata_props}
+    (meta[METADATA_KEY] if METADATA_KEY in meta else model.metadata_props.add(key=METADATA_KEY)).value = "1"
+    digest = graph_digest(model, base_dir)
+    for _, graph in iter_graphs(model.graph):
+        for node in graph.node:
+            for a in node.attribute:
+                if node.domain == DOMAIN and a.name == "graph_digest":
+                    a.s = digest.encode()
+    total = sum(s.nbytes for s in selected)
+    if not external_data and total > (1 << 31) - (64 << 20):
+        raise ValueError("sealed payloads over 2 GiB need external_data=True")
+    data_path = dst_path.with_name(dst_path.name + ".data") if external_data else None
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"sealing {src_path.name}", leave=False,
+               disable=not progress or total < PROGRESS_MIN_BYTES)
+    with bar, contextlib.ExitStack() as stack:
+        data = stack.enter_context(atomic_writer(data_path, mode=0o644)) if data_path else None
+        for s in selected:
+            read_into, close = _reader(s.tensor, base_dir, s.nbytes)
+            try:
+                out = data if data is not None else io.BytesIO()
+                offset = out.tell()
+                length = seal_stream(read_into, s.nbytes, out, keys, context=tensor_context(digest, s.identity),
+                                     sign=sign, segment_size=segment_size, progress=bar.update)
+            finally:
+                close()
+            if data is None:
+                s.blob.raw_data = out.getvalue()
+            else:
+                set_external(s.blob, data_path.name, offset, length)
+        if data is not None:
+            _copy_plain_external(model, base_dir, data, data_path.name)
+        serialized = model.SerializeToString()
+    with atomic_writer(dst_path, mode=0o644) as fh:
+        fh.write(serialized)
+    return SealSummary(dst_path, data_path, [s.tensor.name for s in selected], total)
+
+
+def _copy_plain_external(model: ModelProto, base_dir: str, out, location: str) -> None:
+    """Copy plain (unsealed) external tensors into the sealed model's data file, page-aligned."""
+    for _, graph in iter_graphs(model.graph):
+        for t in graph.initializer:
+            if not is_external(t) or t.name.endswith(SEALED_SUFFIX):
+                continue
+            path, offset, length = external_location(t, base_dir)
+            pad = -out.tell() % PLAIN_ALIGNMENT
+            out.write(b"\0" * pad)
+            start = out.tell()
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                remaining = length if length is not None else os.fstat(fh.fileno()).st_size - offset
+                while remaining > 0:
+                    chunk = fh.read(min(remaining, 1 << 22))
+                    if not chunk:
+                        raise FormatError(f"tensor {t.name!r}: external data file {path} is shorter than the tensor")
+                    out.write(chunk)
+                    remaining -= len(chunk)
+            set_external(t, location, start, out.tell() - start)
