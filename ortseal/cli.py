@@ -96,3 +96,4 @@ def demo(workdir: str | None) -> None:
 
 # The ops and ep_plugin layers add their commands to ``main``.
 from .ep_plugin import commands as _ep_commands  # noqa: E402,F401
+from .ops import commands as _ops_commands  # noqa: E402,F401

@@ -53,8 +53,9 @@ def blob_steps(work: Path, keys: KeySet) -> None:
 
 def _steps() -> list[Callable[[Path, KeySet], None]]:
     from .ep_plugin.demo import engine_cache_steps
+    from .ops.demo import model_steps
 
-    return [blob_steps, engine_cache_steps]
+    return [blob_steps, model_steps, engine_cache_steps]
 
 
 def run_demo(workdir: str | None = None) -> int:

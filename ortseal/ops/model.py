@@ -198,7 +198,7 @@ def graph_digest(model: ModelProto, base_dir: str | None) -> str:
     """Hex SHA-256 binding digest of a sealed model's structure.
 
     Covers ir_version, opsets, functions, and every graph's nodes, attributes, inputs, outputs and plain
-    initializers (external ones by content hash). Leaves out what sealing cannot know in advance or what
+    initializers (their raw bytes by SHA-256, whether inline or external). Leaves out what sealing cannot know in advance or what
     does not change behaviour: the sealed blobs' bytes, the Unseal nodes' ``graph_digest`` attribute,
     value_info, and model metadata.
     """
@@ -219,8 +219,9 @@ def graph_digest(model: ModelProto, base_dir: str | None) -> str:
             if t.name in blobs:
                 for field in ("raw_data", "external_data", "data_location"):
                     t.ClearField(field)
-            elif is_external(t):
-                content = _hash_external(t, base_dir)
+            elif is_external(t) or t.HasField("raw_data"):
+                # Bound by content, wherever it is stored (sealing may move a tensor inline or out).
+                content = _hash_external(t, base_dir) if is_external(t) else hashlib.sha256(t.raw_data).digest()
                 t.ClearField("external_data")
                 t.ClearField("data_location")
                 t.raw_data = b"sha256:" + content

@@ -72,8 +72,11 @@ def _mount_fstype(path: str) -> str | None:
 
 
 def _runtime_dirs() -> list[str]:
-    """RAM-backed folders to open into, best first. ``$ORTSEAL_RUNTIME_DIR`` must be RAM-backed if set."""
+    """RAM-backed folders to open into, best first. ``$ORTSEAL_RUNTIME_DIR`` must be RAM-backed if set;
+    ``none`` selects the in-memory route."""
     chosen = os.environ.get(RUNTIME_DIR_ENV)
+    if chosen == "none":
+        return []  # the application asked for the in-memory route
     if chosen:
         real = os.path.realpath(chosen)
         if _mount_fstype(real) not in RAM_FILESYSTEMS:
@@ -139,6 +142,9 @@ def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
         inits = [t for t in graph.initializer if t.name not in blobs and not t.name.startswith(LIKE_PREFIX)]
         graph.ClearField("initializer")
         graph.initializer.extend(inits)
+        inputs = [i for i in graph.input if i.name not in blobs and not i.name.startswith(LIKE_PREFIX)]
+        del graph.input[:]
+        graph.input.extend(inputs)
         for name, dtype, dims in specs:
             graph.initializer.add(name=name, data_type=dtype, dims=dims)
     opsets = [o for o in plain.opset_import if o.domain != DOMAIN]
@@ -230,19 +236,23 @@ def _fill_weights_file(folder: str, total: int, openers: list[Opener], externals
             if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
                 return False
             raise
-        with mmap.mmap(fd, total, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE) as mm:
-            view = memoryview(mm)
-            try:
-                for op, offset in zip(openers, offsets):
-                    op.decrypt_into(view[offset:offset + op.header.plaintext_length])
-                for t, offset in zip(externals, offsets[len(openers):]):
-                    path, src_offset, length = external_location(t, base_dir)
-                    with open(path, "rb") as fh:
-                        n = length if length is not None else os.fstat(fh.fileno()).st_size - src_offset
-                        fh.seek(src_offset)
-                        fh.readinto(view[offset:offset + n])
-            finally:
-                view.release()
+        mm = mmap.mmap(fd, total, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        view = memoryview(mm)
+        try:
+            for op, offset in zip(openers, offsets):
+                op.decrypt_into(view[offset:offset + op.header.plaintext_length])
+            for t, offset in zip(externals, offsets[len(openers):]):
+                path, src_offset, length = external_location(t, base_dir)
+                with open(path, "rb") as fh:
+                    n = length if length is not None else os.fstat(fh.fileno()).st_size - src_offset
+                    fh.seek(src_offset)
+                    fh.readinto(view[offset:offset + n])
+        finally:
+            view.release()
+            # After a failed decryption its traceback may still hold a view of the mapping; the region was
+            # zeroed and the file is removed with its folder, so the mapping just goes with the traceback.
+            with contextlib.suppress(BufferError):
+                mm.close()
         return True
     finally:
         os.close(fd)

@@ -155,12 +155,22 @@ def _rewrite(model: ModelProto, chosen: list, keys: KeySet, sign: bool, segment_
             t.name, t.data_type = original.name + SEALED_SUFFIX, TensorProto.UINT8
             t.dims.append(length)
             selected.append(_Selected(original, scope, t, tensor_identity(scope, original.name, dtype, dims), nbytes))
-        for dtype in sorted({dtype for dtype, _, _ in wanted.values()}):
+        likes = sorted({dtype for dtype, _, _ in wanted.values()})
+        for dtype in likes:
             if _like_name(dtype) not in existing:
                 graph.initializer.add(name=_like_name(dtype), data_type=dtype, dims=[0], raw_data=b"")
+        # Old-style graphs (IR < 4) list initializers as inputs too: list the blobs the same way. A sealed
+        # tensor itself is no longer an input, so it cannot be overridden by a feed.
+        listed = [i.name for i in graph.input if i.name in wanted]
         inputs = [i for i in graph.input if i.name not in wanted]
         del graph.input[:]
         graph.input.extend(inputs)
+        for s in selected:
+            if s.tensor.name in listed:
+                graph.input.append(helper.make_tensor_value_info(s.blob.name, TensorProto.UINT8, list(s.blob.dims)))
+        if listed:
+            graph.input.extend(helper.make_tensor_value_info(_like_name(t), t, [0]) for t in likes
+                               if _like_name(t) not in existing)
     return selected
 
 
@@ -224,27 +234,34 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
                 s.blob.raw_data = out.getvalue()
             else:
                 set_external(s.blob, data_path.name, offset, length)
-        if data is not None:
-            _copy_plain_external(model, base_dir, data, data_path.name)
+        _move_plain_external(model, base_dir, data, data_path.name if data_path else "")
         serialized = model.SerializeToString()
     with atomic_writer(dst_path, mode=0o644) as fh:
         fh.write(serialized)
     return SealSummary(dst_path, data_path, [s.tensor.name for s in selected], total)
 
 
-def _copy_plain_external(model: ModelProto, base_dir: str, out, location: str) -> None:
-    """Copy plain (unsealed) external tensors into the sealed model's data file, page-aligned."""
+def _move_plain_external(model: ModelProto, base_dir: str, out, location: str) -> None:
+    """Give plain (unsealed) external tensors a home in the sealed model: copied page-aligned into its data
+    file ``out``, or inline when there is no data file."""
     for _, graph in iter_graphs(model.graph):
         for t in graph.initializer:
             if not is_external(t) or t.name.endswith(SEALED_SUFFIX):
                 continue
             path, offset, length = external_location(t, base_dir)
-            pad = -out.tell() % PLAIN_ALIGNMENT
-            out.write(b"\0" * pad)
-            start = out.tell()
             with open(path, "rb") as fh:
                 fh.seek(offset)
                 remaining = length if length is not None else os.fstat(fh.fileno()).st_size - offset
+                if out is None:
+                    data = fh.read(remaining)
+                    if len(data) != remaining:
+                        raise FormatError(f"tensor {t.name!r}: external data file {path} is shorter than the tensor")
+                    del t.external_data[:]
+                    t.data_location = TensorProto.DEFAULT
+                    t.raw_data = data
+                    continue
+                out.write(b"\0" * (-out.tell() % PLAIN_ALIGNMENT))
+                start = out.tell()
                 while remaining > 0:
                     chunk = fh.read(min(remaining, 1 << 22))
                     if not chunk:

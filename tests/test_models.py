@@ -1,0 +1,384 @@
+"""Sealed initializers on real ORT sessions: sealing, opening, graph binding, tampering, the fallback kernel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import onnxruntime.datasets
+import pytest
+from onnx import TensorProto, helper
+from models import big_embedding, control_flow, transformer_like
+
+import ortseal
+from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError, UnsafeOptionError
+from ortseal.ops.model import SEALED_SUFFIX, graph_digest, load_model
+
+from conftest import contains_run
+
+CPU = ["CPUExecutionProvider"]
+
+
+def shm_leftovers() -> set[str]:
+    return {p.name for p in Path("/dev/shm").glob(f"ortseal-{os.getpid()}-*")}
+
+
+def run_plain(path, feeds):
+    return ort.InferenceSession(str(path), providers=CPU).run(None, feeds)
+
+
+def run_sealed(path, feeds, keys, **kw):
+    return ortseal.InferenceSession(str(path), providers=CPU, keys=keys, **kw).run(None, feeds)
+
+
+def assert_identical(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()  # bit-identical, not merely close
+
+
+def sealed_files(dst: Path) -> list[Path]:
+    return [p for p in dst.parent.iterdir() if p.name.startswith(dst.name)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The transformer-like model, plain and sealed (int64 position ids included)."""
+    d = tmp_path_factory.mktemp("tiny")
+    weights = transformer_like(d / "model.onnx")
+    keys = KeySet.generate()
+    (d / "sealed").mkdir()
+    summary = ortseal.seal_model(d / "model.onnx", d / "sealed" / "model.onnx", keys, min_bytes=64)
+    feeds = {"ids": np.random.default_rng(0).integers(0, 512, (2, 16), dtype=np.int64)}
+    return d, keys, weights, summary, feeds
+
+
+def test_ort_example_model_bit_identical(tmp_path, keys):
+    src = Path(onnxruntime.datasets.get_example("mul_1.onnx"))
+    shutil.copy(src, tmp_path / "mul_1.onnx")
+    ortseal.seal_model(tmp_path / "mul_1.onnx", tmp_path / "mul_1.sealed.onnx", keys, min_bytes=1)
+    # (mul_1 is IR 3 with W not listed as an input, so the onnx checker rejects the original already)
+    feeds = {"X": np.random.default_rng(1).standard_normal((3, 2)).astype(np.float32)}
+    assert_identical(run_sealed(tmp_path / "mul_1.sealed.onnx", feeds, keys), run_plain(src, feeds))
+    so = ortseal.fallback_session_options(keys, model=tmp_path / "mul_1.sealed.onnx")
+    fallback = ort.InferenceSession(str(tmp_path / "mul_1.sealed.onnx"), so, providers=CPU).run(None, feeds)
+    assert_identical(fallback, run_plain(src, feeds))
+
+
+@pytest.mark.parametrize("name", ["sigmoid.onnx", "logreg_iris.onnx"])
+def test_ort_example_models_without_weights(tmp_path, keys, name):
+    src = onnxruntime.datasets.get_example(name)
+    with pytest.raises(ValueError, match="no initializer"):
+        ortseal.seal_model(src, tmp_path / "x.onnx", keys)
+    assert not list(tmp_path.iterdir())
+    sess = ortseal.InferenceSession(src, providers=CPU, keys=keys)  # unsealed models pass through
+    assert not sess.is_sealed and sess.get_inputs()
+
+
+def test_transformer_bit_identical_and_valid_onnx(tiny):
+    d, keys, weights, summary, feeds = tiny
+    sealed = d / "sealed" / "model.onnx"
+    assert set(summary.sealed) == {k for k, v in weights.items() if v.nbytes >= 64}
+    assert "pos_ids" in summary.sealed  # int64 sealed too
+    onnx.checker.check_model(str(sealed), full_check=True)
+    inferred = onnx.shape_inference.infer_shapes(onnx.load(str(sealed), load_external_data=False))
+    types = {v.name: v.type.tensor_type for v in inferred.graph.value_info}
+    assert types["wq"].elem_type == TensorProto.FLOAT and [x.dim_value for x in types["wq"].shape.dim] == [128, 128]
+    assert types["pos_ids"].elem_type == TensorProto.INT64
+    sess = ortseal.InferenceSession(str(sealed), providers=CPU, keys=keys)
+    assert sess.is_sealed
+    assert_identical(sess.run(None, feeds), run_plain(d / "model.onnx", feeds))
+    assert not shm_leftovers()
+
+
+def test_sealed_files_hold_no_plaintext(tiny):
+    d, _, weights, summary, _ = tiny
+    for f in sealed_files(d / "sealed" / "model.onnx"):
+        data = f.read_bytes()
+        for name in summary.sealed:
+            assert not contains_run(data, weights[name].tobytes()), (f, name)
+
+
+def test_everything_else_is_preserved(tiny):
+    d, *_ = tiny
+    plain = onnx.load(str(d / "model.onnx"), load_external_data=False)
+    sealed = onnx.load(str(d / "sealed" / "model.onnx"), load_external_data=False)
+    assert sealed.ir_version == plain.ir_version and sealed.doc_string == plain.doc_string
+    assert sealed.producer_name == plain.producer_name
+    assert {p.key: p.value for p in plain.metadata_props}.items() <= {p.key: p.value for p in sealed.metadata_props}.items()
+    assert [o for o in sealed.opset_import if o.domain != "ai.ortseal"] == list(plain.opset_import)
+    assert sealed.graph.name == plain.graph.name and sealed.graph.doc_string == plain.graph.doc_string
+    assert sealed.graph.value_info == plain.graph.value_info
+    assert list(sealed.graph.input) == list(plain.graph.input) and list(sealed.graph.output) == list(plain.graph.output)
+    original_nodes = [n for n in sealed.graph.node if n.domain != "ai.ortseal"]
+    assert original_nodes == list(plain.graph.node)
+    assert next(n for n in original_nodes if n.name == "residual").doc_string == "the residual add"
+
+
+def test_session_api_keeps_working(tiny):
+    d, keys, _, _, feeds = tiny
+    sess = ortseal.InferenceSession(str(d / "sealed" / "model.onnx"), providers=CPU, keys=keys)
+    want = run_plain(d / "model.onnx", feeds)
+    assert [i.name for i in sess.get_inputs()] == ["ids"] and [o.name for o in sess.get_outputs()] == ["y"]
+    assert sess.get_providers() == CPU
+    assert sess._model_bytes is None and sess._model_path == str(d / "sealed" / "model.onnx")
+    binding = sess.io_binding()
+    binding.bind_cpu_input("ids", feeds["ids"])
+    binding.bind_output("y")
+    sess.run_with_iobinding(binding)
+    assert binding.copy_outputs_to_cpu()[0].tobytes() == want[0].tobytes()
+    sess.set_providers(CPU)  # ORT rebuilds the session: ortseal opens the sealed model again
+    assert_identical(sess.run(None, feeds), want)
+    assert sess.get_modelmeta().custom_metadata_map["author"] == "tests"
+    assert not shm_leftovers()
+
+
+def test_memory_route_gives_the_same_outputs(tiny, monkeypatch):
+    d, keys, _, _, feeds = tiny
+    monkeypatch.setenv("ORTSEAL_RUNTIME_DIR", "none")
+    assert_identical(run_sealed(d / "sealed" / "model.onnx", feeds, keys), run_plain(d / "model.onnx", feeds))
+
+
+def test_runtime_dir_on_disk_is_refused(tiny, monkeypatch, tmp_path):
+    d, keys, _, _, feeds = tiny
+    monkeypatch.setenv("ORTSEAL_RUNTIME_DIR", str(tmp_path))
+    if not str(tmp_path).startswith("/dev/shm"):
+        with pytest.raises(UnsafeOptionError, match="tmpfs"):
+            ortseal.InferenceSession(str(d / "sealed" / "model.onnx"), providers=CPU, keys=keys)
+        assert not list(tmp_path.iterdir())
+
+
+def test_optimized_model_filepath_refused(tiny, tmp_path):
+    d, keys, *_ = tiny
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    with pytest.raises(UnsafeOptionError, match="optimized_model_filepath"):
+        ortseal.InferenceSession(str(d / "sealed" / "model.onnx"), so, providers=CPU, keys=keys)
+    assert not (tmp_path / "opt.onnx").exists()
+
+
+def test_fallback_kernel_same_outputs(tiny, caplog):
+    d, keys, _, _, feeds = tiny
+    sealed = str(d / "sealed" / "model.onnx")
+    so = ortseal.fallback_session_options(keys, model=sealed)
+    with caplog.at_level("WARNING", logger="ortseal"):
+        sess = ort.InferenceSession(sealed, so, providers=CPU)
+        first = sess.run(None, feeds)
+        second = sess.run(None, feeds)
+    assert_identical(first, run_plain(d / "model.onnx", feeds))
+    assert_identical(second, first)
+    warnings = [r for r in caplog.records if "fallback" in r.getMessage()]
+    assert len(warnings) <= 1 and all("ortseal.InferenceSession" in r.getMessage() for r in warnings)
+
+
+def test_control_flow_subgraphs(tmp_path, keys):
+    weights = control_flow(tmp_path / "cf.onnx")
+    summary = ortseal.seal_model(tmp_path / "cf.onnx", tmp_path / "cf.sealed.onnx", keys)
+    assert sorted(summary.sealed) == sorted(weights)
+    sealed = onnx.load(str(tmp_path / "cf.sealed.onnx"), load_external_data=False)
+    if_node = next(n for n in sealed.graph.node if n.op_type == "If")
+    then_g = next(a.g for a in if_node.attribute if a.name == "then_branch")
+    assert then_g.node[0].op_type == "Unseal" and then_g.initializer[0].name == "w_then" + SEALED_SUFFIX
+    onnx.checker.check_model(str(tmp_path / "cf.sealed.onnx"), full_check=True)
+    x = np.random.default_rng(2).standard_normal((4, 16)).astype(np.float32)
+    for flag in (True, False):
+        feeds = {"x_in": x, "flag": np.array(flag), "trip": np.array(3, np.int64)}
+        want = run_plain(tmp_path / "cf.onnx", feeds)
+        assert_identical(run_sealed(tmp_path / "cf.sealed.onnx", feeds, keys), want)
+        so = ortseal.fallback_session_options(keys, model=tmp_path / "cf.sealed.onnx")
+        assert_identical(ort.InferenceSession(str(tmp_path / "cf.sealed.onnx"), so, providers=CPU).run(None, feeds), want)
+    for f in sealed_files(tmp_path / "cf.sealed.onnx"):
+        for w in weights.values():
+            assert not contains_run(f.read_bytes(), w.tobytes())
+
+
+# -- graph binding ---------------------------------------------------------------------------------
+def _edit_output_weight(m):
+    m.graph.output.append(helper.make_tensor_value_info("wq", TensorProto.FLOAT, [128, 128]))
+
+
+def _edit_attribute(m):
+    next(n for n in m.graph.node if n.op_type == "Softmax").attribute[0].i = 1
+
+
+def _edit_plain_initializer(m):
+    t = next(t for t in m.graph.initializer if t.name == "scale")
+    t.raw_data = np.array([1.0], np.float32).tobytes()
+
+
+def _edit_remove_node(m):
+    nodes = [n for n in m.graph.node if n.op_type != "Relu"]
+    for n in nodes:
+        n.input[:] = ["h1" if i == "h2" else i for i in n.input]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+
+
+def _edit_opset(m):
+    m.opset_import[0].version = 18
+
+
+def _edit_and_fix_digest(m):
+    """An attacker who also recomputes the digest attribute: the blobs' contexts still refuse."""
+    _edit_output_weight(m)
+    digest = graph_digest(m, None)
+    for n in m.graph.node:
+        for a in n.attribute:
+            if a.name == "graph_digest":
+                a.s = digest.encode()
+
+
+def _swap_blobs(m):
+    a = next(t for t in m.graph.initializer if t.name == "wq" + SEALED_SUFFIX)
+    b = next(t for t in m.graph.initializer if t.name == "wk" + SEALED_SUFFIX)
+    ea, eb = list(a.external_data), list(b.external_data)
+    del a.external_data[:], b.external_data[:]
+    a.external_data.extend(eb)
+    b.external_data.extend(ea)
+
+
+@pytest.mark.parametrize("edit", [_edit_output_weight, _edit_attribute, _edit_plain_initializer, _edit_remove_node,
+                                  _edit_opset, _edit_and_fix_digest, _swap_blobs])
+def test_graph_edits_are_refused_before_any_plaintext(tiny, edit):
+    d, keys, *_ = tiny
+    path = d / "sealed" / f"edited_{edit.__name__}.onnx"
+    model = onnx.load(str(d / "sealed" / "model.onnx"), load_external_data=False)
+    edit(model)
+    onnx.save(model, str(path))
+    try:
+        before = shm_leftovers()
+        with pytest.raises(TamperedError):
+            ortseal.InferenceSession(str(path), providers=CPU, keys=keys)
+        with pytest.raises(TamperedError):
+            ortseal.verify_model(path, keys)
+        with pytest.raises(TamperedError):
+            ortseal.fallback_session_options(keys, model=path)
+        assert shm_leftovers() == before
+    finally:
+        path.unlink()
+
+
+# -- tampered, missing and wrong inputs ------------------------------------------------------------
+@pytest.fixture
+def sealed_copy(tiny, tmp_path):
+    d, keys, *_ = tiny
+    for f in sealed_files(d / "sealed" / "model.onnx"):
+        shutil.copy(f, tmp_path / f.name)
+    return tmp_path / "model.onnx", keys
+
+
+@pytest.mark.parametrize("where", [0, 30, 5000, -70, -1])  # magic, salt, ciphertext, tag, signature
+def test_flipped_byte_in_payload(sealed_copy, where):
+    path, keys = sealed_copy
+    data = path.with_name("model.onnx.data")
+    blob = bytearray(data.read_bytes())
+    blob[where] ^= 0x10
+    data.write_bytes(blob)
+    with pytest.raises((TamperedError, FormatError)):
+        ortseal.InferenceSession(str(path), providers=CPU, keys=keys)
+    assert not shm_leftovers()
+
+
+def test_truncated_payload(sealed_copy):
+    path, keys = sealed_copy
+    data = path.with_name("model.onnx.data")
+    data.write_bytes(data.read_bytes()[:-1000])
+    with pytest.raises(TamperedError):
+        ortseal.InferenceSession(str(path), providers=CPU, keys=keys)
+
+
+def test_wrong_key_untrusted_signer_and_device_keyset(sealed_copy, other_keys):
+    path, keys = sealed_copy
+    with pytest.raises(KeyNotFoundError):
+        ortseal.InferenceSession(str(path), providers=CPU, keys=other_keys)
+    content_only = KeySet(content_keys={k: keys.content_key(k) for k in keys.content_key_ids})
+    with pytest.raises(TamperedError, match="does not trust"):
+        ortseal.InferenceSession(str(path), providers=CPU, keys=KeySet.merge(content_only, other_keys.public()))
+    device = KeySet.merge(keys.without_signing(), keys.public())
+    assert ortseal.InferenceSession(str(path), providers=CPU, keys=device).is_sealed
+
+
+def test_unsigned_model_refused_where_signature_required(tmp_path, keys):
+    transformer_like(tmp_path / "m.onnx", d=32, vocab=64)
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "u.onnx", keys, sign=False)
+    with pytest.raises(TamperedError, match="unsigned"):
+        ortseal.InferenceSession(str(tmp_path / "u.onnx"), providers=CPU, keys=keys)
+    content_only = KeySet(content_keys={k: keys.content_key(k) for k in keys.content_key_ids})
+    assert ortseal.InferenceSession(str(tmp_path / "u.onnx"), providers=CPU, keys=content_only).is_sealed
+
+
+# -- sealing errors --------------------------------------------------------------------------------
+def _no_temp_files(directory: Path) -> bool:
+    return not [p for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sealing_errors_leave_nothing(tmp_path, keys, tiny):
+    d, *_ = tiny
+    with pytest.raises(FileNotFoundError):
+        ortseal.seal_model(tmp_path / "missing.onnx", tmp_path / "out.onnx", keys)
+    (tmp_path / "junk.onnx").write_bytes(os.urandom(1000))
+    with pytest.raises(FormatError, match="not an ONNX model"):
+        ortseal.seal_model(tmp_path / "junk.onnx", tmp_path / "out.onnx", keys)
+    with pytest.raises(FormatError, match="already sealed"):
+        ortseal.seal_model(d / "sealed" / "model.onnx", tmp_path / "out.onnx", keys)
+    strings = helper.make_graph([helper.make_node("Identity", ["s"], ["o"])], "g", [],
+                                [helper.make_tensor_value_info("o", TensorProto.STRING, [2])],
+                                [helper.make_tensor("s", TensorProto.STRING, [2], [b"a" * 600, b"b" * 600])])
+    onnx.save(helper.make_model(strings, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]),
+              str(tmp_path / "str.onnx"))
+    with pytest.raises(FormatError, match="cannot be sealed"):
+        ortseal.seal_model(tmp_path / "str.onnx", tmp_path / "out.onnx", keys, include="^s$")
+    # a source whose external data is shorter than its tensors: fails mid-way, leaves nothing
+    for f in ("model.onnx", "model.onnx.weights"):
+        shutil.copy(d / f, tmp_path / f)
+    weights = tmp_path / "model.onnx.weights"
+    weights.write_bytes(weights.read_bytes()[:-4096])
+    with pytest.raises(FormatError, match="shorter"):
+        ortseal.seal_model(tmp_path / "model.onnx", tmp_path / "out.onnx", keys)
+    assert not (tmp_path / "out.onnx").exists() and not (tmp_path / "out.onnx.data").exists()
+    assert _no_temp_files(tmp_path)
+
+
+def test_include_exclude_and_inline(tmp_path, keys, tiny):
+    d, _, weights, _, feeds = tiny
+    s = ortseal.seal_model(d / "model.onnx", tmp_path / "only_w.onnx", keys, include=r"^w[qkvo]$", exclude="wo")
+    assert sorted(s.sealed) == ["wk", "wq", "wv"]
+    assert_identical(run_sealed(tmp_path / "only_w.onnx", feeds, keys), run_plain(d / "model.onnx", feeds))
+    s = ortseal.seal_model(d / "model.onnx", tmp_path / "inline.onnx", keys, external_data=False)
+    assert s.data_file is None and not (tmp_path / "inline.onnx.data").exists()
+    blob = (tmp_path / "inline.onnx").read_bytes()
+    assert_identical(ortseal.InferenceSession(blob, providers=CPU, keys=keys).run(None, feeds),
+                     run_plain(d / "model.onnx", feeds))
+    assert not contains_run(blob, weights["wq"].tobytes())
+
+
+def test_model_loaded_whole_is_not_needed_for_sealing(tiny):
+    """The sealed model file itself stays small: payloads are streamed to the data file."""
+    d, *_ = tiny
+    assert (d / "sealed" / "model.onnx").stat().st_size < 16 * 1024
+    model, _ = load_model(d / "sealed" / "model.onnx")
+    assert all(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer if t.name.endswith(SEALED_SUFFIX))
+
+
+@pytest.mark.slow
+def test_model_over_2_gib(tmp_path, keys):
+    rows, dim = 540_000, 1024  # 2.06 GiB float32
+    table = big_embedding(tmp_path / "big.onnx", rows, dim)
+    summary = ortseal.seal_model(tmp_path / "big.onnx", tmp_path / "big.sealed.onnx", keys, progress=False)
+    assert summary.sealed == ["table"] and summary.plaintext_bytes > 2 << 30
+    (tmp_path / "big.onnx.data").unlink()  # the plaintext is gone: only the sealed copy remains
+    onnx.checker.check_model(str(tmp_path / "big.sealed.onnx"))
+    ids = np.array([0, 1, rows // 2, rows - 1], np.int64)
+    sess = ortseal.InferenceSession(str(tmp_path / "big.sealed.onnx"), providers=CPU, keys=keys)
+    (y,) = sess.run(None, {"ids": ids})
+    assert y.tobytes() == np.asarray(table[ids]).tobytes()
+    data = np.memmap(tmp_path / "big.sealed.onnx.data", np.uint8, "r")
+    for row in (0, rows // 2, rows - 1):
+        sample = bytes(np.asarray(table[row, :8]).tobytes())
+        assert sample not in bytes(data[:1 << 20])
+    assert not shm_leftovers()
