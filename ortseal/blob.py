@@ -362,8 +362,9 @@ class Opener:
             _zero(out)
             raise
 
-    def verify(self) -> None:
-        """Authenticate every segment, decrypting into per-thread scratch buffers that are then wiped."""
+    def _each_segment(self, sink: Callable[[int, memoryview], None]) -> None:
+        """Decrypt each segment into a per-thread scratch buffer (wiped afterwards) and hand
+        ``(plaintext offset, plaintext)`` to ``sink``, on all cores."""
         h = self.header
 
         def work(a: int, b: int) -> None:
@@ -371,8 +372,9 @@ class Opener:
             try:
                 for i in range(a, b):
                     off, n = h.segment_span(i)
-                    self._aead.decrypt_into(h.nonce(i), self._source.read(off, n + TAG_SIZE), h.raw,
-                                            memoryview(scratch)[:n])
+                    plain = memoryview(scratch)[:n]
+                    self._aead.decrypt_into(h.nonce(i), self._source.read(off, n + TAG_SIZE), h.raw, plain)
+                    sink(i * h.segment_size, plain)
             finally:
                 scratch[:] = bytes(len(scratch))
 
@@ -380,6 +382,21 @@ class Opener:
             _run_split(h.segment_count, work)
         except InvalidTag:
             raise TamperedError("sealed blob failed authentication: wrong key, or the data was altered") from None
+
+    def verify(self) -> None:
+        """Authenticate every segment without keeping any plaintext."""
+        self._each_segment(lambda offset, plain: None)
+
+    def decrypt_to_file(self, fd: int, offset: int) -> None:
+        """Decrypt into file ``fd`` at ``offset`` with ``pwrite`` (for a RAM-backed file: no mapping, no
+        page pre-zeroing). On failure the region holds partial plaintext: the caller removes the file."""
+
+        def write(at: int, plain: memoryview) -> None:
+            done = 0
+            while done < len(plain):
+                done += os.pwrite(fd, plain[done:], offset + at + done)
+
+        self._each_segment(write)
 
 
 def _zero(out: memoryview) -> None:

@@ -6,6 +6,7 @@ import json
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import ortseal
 from ortseal import KeySet
@@ -56,3 +57,34 @@ def test_demo_runs_and_shows_refusals():
     assert r.returncode == 0, r.stdout + r.stderr
     assert "TamperedError" in r.stdout
     assert "demo passed" in r.stdout
+
+
+def test_seal_inspect_verify_and_convert(tmp_path):
+    from models import transformer_like
+
+    transformer_like(tmp_path / "m.onnx", d=32, vocab=64)
+    keys = tmp_path / "keys.json"
+    assert ortseal_cli("keygen", "-o", str(keys)).returncode == 0
+    r = ortseal_cli("seal", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--keys", str(keys),
+                    "--min-bytes", "512", "--exclude", "^ff2$")
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "tools/convert.py", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "c.onnx"),
+                        "--keys", str(keys), "--include", "^w[qk]$", "--no-sign"], capture_output=True, text=True,
+                       cwd=str(Path(__file__).parents[1]), timeout=600)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(ortseal_cli("inspect", "--json", str(tmp_path / "c.onnx")).stdout)
+    assert sorted(t["name"] for t in info["sealed"]) == ["wk", "wq"] and all(t["signer"] is None for t in info["sealed"])
+    table = ortseal_cli("inspect", str(tmp_path / "s.onnx"))
+    assert table.returncode == 0 and "tok_emb" in table.stdout and "ff2" not in table.stdout
+    assert KeySet.load(keys).content_key_ids[0] in table.stdout
+    ok = ortseal_cli("verify", str(tmp_path / "s.onnx"), "--keys", str(keys))
+    assert ok.returncode == 0 and "verified" in ok.stdout
+    data = tmp_path / "s.onnx.data"
+    blob = bytearray(data.read_bytes())
+    blob[-10] ^= 1
+    data.write_bytes(bytes(blob))
+    bad = ortseal_cli("verify", str(tmp_path / "s.onnx"), "--keys", str(keys))
+    assert bad.returncode == 1 and "TamperedError" in bad.stderr and bad.stderr.count("\n") == 1
+    assert not list(tmp_path.glob("*.tmp"))
+    again = ortseal_cli("seal", str(tmp_path / "s.onnx"), "-o", str(tmp_path / "t.onnx"), "--keys", str(keys))
+    assert again.returncode == 1 and "already sealed" in again.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import mmap
 import os
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 from onnx import ModelProto, TensorProto
 
 from ..blob import Opener
-from ..errors import OrtsealError, TamperedError, UnsafeOptionError
+from ..errors import FormatError, OrtsealError, TamperedError, UnsafeOptionError
 from ..keys import KeySet
 from .model import (
     LIKE_PREFIX,
@@ -109,6 +108,23 @@ def _clean_stale(runtime_dir: str) -> None:
             except ProcessLookupError:
                 shutil.rmtree(entry, ignore_errors=True)
                 log.warning("ortseal: removed %s left by process %d, which ended without cleaning up", entry, pid)
+
+
+def _remove_folder(folder: str) -> None:
+    """Remove the private folder now; give its RAM back in the background.
+
+    Unlinking a large tmpfs file frees its pages synchronously (~0.15 s per GiB here). Holding one
+    descriptor across the unlink makes the names disappear at once, and closing it on a helper thread
+    frees the pages off the session-start path.
+    """
+    weights = os.path.join(folder, WEIGHTS_FILE)
+    try:
+        fd = os.open(weights, os.O_RDONLY)
+    except OSError:
+        fd = -1
+    shutil.rmtree(folder, ignore_errors=True)
+    if fd >= 0:
+        threading.Thread(target=os.close, args=(fd,), name="ortseal-release", daemon=True).start()
 
 
 def _plain_externals(model: ModelProto) -> list[TensorProto]:
@@ -200,7 +216,7 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
                     yield Opened(model_path, None)
                     return
             finally:
-                shutil.rmtree(folder, ignore_errors=True)
+                _remove_folder(folder)
         log.warning("ortseal: no RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; opening "
                     "in memory instead (higher peak memory)", RUNTIME_DIR_ENV, total >> 20)
         if total > INLINE_LIMIT:
@@ -226,33 +242,29 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
 def _fill_weights_file(folder: str, total: int, openers: list[Opener], externals: list[TensorProto],
                        offsets: list[int], base_dir: str | None) -> bool:
     """Decrypt every tensor into ``folder/weights.bin`` (0600); False if the folder lacks room."""
-    fd = os.open(os.path.join(folder, WEIGHTS_FILE), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    stat = os.statvfs(folder)
+    if stat.f_bavail * stat.f_frsize < total + (1 << 20):
+        return False
+    fd = os.open(os.path.join(folder, WEIGHTS_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        if total == 0:
-            return True
-        try:
-            os.posix_fallocate(fd, 0, total)  # reserve RAM now: a full tmpfs must not SIGBUS us mid-write
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-                return False
-            raise
-        mm = mmap.mmap(fd, total, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        view = memoryview(mm)
-        try:
-            for op, offset in zip(openers, offsets):
-                op.decrypt_into(view[offset:offset + op.header.plaintext_length])
-            for t, offset in zip(externals, offsets[len(openers):]):
-                path, src_offset, length = external_location(t, base_dir)
-                with open(path, "rb") as fh:
-                    n = length if length is not None else os.fstat(fh.fileno()).st_size - src_offset
-                    fh.seek(src_offset)
-                    fh.readinto(view[offset:offset + n])
-        finally:
-            view.release()
-            # After a failed decryption its traceback may still hold a view of the mapping; the region was
-            # zeroed and the file is removed with its folder, so the mapping just goes with the traceback.
-            with contextlib.suppress(BufferError):
-                mm.close()
+        for op, offset in zip(openers, offsets):
+            op.decrypt_to_file(fd, offset)
+        for t, offset in zip(externals, offsets[len(openers):]):
+            path, src_offset, length = external_location(t, base_dir)
+            with open(path, "rb") as fh:
+                fh.seek(src_offset)
+                remaining = length if length is not None else os.fstat(fh.fileno()).st_size - src_offset
+                while remaining > 0:
+                    chunk = fh.read(min(remaining, 1 << 22))
+                    if not chunk:
+                        raise FormatError(f"tensor {t.name!r}: external data file {path} is shorter than the tensor")
+                    os.pwrite(fd, chunk, offset)
+                    offset += len(chunk)
+                    remaining -= len(chunk)
         return True
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return False  # the folder filled up meanwhile: the caller removes it and tries elsewhere
+        raise
     finally:
         os.close(fd)
