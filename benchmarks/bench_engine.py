@@ -12,15 +12,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-import ortseal
+from bench_blob import best_of
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from trt_harness import TensorrtEpHarness  # noqa: E402
+import ortseal
+from ortseal.ep_plugin.harness import TensorrtEpHarness
 
 
 def main() -> None:
@@ -53,19 +51,12 @@ def main() -> None:
         results = {}
         for name, fn in [("read plaintext file", read_plain), ("decrypt sealed via shim", open_sealed)]:
             fn()  # warm the page cache and the buffer
-            best = min(_timed(fn) for _ in range(args.repeat))
-            results[name] = best
+            results[name] = best_of(args.repeat, fn)
         base = results["read plaintext file"]
         print(f"engine {args.mib} MiB, best of {args.repeat}, page cache warm")
         print(f"{'path':<26}{'GB/s':>8}{'time vs plain':>15}")
         for name, t in results.items():
             print(f"{name:<26}{size / 1e9 / t:8.2f}{t / base:14.2f}x")
-
-
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
 
 
 if __name__ == "__main__":

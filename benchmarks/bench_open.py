@@ -105,8 +105,9 @@ def main() -> None:
     if args.child:
         child(args.child, Path(args.dir))
         return
-    import ortseal
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    import ortseal
 
     with tempfile.TemporaryDirectory(prefix="ortseal-bench-") as tmp:
         folder = Path(tmp)

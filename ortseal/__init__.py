@@ -10,8 +10,8 @@ Public API::
 
 from ._version import __version__
 from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
-from .errors import FormatError, KeyNotFoundError, OrtsealError, TamperedError, UnsafeOptionError
 from .ep_plugin import tensorrt_provider
+from .errors import FormatError, KeyNotFoundError, OrtsealError, TamperedError, UnsafeOptionError
 from .keys import KeySet
 from .ops import InferenceSession, fallback_session_options, inspect_model, seal_model, verify_model
 

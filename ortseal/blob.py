@@ -283,7 +283,7 @@ def seal_stream(read_into: Callable[[int, memoryview], None], length: int, out: 
 
 
 # -- opening -------------------------------------------------------------------------------------
-class _Source:
+class BlobSource:
     """Random access to a blob's bytes: a buffer (zero-copy slices) or a file descriptor (pread)."""
 
     def __init__(self, buffer: Buffer | None = None, *, fd: int | None = None, offset: int = 0,
@@ -312,7 +312,7 @@ class Opener:
     Nothing is decrypted until every check that needs no decryption has passed.
     """
 
-    def __init__(self, source: _Source, keys: KeySet, *, context: Context) -> None:
+    def __init__(self, source: BlobSource, keys: KeySet, *, context: Context) -> None:
         self._source = source
         h = self.header = parse_header(source.read(0, min(MAX_HEADER_SIZE, source.size)))
         if source.size != h.blob_length:
@@ -419,14 +419,14 @@ def unseal_into(blob: Buffer, keys: KeySet, out: object, *, context: Context) ->
     """Verify ``blob`` and decrypt it straight into the writable buffer ``out`` (exactly
     :func:`plaintext_size` bytes). Returns the number of bytes written."""
     view = _writable(out)
-    opener = Opener(_Source(blob), keys, context=context)
+    opener = Opener(BlobSource(blob), keys, context=context)
     opener.decrypt_into(view)
     return len(view)
 
 
 def unseal_bytes(blob: Buffer, keys: KeySet, *, context: Context) -> bytes:
     """Verify ``blob`` and return its plaintext."""
-    opener = Opener(_Source(blob), keys, context=context)
+    opener = Opener(BlobSource(blob), keys, context=context)
     out = bytearray(opener.header.plaintext_length)
     opener.decrypt_into(memoryview(out))
     return bytes(out)
@@ -434,4 +434,4 @@ def unseal_bytes(blob: Buffer, keys: KeySet, *, context: Context) -> bytes:
 
 def open_file(fd: int, offset: int, length: int, keys: KeySet, *, context: Context) -> Opener:
     """An :class:`Opener` over ``length`` bytes of ``fd`` at ``offset``, read with ``pread`` (no mapping)."""
-    return Opener(_Source(fd=fd, offset=offset, length=length), keys, context=context)
+    return Opener(BlobSource(fd=fd, offset=offset, length=length), keys, context=context)

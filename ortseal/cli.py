@@ -18,7 +18,7 @@ from .errors import OrtsealError
 from .keys import KeySet
 
 
-def _fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
+def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn library and OS errors into one line on stderr and exit code 1."""
 
     @functools.wraps(fn)
@@ -63,7 +63,7 @@ def main() -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Keyset file to write (mode 0600).")
 @passphrase_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
-@_fail_cleanly
+@fail_cleanly
 def keygen(output: str, passphrase_env: str | None, overwrite: bool) -> None:
     """Make a keyset: one AES-256 content key and one Ed25519 signing key."""
     ks = KeySet.generate()
@@ -76,7 +76,7 @@ def keygen(output: str, passphrase_env: str | None, overwrite: bool) -> None:
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Public keyset file to write.")
 @passphrase_option
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
-@_fail_cleanly
+@fail_cleanly
 def pubkey(keyset: str, output: str, passphrase_env: str | None, overwrite: bool) -> None:
     """Export the public key(s) of KEYSET: what a device needs to check signatures."""
     public = load_keys(keyset, passphrase_env).public()
@@ -86,7 +86,7 @@ def pubkey(keyset: str, output: str, passphrase_env: str | None, overwrite: bool
 
 @main.command()
 @click.option("--workdir", type=click.Path(file_okay=False), help="Work in this folder instead of a temporary one.")
-@_fail_cleanly
+@fail_cleanly
 def demo(workdir: str | None) -> None:
     """Show the kit's main job step by step, with a fresh key in a temporary folder."""
     from .demo import run_demo

@@ -12,13 +12,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from trt_harness import EngineLoadError, TensorrtEpHarness
+from conftest import contains_run
 
 import ortseal
 from ortseal import KeySet, UnsafeOptionError
+from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness
 from ortseal.ep_plugin.provider import LEAKING_OPTIONS
-
-from conftest import contains_run
 
 ENGINE_MIB = 5
 
@@ -142,10 +141,9 @@ def test_many_threads_at_once(trt, keys):
 
 
 WRITER = textwrap.dedent("""
-    import os, sys
-    sys.path.insert(0, {tests!r})
+    import sys
     import ortseal
-    from trt_harness import TensorrtEpHarness
+    from ortseal.ep_plugin.harness import TensorrtEpHarness
     keys = ortseal.KeySet.load({keys!r})
     trt = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {{"trt_engine_cache_path": {cache!r}}}))
     engine = bytes([int(sys.argv[1])]) * (3 << 20)
@@ -159,7 +157,7 @@ WRITER = textwrap.dedent("""
 def test_two_processes_writing_the_same_engine(tmp_path, keys):
     keys.save(tmp_path / "keys.json")
     cache = tmp_path / "cache"
-    code = WRITER.format(tests=str(Path(__file__).parent), keys=str(tmp_path / "keys.json"), cache=str(cache))
+    code = WRITER.format(keys=str(tmp_path / "keys.json"), cache=str(cache))
     procs = [subprocess.Popen([sys.executable, "-c", code, str(v)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for v in (1, 2)]
     outs = [p.communicate(timeout=300) for p in procs]

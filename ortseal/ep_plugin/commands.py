@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..blob import MAX_HEADER_SIZE, parse_header
-from ..cli import _fail_cleanly, keys_option, load_keys, main, passphrase_option
+from ..cli import fail_cleanly, keys_option, load_keys, main, passphrase_option
 from ..errors import OrtsealError
 from .provider import QUARANTINE
 from .vault import ENGINE_SUFFIX, verify_engine_file
@@ -29,7 +29,7 @@ def cache() -> None:
 
 @cache.command("list")
 @click.argument("directory", type=click.Path(file_okay=False))
-@_fail_cleanly
+@fail_cleanly
 def list_cache(directory: str) -> None:
     """List engines in DIRECTORY with sizes, key ids, signer and state (no keys needed)."""
     rows = [("file", "bytes", "engine bytes", "key id", "signer", "state")]
@@ -56,7 +56,7 @@ def list_cache(directory: str) -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 @keys_option
 @passphrase_option
-@_fail_cleanly
+@fail_cleanly
 def verify_cache(directory: str, keys_path: str, passphrase_env: str | None) -> None:
     """Fully verify every engine in DIRECTORY; exit 1 naming each bad file."""
     keys = load_keys(keys_path, passphrase_env)

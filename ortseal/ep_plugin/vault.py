@@ -76,10 +76,6 @@ class _Registry:
                 load_shim().ortseal_shim_register(self._decrypt_cb, self._encrypt_cb, None)
                 self._registered = True
 
-    def remove(self, cache_dir: str) -> None:
-        with self._lock:
-            self._vaults.pop(cache_dir, None)
-
     def keys_for(self, path: str) -> KeySet:
         directory = os.path.realpath(os.path.dirname(os.path.abspath(path)))
         with self._lock:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ..cli import _fail_cleanly, keys_option, load_keys, main, passphrase_option
+from ..cli import fail_cleanly, keys_option, load_keys, main, passphrase_option
 from .inspect import inspect_model, verify_model
 from .seal import seal_model
 
@@ -30,7 +30,7 @@ def _size(n: int) -> str:
 @click.option("--exclude", metavar="REGEX", help="Leave initializers whose name matches unsealed.")
 @click.option("--no-sign", is_flag=True, help="Do not sign (devices that trust a publisher key will refuse it).")
 @click.option("--inline", is_flag=True, help="Keep sealed payloads inside the model file (models under 2 GiB).")
-@_fail_cleanly
+@fail_cleanly
 def seal(src: str, dst: str, keys_path: str, passphrase_env: str | None, min_bytes: int, include: str | None,
          exclude: str | None, no_sign: bool, inline: bool) -> None:
     """Seal the initializers of SRC into a new model (payloads in <output>.data)."""
@@ -56,7 +56,7 @@ def print_table(infos: list) -> None:
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for tools instead of a table.")
-@_fail_cleanly
+@fail_cleanly
 def inspect(model: str, as_json: bool) -> None:
     """Show which tensors of MODEL are sealed, with sizes, key ids and signer (no keys needed)."""
     infos = inspect_model(model)

@@ -17,7 +17,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 
-from ..blob import Opener, _Source
+from ..blob import BlobSource, Opener
 from ..errors import FormatError, KeyNotFoundError, OrtsealError
 from ..keys import KeySet
 from .inspect import verify_model
@@ -37,7 +37,7 @@ _state = {"registered": False, "warned": False}
 
 
 def _open(sealed: np.ndarray, identity: str, digest: str) -> np.ndarray:
-    source = _Source(np.ascontiguousarray(sealed).view(np.uint8).reshape(-1))
+    source = BlobSource(np.ascontiguousarray(sealed).view(np.uint8).reshape(-1))
     last_missing: Exception | None = None
     for keys in list(_keysets):
         try:

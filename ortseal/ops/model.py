@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
-from ..blob import MAX_HEADER_SIZE, Header, Opener, _Source, open_file, parse_header
+from ..blob import MAX_HEADER_SIZE, BlobSource, Header, Opener, open_file, parse_header
 from ..errors import FormatError
 from ..keys import KeySet
 from .schema import DOMAIN, OP_TYPE, register_schema
@@ -72,8 +72,6 @@ class SealedTensor:
     """One Unseal node of a sealed model, with the blob initializer it reads."""
 
     scope: str
-    graph: GraphProto
-    node: NodeProto
     blob: TensorProto
     name: str
     dtype: int
@@ -113,7 +111,7 @@ def find_sealed(model: ModelProto) -> list[SealedTensor]:
             blob = inits[node.input[0]]
             if blob.data_type != TensorProto.UINT8:
                 raise FormatError(f"sealed initializer {blob.name!r} is not uint8")
-            found.append(SealedTensor(scope, graph, node, blob, node.output[0], dtype, shape, identity,
+            found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity,
                                       _attr(node, "graph_digest").s.decode("ascii")))
     return found
 
@@ -149,7 +147,7 @@ def open_blob(st: SealedTensor, base_dir: str | None, keys: KeySet, graph_digest
     graph, never the one stored in the node). External blobs are read with ``pread``, never mapped."""
     context = tensor_context(graph_digest, st.identity)
     if not is_external(st.blob):
-        yield Opener(_Source(st.blob.raw_data), keys, context=context)
+        yield Opener(BlobSource(st.blob.raw_data), keys, context=context)
         return
     if base_dir is None:
         raise FormatError(f"sealed tensor {st.name!r} is stored in an external file; open the model from its path")

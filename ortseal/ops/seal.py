@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import onnx
-from onnx import GraphProto, ModelProto, TensorProto, helper, numpy_helper
+from onnx import ModelProto, TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
 from .._atomic import atomic_writer
@@ -93,7 +92,9 @@ def _reader(t: TensorProto, base_dir: str, nbytes: int) -> tuple[Callable[[int, 
     return read_mem, lambda: None
 
 
-def _select(model: ModelProto, min_bytes: int, include: str | None, exclude: str | None) -> list[tuple[str, GraphProto, TensorProto, int]]:
+def _select(model: ModelProto, min_bytes: int, include: str | None,
+            exclude: str | None) -> list[tuple[str, TensorProto, int]]:
+    """``(scope, initializer, size in bytes)`` of every initializer to seal."""
     inc, exc = (re.compile(include) if include else None), (re.compile(exclude) if exclude else None)
     chosen = []
     for scope, graph in iter_graphs(model.graph):
@@ -107,7 +108,7 @@ def _select(model: ModelProto, min_bytes: int, include: str | None, exclude: str
                                       "which cannot be sealed (only fixed-size numeric and bool tensors can)")
                 continue
             if nbytes >= min_bytes:
-                chosen.append((scope, graph, t, nbytes))
+                chosen.append((scope, t, nbytes))
     return chosen
 
 
@@ -122,11 +123,9 @@ def _rewrite(model: ModelProto, chosen: list, keys: KeySet, sign: bool, segment_
     the subgraphs they own); the initializers are then changed in place, so the blob references returned
     stay live in ``model``.
     """
-    by_scope: dict[str, list[tuple[TensorProto, int]]] = {}
-    for scope, _, t, nbytes in chosen:
-        by_scope.setdefault(scope, []).append((t, nbytes))
-    plans: dict[str, list[tuple[str, int, list[int], int]]] = {
-        scope: [(t.name, t.data_type, list(t.dims), nbytes) for t, nbytes in items] for scope, items in by_scope.items()}
+    plans: dict[str, list[tuple[str, int, list[int], int]]] = {}
+    for scope, t, nbytes in chosen:
+        plans.setdefault(scope, []).append((t.name, t.data_type, list(t.dims), nbytes))
     for scope, items in plans.items():
         graph = dict(iter_graphs(model.graph))[scope]
         nodes = [helper.make_node(OP_TYPE, [name + SEALED_SUFFIX, _like_name(dtype)], [name],

@@ -1,7 +1,7 @@
 """Drives the engine-decryption library exactly as onnxruntime's TensorRT EP does (onnxruntime 1.31,
 tensorrt_execution_provider.cc): dlopen the library named by ``trt_engine_decryption_lib_path``, look up
 ``decrypt`` (required) and ``encrypt`` (optional) by name, and call them with the same sequence and buffers.
-No GPU and no ORT mock: this is the exact C ABI boundary ORT crosses."""
+No GPU needed: this is the exact C ABI boundary ORT crosses. Used by the tests, the demo and the benchmark."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import os
 
 
 class EngineLoadError(Exception):
-    """What ORT reports when the library returns 0."""
+    """What the TensorRT EP reports when the library returns 0."""
 
 
 class TensorrtEpHarness:
+    """The TensorRT EP's side of the engine-cache contract, for ``tensorrt_provider(...)``'s result."""
+
     def __init__(self, provider: tuple[str, dict[str, str]]) -> None:
         name, options = provider
         assert name == "TensorrtExecutionProvider"
