@@ -251,35 +251,56 @@ def seal_bytes(data: Buffer, keys: KeySet, *, context: Context, sign: bool = Tru
     return out.tobytes()
 
 
-def seal_stream(read_into: Callable[[int, memoryview], None], length: int, out: BinaryIO, keys: KeySet, *,
-                context: Context, sign: bool = True, segment_size: int = DEFAULT_SEGMENT_SIZE,
-                progress: Callable[[int], None] | None = None) -> int:
-    """Seal ``length`` bytes that ``read_into(offset, buffer)`` fills, writing the blob to ``out``.
+class BlobWriter:
+    """Seals blobs one after another into a file, streaming: plaintext is encrypted straight from the
+    caller's buffer (which may be an mmap of a huge file) into two reused batch buffers, and writing one
+    batch overlaps encrypting the next. Use as a context manager."""
 
-    Memory use is a few segments per core whatever the length. Returns the blob length.
-    """
-    sealer = Sealer(keys, context=context, length=length, sign=sign, segment_size=segment_size)
-    h = sealer.header
-    out.write(h.raw)
-    batch = segment_size * 4 * _workers()
-    plain = bytearray(min(batch, length))
-    cipher = bytearray(len(plain) + (len(plain) // segment_size + 1) * TAG_SIZE)
-    offset = 0
-    while True:
-        n = min(batch, length - offset)
-        pv = memoryview(plain)[:n]
-        read_into(offset, pv)
-        segments = max(1, -(-n // segment_size))
-        cv = memoryview(cipher)[:n + segments * TAG_SIZE]
-        sealer.encrypt(offset // segment_size, pv, cv)
-        out.write(cv)
-        offset += n
-        if progress:
-            progress(n)
-        if offset >= length:
-            break
-    out.write(sealer.signature())
-    return h.blob_length
+    def __init__(self, out: BinaryIO, keys: KeySet, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> None:
+        self._out, self._keys, self._segment_size = out, keys, segment_size
+        self._batch = segment_size * 4 * _workers()
+        self._buffers = [bytearray(0), bytearray(0)]
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ortseal-write")
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._writer.shutdown()
+
+    def write(self, data: Buffer, *, context: Context, sign: bool = True,
+              progress: Callable[[int], None] | None = None) -> int:
+        """Seal ``data`` as one blob bound to ``context``; returns the blob length."""
+        src = memoryview(data).cast("B")
+        seg = self._segment_size
+        sealer = Sealer(self._keys, context=context, length=len(src), sign=sign, segment_size=seg)
+        self._out.write(sealer.header.raw)
+        offset, turn, pending = 0, 0, None
+        while True:
+            n = min(self._batch, len(src) - offset)
+            need = n + max(1, -(-n // seg)) * TAG_SIZE
+            if len(self._buffers[turn]) < need:
+                self._buffers[turn] = bytearray(self._batch + (self._batch // seg + 1) * TAG_SIZE)
+            cv = memoryview(self._buffers[turn])[:need]
+            sealer.encrypt(offset // seg, src[offset:offset + n], cv)
+            if pending is not None:
+                pending.result()  # the other buffer is free again
+            pending = self._writer.submit(self._out.write, cv)
+            offset, turn = offset + n, turn ^ 1
+            if progress:
+                progress(n)
+            if offset >= len(src):
+                break
+        pending.result()
+        self._out.write(sealer.signature())
+        return sealer.header.blob_length
+
+
+def seal_stream(data: Buffer, out: BinaryIO, keys: KeySet, *, context: Context, sign: bool = True,
+                segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
+    """Seal ``data`` as one blob written to ``out`` in batches; returns the blob length."""
+    with BlobWriter(out, keys, segment_size=segment_size) as writer:
+        return writer.write(data, context=context, sign=sign)
 
 
 # -- opening -------------------------------------------------------------------------------------

@@ -46,12 +46,8 @@ def verify_engine_file(path: str | os.PathLike[str], keys: KeySet) -> None:
 def write_engine(path: str | os.PathLike[str], engine: memoryview, keys: KeySet) -> None:
     """Seal ``engine`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
 
-    def read_into(offset: int, buf: memoryview) -> None:
-        buf[:] = engine[offset:offset + len(buf)]
-
     with atomic_writer(path, mode=0o600) as fh:
-        seal_stream(read_into, len(engine), fh, keys, context=engine_context(path),
-                    sign=keys.signing_key() is not None)
+        seal_stream(engine, fh, keys, context=engine_context(path), sign=keys.signing_key() is not None)
 
 
 class _Registry:

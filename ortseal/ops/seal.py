@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import re
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
 from .._atomic import atomic_writer
-from ..blob import DEFAULT_SEGMENT_SIZE, Sealer, seal_stream
+from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, Sealer
 from ..errors import FormatError
 from ..keys import KeySet
 from .model import (
@@ -68,28 +69,25 @@ def _nbytes(t: TensorProto) -> int | None:
     return n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
 
 
-def _reader(t: TensorProto, base_dir: str, nbytes: int) -> tuple[Callable[[int, memoryview], None], Callable[[], None]]:
-    """``(read_into(offset, buf), close)`` streaming a tensor's raw little-endian bytes."""
+def _tensor_bytes(t: TensorProto, base_dir: str, nbytes: int, stack: contextlib.ExitStack) -> memoryview:
+    """A tensor's raw little-endian bytes: a read-only mapping of its external file, or its inline data."""
     if is_external(t):
         path, offset, length = external_location(t, base_dir)
         if length is not None and length != nbytes:
             raise FormatError(f"tensor {t.name!r}: external length {length} does not match its shape ({nbytes} bytes)")
-        fd = os.open(path, os.O_RDONLY)
-
-        def read_file(off: int, buf: memoryview) -> None:
-            if os.preadv(fd, [buf], offset + off) != len(buf):
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size < offset + nbytes:
                 raise FormatError(f"tensor {t.name!r}: external data file {path} is shorter than the tensor")
-
-        return read_file, lambda: os.close(fd)
+            if nbytes == 0:
+                return memoryview(b"")
+            mapped = stack.enter_context(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        view = memoryview(mapped)[offset:offset + nbytes]
+        stack.callback(view.release)
+        return view
     raw = t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
     if len(raw) != nbytes:
         raise FormatError(f"tensor {t.name!r} holds {len(raw)} bytes but its shape needs {nbytes}")
-    view = memoryview(raw)
-
-    def read_mem(off: int, buf: memoryview) -> None:
-        buf[:] = view[off:off + len(buf)]
-
-    return read_mem, lambda: None
+    return memoryview(raw)
 
 
 def _select(model: ModelProto, min_bytes: int, include: str | None,
@@ -219,21 +217,18 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"sealing {src_path.name}", leave=False,
                disable=not progress or total < PROGRESS_MIN_BYTES)
     with bar, contextlib.ExitStack() as stack:
-        data = stack.enter_context(atomic_writer(data_path, mode=0o644)) if data_path else None
+        data = stack.enter_context(atomic_writer(data_path, mode=0o644)) if data_path else io.BytesIO()
+        blobs = stack.enter_context(BlobWriter(data, keys, segment_size=segment_size))
         for s in selected:
-            read_into, close = _reader(s.tensor, base_dir, s.nbytes)
-            try:
-                out = data if data is not None else io.BytesIO()
-                offset = out.tell()
-                length = seal_stream(read_into, s.nbytes, out, keys, context=tensor_context(digest, s.identity),
-                                     sign=sign, segment_size=segment_size, progress=bar.update)
-            finally:
-                close()
-            if data is None:
-                s.blob.raw_data = out.getvalue()
-            else:
+            with contextlib.ExitStack() as source:
+                offset = data.tell()
+                length = blobs.write(_tensor_bytes(s.tensor, base_dir, s.nbytes, source),
+                                     context=tensor_context(digest, s.identity), sign=sign, progress=bar.update)
+            if data_path:
                 set_external(s.blob, data_path.name, offset, length)
-        _move_plain_external(model, base_dir, data, data_path.name if data_path else "")
+            else:
+                s.blob.raw_data = data.getbuffer()[offset:offset + length].tobytes()
+        _move_plain_external(model, base_dir, data if data_path else None, data_path.name if data_path else "")
         serialized = model.SerializeToString()
     with atomic_writer(dst_path, mode=0o644) as fh:
         fh.write(serialized)
