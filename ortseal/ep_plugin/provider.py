@@ -42,7 +42,7 @@ def _writable_dir(path: str) -> str:
     directory = Path(path)
     if not directory.exists():
         try:
-            directory.mkdir(mode=0o700, parents=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # another process may win the race
         except OSError as exc:
             raise UnsafeOptionError(f"trt_engine_cache_path {path!r} cannot be created: {exc.strerror}") from exc
     if not directory.is_dir():
