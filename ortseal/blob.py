@@ -201,6 +201,8 @@ class Sealer:
         signer = keys.signing_key() if sign else None
         if sign and signer is None:
             raise ValueError("sign=True but the keyset has no signing key; pass sign=False or use a keyset with one")
+        if -(-length // segment_size) > MAX_SEGMENTS:
+            raise ValueError(f"data too large for one blob at segment_size={segment_size}")
         self._signer = signer[1] if signer else None
         sid = signer[0].encode() if signer else b""
         kid = key_id.encode()
@@ -209,8 +211,6 @@ class Sealer:
                             salt or os.urandom(SALT_SIZE), nonce_prefix or os.urandom(NONCE_PREFIX_SIZE),
                             context_digest(context), len(sid))
         self.header = parse_header(fixed + kid + sid)
-        if self.header.segment_count > MAX_SEGMENTS:
-            raise ValueError("data too large for one blob")
         self._aead = _blob_aead(key, self.header)
         self._tags = bytearray(self.header.segment_count * TAG_SIZE)
 

@@ -116,16 +116,33 @@ def find_sealed(model: ModelProto) -> list[SealedTensor]:
     return found
 
 
-def external_location(tensor: TensorProto, base_dir: str | os.PathLike[str]) -> tuple[Path, int, int | None]:
-    """``(file, offset, length)`` of an external-data tensor, refusing paths outside ``base_dir``."""
+def external_location(tensor: TensorProto, base_dir: str | os.PathLike[str] | None) -> tuple[Path, int, int]:
+    """``(file, offset, length)`` of an external-data tensor (a missing length runs to the end of the file),
+    refusing paths outside ``base_dir``."""
+    if base_dir is None:
+        raise FormatError(f"tensor {tensor.name!r} is stored in an external file; open the model from its path")
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get("location", "")
     base = Path(base_dir).resolve()
     path = (base / location).resolve()
     if not location or os.path.isabs(location) or base not in path.parents:
         raise FormatError(f"tensor {tensor.name!r} has an external-data location outside the model folder: {location!r}")
-    length = int(info["length"]) if "length" in info else None
-    return path, int(info.get("offset", 0)), length
+    offset = int(info.get("offset", 0))
+    length = int(info["length"]) if "length" in info else path.stat().st_size - offset
+    return path, offset, length
+
+
+def iter_external(tensor: TensorProto, base_dir: str | None, chunk: int = 1 << 22) -> Iterator[bytes]:
+    """The bytes of an external-data tensor, in chunks; FormatError if the file is shorter."""
+    path, offset, length = external_location(tensor, base_dir)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while length > 0:
+            data = fh.read(min(chunk, length))
+            if not data:
+                raise FormatError(f"tensor {tensor.name!r}: external data file {path} is shorter than the tensor")
+            length -= len(data)
+            yield data
 
 
 def is_external(tensor: TensorProto) -> bool:
@@ -149,13 +166,9 @@ def open_blob(st: SealedTensor, base_dir: str | None, keys: KeySet, graph_digest
     if not is_external(st.blob):
         yield Opener(BlobSource(st.blob.raw_data), keys, context=context)
         return
-    if base_dir is None:
-        raise FormatError(f"sealed tensor {st.name!r} is stored in an external file; open the model from its path")
     path, offset, length = external_location(st.blob, base_dir)
     fd = os.open(path, os.O_RDONLY)
     try:
-        if length is None:
-            length = os.fstat(fd).st_size - offset
         yield open_file(fd, offset, length, keys, context=context)
     finally:
         os.close(fd)
@@ -165,30 +178,24 @@ def read_blob_header(st: SealedTensor, base_dir: str | None) -> tuple[Header, in
     """``(header, blob length)`` of a sealed tensor's blob, without keys."""
     if not is_external(st.blob):
         return parse_header(st.blob.raw_data[:MAX_HEADER_SIZE]), len(st.blob.raw_data)
-    if base_dir is None:
-        raise FormatError(f"sealed tensor {st.name!r} is stored in an external file; open the model from its path")
     path, offset, length = external_location(st.blob, base_dir)
     with open(path, "rb") as fh:
         fh.seek(offset)
-        head = fh.read(MAX_HEADER_SIZE)
-        size = length if length is not None else os.fstat(fh.fileno()).st_size - offset
-    return parse_header(head), size
+        return parse_header(fh.read(MAX_HEADER_SIZE)), length
 
 
-def _hash_external(tensor: TensorProto, base_dir: str | None) -> bytes:
-    if base_dir is None:
-        raise FormatError(f"tensor {tensor.name!r} is stored in an external file; open the model from its path")
-    path, offset, length = external_location(tensor, base_dir)
+def load_inline(tensor: TensorProto, base_dir: str | None) -> None:
+    """Move an external-data tensor's bytes into the tensor itself."""
+    data = b"".join(iter_external(tensor, base_dir))
+    del tensor.external_data[:]
+    tensor.data_location = TensorProto.DEFAULT
+    tensor.raw_data = data
+
+
+def _content_digest(tensor: TensorProto, base_dir: str | None) -> bytes:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        remaining = length if length is not None else -1
-        while remaining:
-            chunk = fh.read(1 << 20 if remaining < 0 else min(1 << 20, remaining))
-            if not chunk:
-                break
-            h.update(chunk)
-            remaining -= len(chunk) if remaining > 0 else 0
+    for chunk in iter_external(tensor, base_dir) if is_external(tensor) else [tensor.raw_data]:
+        h.update(chunk)
     return h.digest()
 
 
@@ -219,7 +226,7 @@ def graph_digest(model: ModelProto, base_dir: str | None) -> str:
                     t.ClearField(field)
             elif is_external(t) or t.HasField("raw_data"):
                 # Bound by content, wherever it is stored (sealing may move a tensor inline or out).
-                content = _hash_external(t, base_dir) if is_external(t) else hashlib.sha256(t.raw_data).digest()
+                content = _content_digest(t, base_dir)
                 t.ClearField("external_data")
                 t.ClearField("data_location")
                 t.raw_data = b"sha256:" + content

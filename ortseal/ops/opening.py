@@ -25,7 +25,7 @@ import numpy as np
 from onnx import ModelProto, TensorProto
 
 from ..blob import Opener
-from ..errors import FormatError, OrtsealError, TamperedError, UnsafeOptionError
+from ..errors import OrtsealError, TamperedError, UnsafeOptionError
 from ..keys import KeySet
 from .model import (
     LIKE_PREFIX,
@@ -34,7 +34,9 @@ from .model import (
     find_sealed,
     graph_digest,
     is_external,
+    iter_external,
     iter_graphs,
+    load_inline,
     open_blob,
     set_external,
 )
@@ -199,7 +201,7 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
                                     f"its shape needs {st.plaintext_bytes}")
         plain = _plain_graph(model, sealed)
         targets, externals = _targets(plain, sealed)
-        sizes = [st.plaintext_bytes for st in sealed] + [external_location(t, base_dir)[2] or 0 for t in externals]
+        sizes = [st.plaintext_bytes for st in sealed] + [external_location(t, base_dir)[2] for t in externals]
         offsets, total = _layout(sizes)
         for runtime_dir in _runtime_dirs():
             _clean_stale(runtime_dir)
@@ -228,12 +230,7 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
             t.raw_data = buf.tobytes()
             del buf
         for t in externals:
-            path, offset, length = external_location(t, base_dir)
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                t.raw_data = fh.read(length if length is not None else -1)
-            del t.external_data[:]
-            t.data_location = TensorProto.DEFAULT
+            load_inline(t, base_dir)
         serialized = plain.SerializeToString()
         del plain, targets
         yield Opened(None, serialized)
@@ -250,17 +247,8 @@ def _fill_weights_file(folder: str, total: int, openers: list[Opener], externals
         for op, offset in zip(openers, offsets):
             op.decrypt_to_file(fd, offset)
         for t, offset in zip(externals, offsets[len(openers):]):
-            path, src_offset, length = external_location(t, base_dir)
-            with open(path, "rb") as fh:
-                fh.seek(src_offset)
-                remaining = length if length is not None else os.fstat(fh.fileno()).st_size - src_offset
-                while remaining > 0:
-                    chunk = fh.read(min(remaining, 1 << 22))
-                    if not chunk:
-                        raise FormatError(f"tensor {t.name!r}: external data file {path} is shorter than the tensor")
-                    os.pwrite(fd, chunk, offset)
-                    offset += len(chunk)
-                    remaining -= len(chunk)
+            for chunk in iter_external(t, base_dir):
+                offset += os.pwrite(fd, chunk, offset)
         return True
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):

@@ -10,7 +10,6 @@ import io
 import mmap
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,9 @@ from .model import (
     graph_digest,
     is_external,
     is_sealed_model,
+    iter_external,
     iter_graphs,
+    load_inline,
     load_model,
     set_external,
     tensor_context,
@@ -73,7 +74,7 @@ def _tensor_bytes(t: TensorProto, base_dir: str, nbytes: int, stack: contextlib.
     """A tensor's raw little-endian bytes: a read-only mapping of its external file, or its inline data."""
     if is_external(t):
         path, offset, length = external_location(t, base_dir)
-        if length is not None and length != nbytes:
+        if length != nbytes:
             raise FormatError(f"tensor {t.name!r}: external length {length} does not match its shape ({nbytes} bytes)")
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_size < offset + nbytes:
@@ -242,24 +243,11 @@ def _move_plain_external(model: ModelProto, base_dir: str, out, location: str) -
         for t in graph.initializer:
             if not is_external(t) or t.name.endswith(SEALED_SUFFIX):
                 continue
-            path, offset, length = external_location(t, base_dir)
-            with open(path, "rb") as fh:
-                fh.seek(offset)
-                remaining = length if length is not None else os.fstat(fh.fileno()).st_size - offset
-                if out is None:
-                    data = fh.read(remaining)
-                    if len(data) != remaining:
-                        raise FormatError(f"tensor {t.name!r}: external data file {path} is shorter than the tensor")
-                    del t.external_data[:]
-                    t.data_location = TensorProto.DEFAULT
-                    t.raw_data = data
-                    continue
-                out.write(b"\0" * (-out.tell() % PLAIN_ALIGNMENT))
-                start = out.tell()
-                while remaining > 0:
-                    chunk = fh.read(min(remaining, 1 << 22))
-                    if not chunk:
-                        raise FormatError(f"tensor {t.name!r}: external data file {path} is shorter than the tensor")
-                    out.write(chunk)
-                    remaining -= len(chunk)
+            if out is None:
+                load_inline(t, base_dir)
+                continue
+            out.write(b"\0" * (-out.tell() % PLAIN_ALIGNMENT))
+            start = out.tell()
+            for chunk in iter_external(t, base_dir):
+                out.write(chunk)
             set_external(t, location, start, out.tell() - start)
