@@ -6,6 +6,8 @@ Every measurement runs in a fresh child process (so peak RSS is that open's alon
 alternating, in one run; the table gives medians and ratios to plain ORT:
 
 - plain:   ``onnxruntime.InferenceSession`` on the unsealed model;
+- floor:   no crypto: copy the plaintext weights into a fresh RAM file and open that; the least work any
+           route that decrypts before ORT sees the graph must do (writing the weights into fresh memory);
 - ortseal: ``ortseal.InferenceSession`` on the sealed copy (verify, decrypt, open);
 - naive:   what a user does without ortseal: the weights file encrypted whole with AES-256-GCM, decrypted
            into memory, then ``add_external_initializers_from_files_in_memory``.
@@ -68,6 +70,16 @@ def child(way: str, folder: Path) -> None:
     t = time.perf_counter()
     if way == "plain":
         sess = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    elif way == "floor":
+        # No crypto at all: only copy the plaintext weights into fresh RAM (a tmpfs file) and open from
+        # there. Every route that decrypts before ORT sees the graph does at least this much work.
+        ram = Path(tempfile.mkdtemp(dir="/dev/shm"))
+        try:
+            shutil.copyfile(folder / "model.onnx", ram / "model.onnx")
+            shutil.copyfile(folder / "model.onnx.data", ram / "model.onnx.data")
+            sess = ort.InferenceSession(str(ram / "model.onnx"), providers=["CPUExecutionProvider"])
+        finally:
+            shutil.rmtree(ram)
     elif way == "ortseal":
         keys = ortseal.KeySet.load(folder / "keys.json")
         sess = ortseal.InferenceSession(str(folder / "sealed" / "model.onnx"), providers=["CPUExecutionProvider"],
@@ -101,7 +113,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--child", choices=["plain", "ortseal", "naive"])
+    ap.add_argument("--child", choices=["plain", "floor", "ortseal", "naive"])
     ap.add_argument("--dir")
     args = ap.parse_args()
     if args.child:
@@ -136,7 +148,7 @@ def main() -> None:
         (folder / "naive" / "model.onnx").write_bytes((folder / "model.onnx").read_bytes())
         (folder / "naive" / "model.onnx.data.enc").write_bytes(
             nonce + AESGCM(key).encrypt(nonce, (folder / "model.onnx.data").read_bytes(), None))
-        results: dict[str, list[dict]] = {"plain": [], "ortseal": [], "naive": []}
+        results: dict[str, list[dict]] = {"plain": [], "floor": [], "ortseal": [], "naive": []}
         for _ in range(args.rounds):
             for way in results:
                 out = subprocess.run([sys.executable, __file__, "--child", way, "--dir", tmp], capture_output=True,
