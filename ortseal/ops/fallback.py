@@ -15,7 +15,6 @@ import threading
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
-from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 
 from ..blob import BlobSource, Opener
 from ..errors import FormatError, KeyNotFoundError, OrtsealError
@@ -72,15 +71,19 @@ def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = 
     return cached
 
 
-def _register_kernel() -> None:
+def _register_kernel() -> str:
+    """Register the Python kernel once per process; returns the extensions library to load."""
+    from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op  # only the fallback needs it
+
     with _lock:
         if _state["registered"]:
-            return
+            return get_library_path()
         _state["registered"] = True
     onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
             outputs=[PyCustomOpDef.undefined],
             attrs={"dtype": PyCustomOpDef.dt_int64, "tensor": PyCustomOpDef.dt_string,
                    "graph_digest": PyCustomOpDef.dt_string})(_unseal)
+    return get_library_path()
 
 
 def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | None = None, *,
@@ -101,10 +104,10 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
             if st.dtype not in FALLBACK_TYPES:
                 raise FormatError(f"sealed tensor {st.name!r} is {helper.tensor_dtype_to_string(st.dtype)}, which the "
                                   "fallback kernel cannot return; use ortseal.InferenceSession")
-    _register_kernel()
+    library = _register_kernel()
     with _lock:
         if not any(k is keys for k in _keysets):
             _keysets.append(keys)
     so = sess_options if sess_options is not None else ort.SessionOptions()
-    so.register_custom_ops_library(get_library_path())
+    so.register_custom_ops_library(library)
     return so
