@@ -23,17 +23,22 @@ def contains_run(haystack: bytes, secret: bytes, run: int = 32) -> bool:
 
     Runs of one repeated byte (zero padding) are ignored: they are not secret material. Fast on many
     MiB: any such match contains an 8-byte word of ``secret`` at an 8-aligned offset, so candidates are
-    found with numpy over the 8 byte phases of ``haystack`` and then confirmed byte by byte.
+    found with numpy over the 8 byte phases of ``haystack`` (a 2**24-entry table of the words' low bits,
+    then an exact lookup), and confirmed byte by byte.
     """
     if len(secret) < run or len(haystack) < run:
         return False
     words = np.frombuffer(secret, "<u8", count=len(secret) // 8)
     wanted = np.unique(words)
+    low = np.uint64((1 << 24) - 1)
+    table = np.zeros(1 << 24, np.bool_)
+    table[(wanted & low).astype(np.intp)] = True
     for phase in range(8):
         count = (len(haystack) - phase) // 8
-        hay = np.frombuffer(haystack, "<u8", count=count, offset=phase)
-        slot = np.minimum(np.searchsorted(wanted, hay), len(wanted) - 1)
-        for idx in np.nonzero(wanted[slot] == hay)[0]:
+        hay = np.frombuffer(haystack, np.uint8, count=count * 8, offset=phase).copy().view("<u8")
+        candidates = np.nonzero(table[(hay & low).astype(np.intp)])[0]
+        slot = np.minimum(np.searchsorted(wanted, hay[candidates]), len(wanted) - 1)
+        for idx in candidates[wanted[slot] == hay[candidates]]:
             pos = phase + 8 * int(idx)
             for j in (8 * np.nonzero(words == hay[idx])[0]).tolist():
                 left = 0
