@@ -183,7 +183,7 @@ def test_library_alone_gives_nothing(trt, engine):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["0", "0", "0"]
-    assert r.stderr.count("no callback registered") == 2
+    assert r.stderr.count("callback registered in this process") == 2
     assert not os.path.exists(path + ".forged")
 
 
@@ -257,3 +257,56 @@ def test_cache_cli_list_and_verify(trt, keys, engine, tmp_path):
     assert r.returncode == 0
     assert keys.content_key_ids[0] in r.stdout and keys.signing_key_ids[0] in r.stdout
     assert str(len(engine)) in r.stdout
+
+
+C_HOST = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+#include "ortseal_shim.h"
+
+static int my_decrypt(void* user, const char* path, char* buf, size_t* size) {
+    const char* secret = (const char*)user;
+    if (strstr(path, ".engine.encrypted") == NULL) return 0;
+    if (buf == NULL) { *size = strlen(secret); return 1; }
+    memcpy(buf, secret, *size);
+    return 1;
+}
+
+int main(int argc, char** argv) {
+    void* lib = dlopen(argv[1], RTLD_LAZY);
+    if (!lib) return 2;
+    int (*reg)(ortseal_decrypt_callback, ortseal_encrypt_callback, void*) = dlsym(lib, "ortseal_shim_register");
+    void (*unreg)(void) = dlsym(lib, "ortseal_shim_unregister");
+    int (*dec)(const char*, char*, size_t*) = dlsym(lib, "decrypt");
+    int (*enc)(const char*, char*, size_t) = dlsym(lib, "encrypt");
+    char secret[] = "engine-bytes";
+    size_t size = 0;
+    char out[64] = {0};
+    if (!reg(my_decrypt, NULL, secret)) return 3;
+    int a = dec("c/x_sm86.engine.encrypted", NULL, &size);
+    int b = dec("c/x_sm86.engine.encrypted", out, &size);
+    int c = enc("c/x_sm86.engine.encrypted", out, size);          /* no encrypt callback: refused */
+    unreg();
+    int d = dec("c/x_sm86.engine.encrypted", NULL, &size);        /* unregistered: refused */
+    printf("%d %d %d %d %zu %s\n", a, b, c, d, size, out);
+    return 0;
+}
+"""
+
+
+def test_c_host_registers_its_own_callbacks(tmp_path):
+    import shutil as _shutil
+
+    compiler = _shutil.which("cc") or _shutil.which("gcc")
+    assert compiler, "a C compiler is needed to build ortseal at all"
+    (tmp_path / "host.c").write_text(C_HOST)
+    include = Path(ortseal.ep_plugin.__file__).parent
+    build = subprocess.run([compiler, "-std=c11", "-Wall", "-o", str(tmp_path / "host"), str(tmp_path / "host.c"),
+                            f"-I{include}", "-ldl"], capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr
+    r = subprocess.run([str(tmp_path / "host"), ortseal.ep_plugin.shim_path()], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "1", "0", "0", "12", "engine-bytes"]
+    assert r.stderr.count("callback registered in this process") == 2

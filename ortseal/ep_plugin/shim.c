@@ -34,7 +34,7 @@ EXPORT void ortseal_shim_unregister(void) {
 }
 
 static void refuse(const char* what, const char* path) {
-    fprintf(stderr, "ortseal shim: no callback registered in this process; refusing to %s %s\n", what,
+    fprintf(stderr, "ortseal shim: no %s callback registered in this process; refusing to %s %s\n", what, what,
             path ? path : "(null)");
 }
 
