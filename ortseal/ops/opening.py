@@ -34,6 +34,7 @@ from .model import (
     find_sealed,
     graph_digest,
     is_external,
+    is_unseal,
     iter_external,
     iter_graphs,
     load_inline,
@@ -148,13 +149,13 @@ def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
     plain.CopyFrom(model)
     wanted = {(st.scope, st.name) for st in sealed}
     for scope, graph in iter_graphs(plain.graph):
-        unseal = [n for n in graph.node if n.domain == DOMAIN]
+        unseal = [n for n in graph.node if is_unseal(n)]
         if not unseal:
             continue
         blobs = {n.input[0] for n in unseal}
         specs = [(n.output[0], {a.name: a for a in n.attribute}) for n in unseal if (scope, n.output[0]) in wanted]
         specs = [(name, attrs["dtype"].i, list(attrs["shape"].ints)) for name, attrs in specs]
-        kept = [n for n in graph.node if n.domain != DOMAIN]
+        kept = [n for n in graph.node if not is_unseal(n)]
         graph.ClearField("node")
         graph.node.extend(kept)
         inits = [t for t in graph.initializer if t.name not in blobs and not t.name.startswith(LIKE_PREFIX)]

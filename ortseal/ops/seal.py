@@ -28,6 +28,7 @@ from .model import (
     graph_digest,
     is_external,
     is_sealed_model,
+    is_unseal,
     iter_external,
     iter_graphs,
     load_inline,
@@ -207,10 +208,8 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     (meta[METADATA_KEY] if METADATA_KEY in meta else model.metadata_props.add(key=METADATA_KEY)).value = "1"
     digest = graph_digest(model, base_dir)
     for _, graph in iter_graphs(model.graph):
-        for node in graph.node:
-            for a in node.attribute:
-                if node.domain == DOMAIN and a.name == "graph_digest":
-                    a.s = digest.encode()
+        for node in filter(is_unseal, graph.node):
+            next(a for a in node.attribute if a.name == "graph_digest").s = digest.encode()
     total = sum(s.nbytes for s in selected)
     if not external_data and total > (1 << 31) - (64 << 20):
         raise ValueError("sealed payloads over 2 GiB need external_data=True")
