@@ -385,3 +385,23 @@ def test_model_over_2_gib(tmp_path, keys, capfd):
     chunk = 256 << 20
     for start in range(0, len(data), chunk):
         assert not contains_run(data[start:start + chunk + 32].tobytes(), sample), start
+
+
+def test_float16_weights(tmp_path, keys):
+    """float16 opens at plain speed through ortseal; the extensions fallback, which cannot return float16,
+    is refused cleanly (with or without model=) instead of aborting the process."""
+    w = helper.make_tensor("w", TensorProto.FLOAT16, [64, 64],
+                           np.random.default_rng(5).standard_normal((64, 64)).astype(np.float16).tobytes(), raw=True)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "f16",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [2, 64])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10),
+              str(tmp_path / "f16.onnx"))
+    ortseal.seal_model(tmp_path / "f16.onnx", tmp_path / "f16.sealed.onnx", keys)
+    feeds = {"x": np.random.default_rng(6).standard_normal((2, 64)).astype(np.float16)}
+    assert_identical(run_sealed(tmp_path / "f16.sealed.onnx", feeds, keys), run_plain(tmp_path / "f16.onnx", feeds))
+    with pytest.raises(FormatError, match="fallback kernel cannot return"):
+        ortseal.fallback_session_options(keys, model=tmp_path / "f16.sealed.onnx")
+    so = ortseal.fallback_session_options(keys)
+    with pytest.raises(Exception, match="fallback_supported"):
+        ort.InferenceSession(str(tmp_path / "f16.sealed.onnx"), so, providers=CPU)

@@ -14,21 +14,16 @@ import threading
 
 import numpy as np
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import helper
 
 from ..blob import BlobSource, Opener
-from ..errors import FormatError, KeyNotFoundError, OrtsealError
+from ..errors import FormatError, KeyNotFoundError
 from ..keys import KeySet
 from .inspect import verify_model
 from .model import find_sealed, load_model, tensor_context
-from .schema import DOMAIN, OP_TYPE
+from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE
 
 log = logging.getLogger("ortseal")
-# What onnxruntime-extensions' Python kernels can return (float16 and bfloat16 abort the process there).
-FALLBACK_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT8, TensorProto.INT16, TensorProto.INT32,
-                  TensorProto.INT64, TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64,
-                  TensorProto.BOOL}
-
 _lock = threading.Lock()
 _keysets: list[KeySet] = []
 _cache: dict[tuple[str, str, bytes], np.ndarray] = {}
@@ -51,10 +46,8 @@ def _open(sealed: np.ndarray, identity: str, digest: str) -> np.ndarray:
     raise last_missing or KeyNotFoundError("no keyset registered for the Unseal fallback kernel")
 
 
-def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "", graph_digest: str = "") -> np.ndarray:
-    if dtype not in FALLBACK_TYPES:
-        raise OrtsealError(f"the Unseal fallback kernel cannot return {helper.tensor_dtype_to_string(dtype)} "
-                           "(onnxruntime-extensions limit); use ortseal.InferenceSession")
+def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "", graph_digest: str = "",
+            fallback_supported: int = 0) -> np.ndarray:
     head = bytes(np.ascontiguousarray(sealed).reshape(-1)[:224].tobytes())
     key = (graph_digest, tensor, head)
     with _lock:
@@ -82,7 +75,9 @@ def _register_kernel() -> str:
     onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
             outputs=[PyCustomOpDef.undefined],
             attrs={"dtype": PyCustomOpDef.dt_int64, "tensor": PyCustomOpDef.dt_string,
-                   "graph_digest": PyCustomOpDef.dt_string})(_unseal)
+                   "graph_digest": PyCustomOpDef.dt_string,
+                   # absent on float16/bfloat16 nodes: ORT then refuses the session cleanly
+                   "fallback_supported": PyCustomOpDef.dt_int64})(_unseal)
     return get_library_path()
 
 

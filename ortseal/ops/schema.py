@@ -2,7 +2,8 @@
 
 ``Unseal(sealed: uint8[n], like: T[0]) -> T`` with attributes ``dtype`` (TensorProto data type of T),
 ``shape`` (dims of T), ``tensor`` (canonical JSON naming the tensor: the binding context's tail) and
-``graph_digest`` (hex digest of the graph it belongs to). ``like`` is an empty tensor of type T: it
+``graph_digest`` (hex digest of the graph it belongs to), and ``fallback_supported`` = 1 on tensors whose
+type the onnxruntime-extensions fallback kernel can return. ``like`` is an empty tensor of type T: it
 lets runtimes that type outputs from inputs (onnxruntime-extensions kernels) give the output its type.
 Spec: ``docs/sealed-models.md``.
 """
@@ -22,6 +23,16 @@ SEALABLE_TYPES = {
     TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16,
     TensorProto.INT8, TensorProto.INT16, TensorProto.INT32, TensorProto.INT64,
     TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64, TensorProto.BOOL,
+}
+
+
+# What onnxruntime-extensions' Python kernels can return: the fallback kernel serves these only. Nodes of
+# other types carry no ``fallback_supported`` attribute, so the fallback fails cleanly at session start
+# (onnxruntime-extensions aborts the process when it meets a float16 or bfloat16 tensor).
+FALLBACK_TYPES = {
+    TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT8, TensorProto.INT16, TensorProto.INT32,
+    TensorProto.INT64, TensorProto.UINT8, TensorProto.UINT16, TensorProto.UINT32, TensorProto.UINT64,
+    TensorProto.BOOL,
 }
 
 
@@ -54,6 +65,9 @@ def register_schema() -> None:
             OpSchema.Attribute("shape", OpSchema.AttrType.INTS, "shape of the output"),
             OpSchema.Attribute("tensor", OpSchema.AttrType.STRING, "canonical JSON identity of the tensor"),
             OpSchema.Attribute("graph_digest", OpSchema.AttrType.STRING, "hex SHA-256 binding digest of the graph"),
+            OpSchema.Attribute("fallback_supported", OpSchema.AttrType.INT,
+                               "1 when the onnxruntime-extensions fallback kernel can return this type",
+                               required=False),
         ],
     )
     schema.set_type_and_shape_inference_function(_infer)

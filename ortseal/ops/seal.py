@@ -37,7 +37,7 @@ from .model import (
     tensor_context,
     tensor_identity,
 )
-from .schema import DOMAIN, OP_TYPE, OPSET_VERSION, SEALABLE_TYPES
+from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, OPSET_VERSION, SEALABLE_TYPES
 
 PROGRESS_MIN_BYTES = 64 << 20  # no progress bar for models that seal in a blink
 PLAIN_ALIGNMENT = 4096  # plain external tensors copied to the data file stay page-aligned for mmap
@@ -130,7 +130,8 @@ def _rewrite(model: ModelProto, chosen: list, keys: KeySet, sign: bool, segment_
         graph = dict(iter_graphs(model.graph))[scope]
         nodes = [helper.make_node(OP_TYPE, [name + SEALED_SUFFIX, _like_name(dtype)], [name],
                                   name=f"ortseal.unseal/{name}", domain=DOMAIN, dtype=dtype, shape=dims,
-                                  tensor=tensor_identity(scope, name, dtype, dims), graph_digest="")
+                                  tensor=tensor_identity(scope, name, dtype, dims), graph_digest="",
+                                  **({"fallback_supported": 1} if dtype in FALLBACK_TYPES else {}))
                  for name, dtype, dims, _ in items]
         rest = list(graph.node)
         graph.ClearField("node")
