@@ -28,6 +28,7 @@ def model_steps(work: Path, keys: KeySet) -> None:
     shutil.copy(onnxruntime.datasets.get_example(DEMO_MODEL), plain)
     sealed = work / "mul_1.sealed.onnx"
     summary = seal_model(plain, sealed, keys, min_bytes=1)
+    assert summary.data_file is not None  # external data is the default
     say(f"  ortseal seal {plain.name} -o {sealed.name}: sealed {summary.sealed} into {summary.data_file.name}")
     print_table(inspect_model(sealed))
     x = np.arange(6, dtype=np.float32).reshape(3, 2)

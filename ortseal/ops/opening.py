@@ -153,8 +153,8 @@ def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
         if not unseal:
             continue
         blobs = {n.input[0] for n in unseal}
-        specs = [(n.output[0], {a.name: a for a in n.attribute}) for n in unseal if (scope, n.output[0]) in wanted]
-        specs = [(name, attrs["dtype"].i, list(attrs["shape"].ints)) for name, attrs in specs]
+        attrs = {n.output[0]: {a.name: a for a in n.attribute} for n in unseal if (scope, n.output[0]) in wanted}
+        specs = [(name, a["dtype"].i, list(a["shape"].ints)) for name, a in attrs.items()]
         kept = [n for n in graph.node if not is_unseal(n)]
         graph.ClearField("node")
         graph.node.extend(kept)

@@ -218,7 +218,8 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"sealing {src_path.name}", leave=False,
                disable=not progress or total < PROGRESS_MIN_BYTES)
     with bar, contextlib.ExitStack() as stack:
-        data = stack.enter_context(atomic_writer(data_path, mode=0o644)) if data_path else io.BytesIO()
+        inline = io.BytesIO()
+        data = stack.enter_context(atomic_writer(data_path, mode=0o644)) if data_path else inline
         blobs = stack.enter_context(BlobWriter(data, keys, segment_size=segment_size))
         for s in selected:
             with contextlib.ExitStack() as source:
@@ -228,7 +229,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
             if data_path:
                 set_external(s.blob, data_path.name, offset, length)
             else:
-                s.blob.raw_data = data.getbuffer()[offset:offset + length].tobytes()
+                s.blob.raw_data = inline.getbuffer()[offset:offset + length].tobytes()
         _move_plain_external(model, base_dir, data if data_path else None, data_path.name if data_path else "")
         serialized = model.SerializeToString()
     with atomic_writer(dst_path, mode=0o644) as fh:
