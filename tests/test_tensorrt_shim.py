@@ -310,3 +310,17 @@ def test_c_host_registers_its_own_callbacks(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["1", "1", "0", "0", "12", "engine-bytes"]
     assert r.stderr.count("callback registered in this process") == 2
+
+
+def test_keyset_that_verifies_but_cannot_sign_writes_nothing(keys, engine, tmp_path, caplog):
+    """Publisher-signed engines open on a device that cannot sign; an engine it would write could never be
+    opened again (unsigned), so encrypt refuses and nothing is written."""
+    publisher = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(tmp_path / "p")}))
+    publisher.save_engine(publisher.engine_path(), engine)
+    device_keys = KeySet.merge(keys.without_signing(), keys.public())
+    device = TensorrtEpHarness(ortseal.tensorrt_provider(device_keys, {"trt_engine_cache_path": str(tmp_path / "d")}))
+    shutil.copy(publisher.engine_path(), device.engine_path())
+    assert device.load_engine(device.engine_path()) == engine
+    with caplog.at_level(logging.ERROR, logger="ortseal.tensorrt"), pytest.raises(EngineLoadError):
+        device.save_engine(device.engine_path("new"), engine)
+    assert "cannot sign" in caplog.text and not os.path.exists(device.engine_path("new"))

@@ -45,6 +45,10 @@ def verify_engine_file(path: str | os.PathLike[str], keys: KeySet) -> None:
 
 def write_engine(path: str | os.PathLike[str], engine: memoryview, keys: KeySet) -> None:
     """Seal ``engine`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
+    if keys.requires_signature and keys.signing_key() is None:
+        raise OrtsealError("this keyset verifies signatures but cannot sign, so an engine written with it could "
+                           "never be opened again; ship signed engines, or give the engine cache a keyset with a "
+                           "signing key (e.g. the device's own KeySet.generate())")
 
     with atomic_writer(path, mode=0o600) as fh:
         seal_stream(engine, fh, keys, context=engine_context(path), sign=keys.signing_key() is not None)
