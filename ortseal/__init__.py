@@ -11,7 +11,7 @@ Public API::
 from ._version import __version__
 from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
 from .ep_plugin import tensorrt_provider
-from .errors import FormatError, KeyNotFoundError, OrtsealError, TamperedError, UnsafeOptionError
+from .errors import FormatError, KeyNotFoundError, OrtsealError, RollbackError, TamperedError, UnsafeOptionError
 from .keys import KeySet
 from .ops import InferenceSession, fallback_session_options, inspect_model, seal_model, verify_model
 
@@ -24,6 +24,7 @@ __all__ = [
     "plaintext_size",
     "OrtsealError",
     "TamperedError",
+    "RollbackError",
     "KeyNotFoundError",
     "FormatError",
     "UnsafeOptionError",

@@ -1,13 +1,26 @@
-"""Atomic file writes: temp file in the target's directory, fsync, rename; nothing half-written."""
+"""Atomic file writes: temp file in the target's directory, fsync, rename; nothing half-written.
+
+While a writer runs it holds an exclusive ``flock`` on its temp file, so :func:`remove_stale_temps` can
+tell a live writer's temp file from one left by a writer that was killed (its lock died with it),
+whatever PID namespace either process runs in.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _exists_error(target: Path) -> FileExistsError:
+    return FileExistsError(f"{target} exists; choose another output, or replace it with --overwrite "
+                           "(Python: overwrite=True)")
 
 
 @contextlib.contextmanager
@@ -18,17 +31,18 @@ def atomic_writer(path: str | os.PathLike[str], *, mode: int = 0o644, overwrite:
     """
     target = Path(path)
     if not overwrite and target.exists():
-        raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+        raise _exists_error(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent or ".")
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        if not overwrite and target.exists():
-            raise FileExistsError(f"{target} exists; pass overwrite=True to replace it")
-        os.replace(tmp, target)
+            if not overwrite and target.exists():
+                raise _exists_error(target)
+            os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -40,6 +54,37 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int =
     """Write ``data`` to ``path`` atomically."""
     with atomic_writer(path, mode=mode, overwrite=overwrite) as fh:
         fh.write(data)
+
+
+def temp_files(directory: str | os.PathLike[str], name_glob: str = "*") -> list[Path]:
+    """Temp files :func:`atomic_writer` made in ``directory`` for targets matching ``name_glob``."""
+    return sorted(Path(directory).glob(f".{name_glob}.*{TEMP_SUFFIX}"))
+
+
+def writer_alive(path: str | os.PathLike[str]) -> bool:
+    """True while the process writing temp file ``path`` still runs (it holds the file's lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temps(directory: str | os.PathLike[str], name_glob: str = "*") -> list[Path]:
+    """Remove temp files left in ``directory`` by writers that were killed; returns what was removed."""
+    removed = []
+    for tmp in temp_files(directory, name_glob):
+        if not writer_alive(tmp):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:

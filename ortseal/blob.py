@@ -1,18 +1,24 @@
-"""The sealed-blob format, version 1 (spec: ``docs/format.md``).
+"""The sealed-blob format, version 2 (spec: ``docs/format.md``).
 
 A blob is a header, then AES-256-GCM segments, then an optional Ed25519 signature::
 
     header    | segment 0 (ciphertext || tag) | ... | segment n-1 (last) | signature (64, if signed)
 
-Each blob has its own key, ``HKDF-SHA256(content key, salt, "ortseal v1 blob key" || context digest)``.
+Each blob has its own key, ``HKDF-SHA256(content key, salt, "ortseal v2 blob key" || context digest)``.
 Segment ``i`` uses nonce ``nonce_prefix(7) || i (u32 big-endian) || last(1)`` and the whole header as
 associated data (the STREAM construction), so a reordered, duplicated, dropped or appended segment,
 and any change of the header, fails authentication.
+
+GCM tags authenticate only towards someone without the key: a holder of the content key (every device)
+can rewrite a segment's plaintext and keep its tag. So what is signed is the **content digest**, SHA-256
+over the header and the SHA-256 of every stored segment: a commitment no key short of the signing key can
+move. Segment digests are computed in parallel and in the same pass as decryption.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import mmap
 import os
 import struct
@@ -28,35 +34,48 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import FormatError, TamperedError
+from .errors import FormatError, RollbackError, TamperedError
 from .keys import KeySet, check_key_id
 
 # -- spec constants (docs/format.md, "Header") ------------------------------------------------------
 MAGIC = b"ORTSEAL\n"
-VERSION = 1
+VERSION = 2
 ALGORITHM_AES256GCM_HKDF_SHA256_ED25519 = 1
 FLAG_SIGNED = 0x01
-_FIXED = struct.Struct("<8sBBBBIQ32s7s32sB")
-FIXED_HEADER_SIZE = _FIXED.size  # 96
+_FIXED = struct.Struct("<8sBBBBIQQ32s7s32sB")
+FIXED_HEADER_SIZE = _FIXED.size  # 104
 MAX_ID_LENGTH = 64
-MAX_HEADER_SIZE = FIXED_HEADER_SIZE + 2 * MAX_ID_LENGTH
+MAX_HEADER_SIZE = FIXED_HEADER_SIZE + 2 * MAX_ID_LENGTH  # 232
 SALT_SIZE = 32
 NONCE_PREFIX_SIZE = 7
 DIGEST_SIZE = 32
 TAG_SIZE = 16
 SIGNATURE_SIZE = 64
 DEFAULT_SEGMENT_SIZE = 1 << 20
-MIN_SEGMENT_SIZE = 64
+MIN_SEGMENT_SIZE = 1 << 12  # bounds the per-segment work a declared length can demand
 MAX_SEGMENT_SIZE = 1 << 26
 MAX_SEGMENTS = 1 << 32  # the segment index is a u32 in the nonce
+MAX_RELEASE = (1 << 63) - 1
 LAST_SEGMENT = 0x01
 
-CONTEXT_LABEL = b"ortseal v1 context\x00"
-BLOB_KEY_LABEL = b"ortseal v1 blob key\x00"
-SIGNATURE_LABEL = b"ortseal v1 signature\x00"
+CONTEXT_LABEL = b"ortseal v2 context\x00"
+BLOB_KEY_LABEL = b"ortseal v2 blob key\x00"
+CONTENT_LABEL = b"ortseal v2 content\x00"
+SIGNATURE_LABEL = b"ortseal v2 signature\x00"
+
+# What each kind of signed blob is signed for; a trusted key's scope names the purposes it may sign.
+PURPOSE_BLOB = "blob"
+
+RESEAL_HINT = {
+    "blob": "seal it again with this ortseal (ortseal.seal_bytes)",
+    "model": "re-seal the original model: ortseal seal ORIGINAL.onnx -o SEALED.onnx --keys KEYS",
+    "engine": "delete the engine file (or use on_tamper='rebuild'): TensorRT rebuilds and re-seals it",
+}
 
 Buffer = Union[bytes, bytearray, memoryview, mmap.mmap]
 Context = Union[bytes, str]
+
+_random = os.urandom  # the only source of salts and nonce prefixes (vector generation replaces it)
 
 
 def context_digest(context: Context) -> bytes:
@@ -77,6 +96,7 @@ class Header:
     signer_id: str | None
     segment_size: int
     plaintext_length: int
+    release: int
     salt: bytes
     nonce_prefix: bytes
     context_digest: bytes
@@ -91,10 +111,14 @@ class Header:
         return max(1, -(-self.plaintext_length // self.segment_size))
 
     @property
+    def body_length(self) -> int:
+        """Bytes of header and segments: where the signature starts."""
+        return len(self.raw) + self.plaintext_length + self.segment_count * TAG_SIZE
+
+    @property
     def blob_length(self) -> int:
         """Total blob size this header declares."""
-        return (len(self.raw) + self.plaintext_length + self.segment_count * TAG_SIZE
-                + (SIGNATURE_SIZE if self.signed else 0))
+        return self.body_length + (SIGNATURE_SIZE if self.signed else 0)
 
     def segment_span(self, index: int) -> tuple[int, int]:
         """``(offset in blob, plaintext length)`` of segment ``index``."""
@@ -106,18 +130,26 @@ class Header:
         return self.nonce_prefix + struct.pack(">IB", index, last)
 
 
-def parse_header(data: Buffer) -> Header:
-    """Parse the header at the start of ``data`` (at least the header's bytes; the rest is not read)."""
+def parse_header(data: Buffer, *, kind: str = "blob") -> Header:
+    """Parse the header at the start of ``data`` (at least the header's bytes; the rest is not read).
+
+    ``kind`` ("blob", "model" or "engine") only chooses the advice given for a version-1 file.
+    """
     view = memoryview(data).cast("B")
-    if len(view) < FIXED_HEADER_SIZE or bytes(view[:8]) != MAGIC:
+    if len(view) < 9 or bytes(view[:8]) != MAGIC:
         if len(view) >= 8 and bytes(view[:8]) == MAGIC:
             raise FormatError("ortseal blob header is truncated")
         raise FormatError("not an ortseal sealed blob (bad magic)")
-    (_, version, algorithm, flags, kid_len, segment_size, length, salt, prefix, digest,
-     sid_len) = _FIXED.unpack_from(view)
-    if version != VERSION:
-        raise FormatError(f"ortseal blob version {version} is not supported (this ortseal reads version {VERSION}); "
+    if view[8] == 1:
+        raise FormatError(f"this is an ortseal format v1 {kind}, which is refused (its signature does not commit "
+                          f"to the content); {RESEAL_HINT.get(kind, RESEAL_HINT['blob'])}")
+    if view[8] != VERSION:
+        raise FormatError(f"ortseal blob version {view[8]} is not supported (this ortseal reads version {VERSION}); "
                           "upgrade ortseal")
+    if len(view) < FIXED_HEADER_SIZE:
+        raise FormatError("ortseal blob header is truncated")
+    (_, version, algorithm, flags, kid_len, segment_size, length, release, salt, prefix, digest,
+     sid_len) = _FIXED.unpack_from(view)
     if algorithm != ALGORITHM_AES256GCM_HKDF_SHA256_ED25519:
         raise FormatError(f"unknown blob algorithm {algorithm}")
     if flags & ~FLAG_SIGNED:
@@ -129,6 +161,8 @@ def parse_header(data: Buffer) -> Header:
         raise FormatError(f"blob segment size {segment_size} is outside [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]")
     if -(-length // segment_size) > MAX_SEGMENTS:
         raise FormatError("blob declares more segments than the format allows")
+    if release > MAX_RELEASE:
+        raise FormatError("blob release number is out of range")
     end = FIXED_HEADER_SIZE + kid_len + sid_len
     if len(view) < end:
         raise FormatError("ortseal blob header is truncated")
@@ -138,7 +172,7 @@ def parse_header(data: Buffer) -> Header:
         signer = check_key_id(ids[kid_len:].decode("ascii")) if signed else None
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError("blob header key id is not printable ASCII") from exc
-    return Header(version, key_id, signer, segment_size, length, salt, prefix, digest, bytes(view[:end]))
+    return Header(version, key_id, signer, segment_size, length, release, salt, prefix, digest, bytes(view[:end]))
 
 
 def plaintext_size(blob_header: Buffer) -> int:
@@ -146,10 +180,22 @@ def plaintext_size(blob_header: Buffer) -> int:
     return parse_header(blob_header).plaintext_length
 
 
+def blob_key(content_key: bytes, header: Header) -> bytes:
+    """The blob's own AES-256 key, derived from the content key, the salt and the context digest."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=header.salt,
+                info=BLOB_KEY_LABEL + header.context_digest).derive(content_key)
+
+
 def _blob_aead(content_key: bytes, header: Header) -> AESGCM:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=header.salt,
-               info=BLOB_KEY_LABEL + header.context_digest).derive(content_key)
-    return AESGCM(key)
+    return AESGCM(blob_key(content_key, header))
+
+
+def _content_digest(header: Header, segment_digests: bytes | bytearray) -> bytes:
+    return hashlib.sha256(CONTENT_LABEL + header.raw + bytes(segment_digests)).digest()
+
+
+def _signature_input(content_digest: bytes) -> bytes:
+    return SIGNATURE_LABEL + content_digest
 
 
 # -- parallel segment work ------------------------------------------------------------------------
@@ -161,8 +207,9 @@ def _workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _run_split(count: int, work: Callable[[int, int], None]) -> None:
-    """Run ``work(first, stop)`` over ``range(count)`` split into one contiguous range per core."""
+def run_split(count: int, work: Callable[[int, int], None]) -> None:
+    """Run ``work(first, stop)`` over ``range(count)`` split into one contiguous range per core; the
+    first error is raised once every range has stopped."""
     global _POOL
     n = min(_workers(), count)
     if n <= 1:
@@ -188,15 +235,27 @@ def _run_split(count: int, work: Callable[[int, int], None]) -> None:
 
 
 # -- sealing -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SealedInfo:
+    """What sealing one blob produced: its length, content digest and header."""
+
+    length: int
+    digest: bytes
+    header: Header
+
+
 class Sealer:
-    """Seals one blob of a known length, segment by segment; used by every sealing path."""
+    """Seals one blob of a known length, segment by segment; used by every sealing path.
+
+    Salt and nonce prefix are always fresh random values: no caller can make two blobs share a keystream.
+    """
 
     def __init__(self, keys: KeySet, *, context: Context, length: int, sign: bool = True,
-                 segment_size: int = DEFAULT_SEGMENT_SIZE, salt: bytes | None = None,
-                 nonce_prefix: bytes | None = None) -> None:
-        # salt and nonce_prefix are random unless given; only test-vector generation gives them.
+                 segment_size: int = DEFAULT_SEGMENT_SIZE, release: int = 0) -> None:
         if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
             raise ValueError(f"segment_size must be in [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]")
+        if not isinstance(release, int) or not 0 <= release <= MAX_RELEASE:
+            raise ValueError(f"release must be an int in [0, 2**63 - 1], got {release!r}")
         key_id, key = keys.sealing_key()
         signer = keys.signing_key() if sign else None
         if sign and signer is None:
@@ -207,12 +266,11 @@ class Sealer:
         sid = signer[0].encode() if signer else b""
         kid = key_id.encode()
         fixed = _FIXED.pack(MAGIC, VERSION, ALGORITHM_AES256GCM_HKDF_SHA256_ED25519,
-                            FLAG_SIGNED if signer else 0, len(kid), segment_size, length,
-                            salt or os.urandom(SALT_SIZE), nonce_prefix or os.urandom(NONCE_PREFIX_SIZE),
-                            context_digest(context), len(sid))
+                            FLAG_SIGNED if signer else 0, len(kid), segment_size, length, release,
+                            _random(SALT_SIZE), _random(NONCE_PREFIX_SIZE), context_digest(context), len(sid))
         self.header = parse_header(fixed + kid + sid)
         self._aead = _blob_aead(key, self.header)
-        self._tags = bytearray(self.header.segment_count * TAG_SIZE)
+        self._segment_digests = bytearray(self.header.segment_count * DIGEST_SIZE)
 
     def encrypt(self, first: int, plaintext: memoryview, out: memoryview) -> None:
         """Encrypt the segments starting at ``first`` whose plaintext is ``plaintext`` into ``out``
@@ -225,29 +283,39 @@ class Sealer:
                 chunk = plaintext[k * seg:(k + 1) * seg]
                 dst = out[k * (seg + TAG_SIZE):k * (seg + TAG_SIZE) + len(chunk) + TAG_SIZE]
                 self._aead.encrypt_into(h.nonce(first + k), chunk, h.raw, dst)
-                self._tags[(first + k) * TAG_SIZE:(first + k + 1) * TAG_SIZE] = dst[-TAG_SIZE:]
+                i = first + k
+                self._segment_digests[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = hashlib.sha256(dst).digest()
 
-        _run_split(count, work)
+        run_split(count, work)
+
+    def content_digest(self) -> bytes:
+        """The blob's content digest; call after every segment is encrypted."""
+        return _content_digest(self.header, self._segment_digests)
 
     def signature(self) -> bytes:
         """The trailing signature (empty when unsigned); call after every segment is encrypted."""
         if self._signer is None:
             return b""
-        return self._signer.sign(SIGNATURE_LABEL + self.header.raw + bytes(self._tags))
+        return self._signer.sign(_signature_input(self.content_digest()))
+
+    def info(self) -> SealedInfo:
+        return SealedInfo(self.header.blob_length, self.content_digest(), self.header)
 
 
 def seal_bytes(data: Buffer, keys: KeySet, *, context: Context, sign: bool = True,
-               segment_size: int = DEFAULT_SEGMENT_SIZE) -> bytes:
-    """Seal ``data`` into a blob bound to ``context``; signed with the keyset's signing key when ``sign``."""
+               segment_size: int = DEFAULT_SEGMENT_SIZE, release: int = 0) -> bytes:
+    """Seal ``data`` into a blob bound to ``context``; signed with the keyset's signing key when ``sign``.
+
+    ``release`` (an int the publisher increases) lets openers refuse older blobs (``min_release``).
+    """
     src = memoryview(data).cast("B")
-    sealer = Sealer(keys, context=context, length=len(src), sign=sign, segment_size=segment_size)
+    sealer = Sealer(keys, context=context, length=len(src), sign=sign, segment_size=segment_size, release=release)
     h = sealer.header
     out = np.empty(h.blob_length, np.uint8)  # uninitialised: every byte is written below
     view = memoryview(out)
     view[:len(h.raw)] = h.raw
-    body_end = h.blob_length - (SIGNATURE_SIZE if h.signed else 0)
-    sealer.encrypt(0, src, view[len(h.raw):body_end])
-    view[body_end:] = sealer.signature()
+    sealer.encrypt(0, src, view[len(h.raw):h.body_length])
+    view[h.body_length:] = sealer.signature()
     return out.tobytes()
 
 
@@ -268,12 +336,12 @@ class BlobWriter:
     def __exit__(self, *exc: object) -> None:
         self._writer.shutdown()
 
-    def write(self, data: Buffer, *, context: Context, sign: bool = True,
-              progress: Callable[[int], None] | None = None) -> int:
-        """Seal ``data`` as one blob bound to ``context``; returns the blob length."""
+    def write(self, data: Buffer, *, context: Context, sign: bool = True, release: int = 0,
+              progress: Callable[[int], None] | None = None) -> SealedInfo:
+        """Seal ``data`` as one blob bound to ``context``; returns its length and content digest."""
         src = memoryview(data).cast("B")
         seg = self._segment_size
-        sealer = Sealer(self._keys, context=context, length=len(src), sign=sign, segment_size=seg)
+        sealer = Sealer(self._keys, context=context, length=len(src), sign=sign, segment_size=seg, release=release)
         self._out.write(sealer.header.raw)
         offset, turn, pending = 0, 0, None
         while True:
@@ -293,14 +361,14 @@ class BlobWriter:
                 break
         pending.result()
         self._out.write(sealer.signature())
-        return sealer.header.blob_length
+        return sealer.info()
 
 
 def seal_stream(data: Buffer, out: BinaryIO, keys: KeySet, *, context: Context, sign: bool = True,
-                segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
-    """Seal ``data`` as one blob written to ``out`` in batches; returns the blob length."""
+                segment_size: int = DEFAULT_SEGMENT_SIZE, release: int = 0) -> SealedInfo:
+    """Seal ``data`` as one blob written to ``out`` in batches."""
     with BlobWriter(out, keys, segment_size=segment_size) as writer:
-        return writer.write(data, context=context, sign=sign)
+        return writer.write(data, context=context, sign=sign, release=release)
 
 
 # -- opening -------------------------------------------------------------------------------------
@@ -328,38 +396,92 @@ class BlobSource:
 
 
 class Opener:
-    """Verifies a blob's header, length, context, key and signature; then decrypts on request.
+    """Checks a blob before any of its plaintext exists; then decrypts on request.
 
-    Nothing is decrypted until every check that needs no decryption has passed.
+    Order (docs/format.md, "Opening"): header; length; context; release; then the commitment: either
+    ``expected_digest`` (a content digest the caller holds from a verified, signed manifest) or the blob's
+    own signature by a key this keyset trusts for ``purpose``, checked over the content digest *before*
+    the content key is asked for, so nothing the file chooses reaches a key provider unverified. Only a
+    keyset that says ``allow_unsigned`` skips the commitment. Decryption re-computes the content digest
+    in the same pass and fails (output zeroed) unless it matches.
     """
 
-    def __init__(self, source: BlobSource, keys: KeySet, *, context: Context) -> None:
+    def __init__(self, source: BlobSource, keys: KeySet, *, context: Context, expected_digest: bytes | None = None,
+                 purpose: str = PURPOSE_BLOB, min_release: int = 0, kind: str = "blob") -> None:
         self._source = source
-        h = self.header = parse_header(source.read(0, min(MAX_HEADER_SIZE, source.size)))
+        h = self.header = parse_header(source.read(0, min(MAX_HEADER_SIZE, source.size)), kind=kind)
         if source.size != h.blob_length:
-            raise TamperedError(f"sealed blob is {source.size} bytes but its header declares {h.blob_length}: "
+            raise TamperedError(f"sealed {kind} is {source.size} bytes but its header declares {h.blob_length}: "
                                 "truncated, extended or damaged")
         if h.context_digest != context_digest(context):
-            raise TamperedError("sealed blob belongs to a different context (swapped file, renamed tensor or "
+            raise TamperedError(f"sealed {kind} belongs to a different context (swapped file, renamed tensor or "
                                 "edited graph)")
+        if h.release < min_release:
+            raise RollbackError(f"sealed {kind} is release {h.release}, older than the minimum release {min_release} "
+                                "this deployment accepts (an older file put in place of a newer one?)")
+        self.expected_digest = expected_digest
+        if expected_digest is None and keys.requires_signature:
+            self.expected_digest = self._verify_signature(keys, purpose, kind)
         self._aead = _blob_aead(keys.content_key(h.key_id), h)
-        if keys.requires_signature:
-            self._verify_signature(keys)
 
-    def _verify_signature(self, keys: KeySet) -> None:
+    def _verify_signature(self, keys: KeySet, purpose: str, kind: str) -> bytes:
         h = self.header
         if not h.signed:
-            raise TamperedError("sealed blob is unsigned, but this keyset requires a signature from a trusted key")
-        public = keys.trusted_key(h.signer_id)  # type: ignore[arg-type]
+            raise TamperedError(f"sealed {kind} is unsigned, but this keyset requires a signature from a trusted "
+                                "key (KeySet(allow_unsigned=True) accepts unsigned blobs)")
+        public = keys.trusted_key(h.signer_id, purpose)  # type: ignore[arg-type]
         if public is None:
-            raise TamperedError(f"sealed blob is signed by {h.signer_id!r}, which this keyset does not trust")
-        tags = b"".join(bytes(self._source.read(off + n, TAG_SIZE))
-                        for off, n in map(h.segment_span, range(h.segment_count)))
-        signature = bytes(self._source.read(h.blob_length - SIGNATURE_SIZE, SIGNATURE_SIZE))
+            raise TamperedError(f"sealed {kind} is signed by {h.signer_id!r}, which this keyset does not trust "
+                                f"for {purpose!r}")
+        digests = bytearray(h.segment_count * DIGEST_SIZE)
+        self._each_segment(lambda i, stored: _put_digest(digests, i, stored), decrypt=False)
+        digest = _content_digest(h, digests)
+        signature = bytes(self._source.read(h.body_length, SIGNATURE_SIZE))
         try:
-            public.verify(signature, SIGNATURE_LABEL + h.raw + tags)
+            public.verify(signature, _signature_input(digest))
         except InvalidSignature:
-            raise TamperedError(f"signature by {h.signer_id!r} does not verify: the blob was altered") from None
+            raise TamperedError(f"signature by {h.signer_id!r} does not verify: the {kind} was altered") from None
+        return digest
+
+    def _each_segment(self, sink: Callable[[int, memoryview], None], *, decrypt: bool,
+                      scratch_for: Callable[[int], memoryview] | None = None) -> None:
+        """For each segment ``i``, on all cores: read it, record its digest when a commitment is checked,
+        decrypt it (into ``scratch_for(i)`` or a per-thread scratch buffer) when ``decrypt``, and call
+        ``sink(i, plaintext or stored bytes)``. Stops early once any segment fails; raises TamperedError."""
+        h = self.header
+        digests = bytearray(h.segment_count * DIGEST_SIZE) if decrypt and self.expected_digest is not None else None
+        failed = threading.Event()
+
+        def work(a: int, b: int) -> None:
+            scratch = bytearray(min(h.segment_size, h.plaintext_length)) if decrypt and scratch_for is None else None
+            try:
+                for i in range(a, b):
+                    if failed.is_set():
+                        return
+                    off, n = h.segment_span(i)
+                    stored = self._source.read(off, n + TAG_SIZE)
+                    if digests is not None:
+                        _put_digest(digests, i, stored)
+                    if not decrypt:
+                        sink(i, stored)
+                        continue
+                    plain = scratch_for(i) if scratch_for else memoryview(scratch)[:n]  # type: ignore[arg-type]
+                    self._aead.decrypt_into(h.nonce(i), stored, h.raw, plain)
+                    sink(i, plain)
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                if scratch is not None:
+                    scratch[:] = bytes(len(scratch))
+
+        try:
+            run_split(h.segment_count, work)
+        except InvalidTag:
+            raise TamperedError("sealed blob failed authentication: wrong key, or the data was altered") from None
+        if digests is not None and not hmac.compare_digest(_content_digest(h, digests), self.expected_digest):
+            raise TamperedError("sealed blob's content does not match its signed digest: it was rewritten by "
+                                "someone holding the content key, or changed while it was being read")
 
     def decrypt_into(self, out: memoryview) -> None:
         """Decrypt every segment into ``out`` on all cores; on failure ``out`` is zeroed and TamperedError raised."""
@@ -367,57 +489,35 @@ class Opener:
         if len(out) != h.plaintext_length:
             raise ValueError(f"output buffer is {len(out)} bytes; the blob holds {h.plaintext_length}")
 
-        def work(a: int, b: int) -> None:
-            for i in range(a, b):
-                off, n = h.segment_span(i)
-                start = i * h.segment_size
-                self._aead.decrypt_into(h.nonce(i), self._source.read(off, n + TAG_SIZE), h.raw,
-                                        out[start:start + n])
+        def target(i: int) -> memoryview:
+            start = i * h.segment_size
+            return out[start:start + h.segment_span(i)[1]]
 
         try:
-            _run_split(h.segment_count, work)
-        except InvalidTag:
-            _zero(out)
-            raise TamperedError("sealed blob failed authentication: wrong key, or the data was altered") from None
+            self._each_segment(lambda i, plain: None, decrypt=True, scratch_for=target)
         except BaseException:
             _zero(out)
             raise
 
-    def _each_segment(self, sink: Callable[[int, memoryview], None]) -> None:
-        """Decrypt each segment into a per-thread scratch buffer (wiped afterwards) and hand
-        ``(plaintext offset, plaintext)`` to ``sink``, on all cores."""
-        h = self.header
-
-        def work(a: int, b: int) -> None:
-            scratch = bytearray(min(h.segment_size, h.plaintext_length))
-            try:
-                for i in range(a, b):
-                    off, n = h.segment_span(i)
-                    plain = memoryview(scratch)[:n]
-                    self._aead.decrypt_into(h.nonce(i), self._source.read(off, n + TAG_SIZE), h.raw, plain)
-                    sink(i * h.segment_size, plain)
-            finally:
-                scratch[:] = bytes(len(scratch))
-
-        try:
-            _run_split(h.segment_count, work)
-        except InvalidTag:
-            raise TamperedError("sealed blob failed authentication: wrong key, or the data was altered") from None
-
     def verify(self) -> None:
-        """Authenticate every segment without keeping any plaintext."""
-        self._each_segment(lambda offset, plain: None)
+        """Authenticate every segment (and the commitment) without keeping any plaintext."""
+        self._each_segment(lambda i, plain: None, decrypt=True)
 
     def decrypt_to_file(self, fd: int, offset: int) -> None:
         """Decrypt into file ``fd`` at ``offset`` with ``pwrite`` (for a RAM-backed file: no mapping, no
         page pre-zeroing). On failure the region holds partial plaintext: the caller removes the file."""
+        seg = self.header.segment_size
 
-        def write(at: int, plain: memoryview) -> None:
-            done = 0
+        def write(i: int, plain: memoryview) -> None:
+            done, at = 0, offset + i * seg
             while done < len(plain):
-                done += os.pwrite(fd, plain[done:], offset + at + done)
+                done += os.pwrite(fd, plain[done:], at + done)
 
-        self._each_segment(write)
+        self._each_segment(write, decrypt=True)
+
+
+def _put_digest(digests: bytearray, index: int, stored: memoryview) -> None:
+    digests[index * DIGEST_SIZE:(index + 1) * DIGEST_SIZE] = hashlib.sha256(stored).digest()
 
 
 def _zero(out: memoryview) -> None:
@@ -436,23 +536,23 @@ def _writable(out: object) -> memoryview:
     return view.cast("B")
 
 
-def unseal_into(blob: Buffer, keys: KeySet, out: object, *, context: Context) -> int:
+def unseal_into(blob: Buffer, keys: KeySet, out: object, *, context: Context, min_release: int = 0) -> int:
     """Verify ``blob`` and decrypt it straight into the writable buffer ``out`` (exactly
     :func:`plaintext_size` bytes). Returns the number of bytes written."""
     view = _writable(out)
-    opener = Opener(BlobSource(blob), keys, context=context)
+    opener = Opener(BlobSource(blob), keys, context=context, min_release=min_release)
     opener.decrypt_into(view)
     return len(view)
 
 
-def unseal_bytes(blob: Buffer, keys: KeySet, *, context: Context) -> bytes:
+def unseal_bytes(blob: Buffer, keys: KeySet, *, context: Context, min_release: int = 0) -> bytes:
     """Verify ``blob`` and return its plaintext."""
-    opener = Opener(BlobSource(blob), keys, context=context)
+    opener = Opener(BlobSource(blob), keys, context=context, min_release=min_release)
     out = bytearray(opener.header.plaintext_length)
     opener.decrypt_into(memoryview(out))
     return bytes(out)
 
 
-def open_file(fd: int, offset: int, length: int, keys: KeySet, *, context: Context) -> Opener:
-    """An :class:`Opener` over ``length`` bytes of ``fd`` at ``offset``, read with ``pread`` (no mapping)."""
-    return Opener(BlobSource(fd=fd, offset=offset, length=length), keys, context=context)
+def read_header(source: BlobSource, *, kind: str = "blob") -> Header:
+    """The header of the blob in ``source``, parsed without keys."""
+    return parse_header(source.read(0, min(MAX_HEADER_SIZE, source.size)), kind=kind)

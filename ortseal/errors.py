@@ -10,6 +10,10 @@ class TamperedError(OrtsealError):
     a missing or untrusted signature. The message says which check failed; nothing was opened."""
 
 
+class RollbackError(TamperedError):
+    """The file is authentic but older than the minimum release this deployment accepts."""
+
+
 class KeyNotFoundError(OrtsealError):
     """The keyset holds no key with the id the blob names."""
 

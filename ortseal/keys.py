@@ -11,12 +11,14 @@ A keyset file is JSON (spec: ``docs/format.md``, section "Keyset file")::
 from __future__ import annotations
 
 import base64
+import fnmatch
 import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -31,10 +33,12 @@ KEYSET_FORMAT = "ortseal-keyset"
 KEYSET_VERSION = 1
 CONTENT_KEY_SIZE = 32
 MAX_KEY_ID_LENGTH = 64
-SCRYPT_N = 2**15
+SCRYPT_N = 2**17  # ~0.6 s and 128 MiB per guess here
 SCRYPT_R = 8
 SCRYPT_P = 1
-SCRYPT_MAX_N = 2**20  # refuse files asking for more than ~1 GiB of scrypt memory
+SCRYPT_MIN_N = 2**15
+SCRYPT_MAX_N = 2**18  # a file may demand at most 256 MiB and ~1.3 s of scrypt work
+ANY_SCOPE = ("*",)
 _WRAP_AAD = b"ortseal keyset v1"
 
 KeyProvider = Callable[[str], "bytes | None"]
@@ -75,12 +79,20 @@ def _check_content_key(key: bytes, key_id: str) -> bytes:
     return bytes(key)
 
 
+def _check_scope(scope: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(scope, str) or not scope or not all(isinstance(p, str) and p for p in scope):
+        raise ValueError(f"a trust scope is a non-empty list of purpose patterns, e.g. ['model:*'], got {scope!r}")
+    return tuple(scope)
+
+
 class KeySet:
     """Content keys (first one seals), signing keys (first one signs) and trusted public keys.
 
-    A keyset that holds trusted public keys, its own signing keys' included, refuses any blob
-    that lacks a valid signature from one of them. Build one with :meth:`generate`, :meth:`load`,
-    :meth:`from_env`, :meth:`from_provider` or :meth:`merge`; the constructor takes already-made keys.
+    Every blob and sealed model must carry a valid signature by a key this keyset trusts (its own signing
+    keys count, for any purpose), unless the keyset was made with ``allow_unsigned=True``. A trusted key
+    can be scoped to purposes (``fnmatch`` patterns over ``"model:<name>"``, ``"engine"``, ``"blob"``).
+    Build one with :meth:`generate`, :meth:`load`, :meth:`from_env`, :meth:`from_provider` or :meth:`merge`;
+    the constructor takes already-made keys.
     """
 
     def __init__(
@@ -89,16 +101,26 @@ class KeySet:
         content_keys: Mapping[str, bytes] | None = None,
         signing_keys: Iterable[Ed25519PrivateKey] = (),
         trusted_keys: Iterable[Ed25519PublicKey] = (),
+        trust_scopes: Mapping[str, Sequence[str]] | None = None,
         providers: Iterable[KeyProvider] = (),
         seal_key_id: str | None = None,
+        allow_unsigned: bool = False,
     ) -> None:
         self._content = {check_key_id(k): _check_content_key(v, k) for k, v in (content_keys or {}).items()}
         self._signing = {signer_id(k.public_key()): k for k in signing_keys}
         self._trusted = {signer_id(k): k for k in trusted_keys}
+        self._scopes = {check_key_id(k): _check_scope(v) for k, v in (trust_scopes or {}).items()}
+        unknown = set(self._scopes) - set(self._trusted)
+        if unknown:
+            raise ValueError(f"trust_scopes names keys that are not trusted: {sorted(unknown)}")
         for kid, key in self._signing.items():
             self._trusted.setdefault(kid, key.public_key())
+            self._scopes[kid] = ANY_SCOPE
         self._providers = list(providers)
         self._seal_key_id = check_key_id(seal_key_id) if seal_key_id else next(iter(self._content), None)
+        if not isinstance(allow_unsigned, bool):
+            raise TypeError("allow_unsigned must be a bool")
+        self._allow_unsigned = allow_unsigned
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -113,9 +135,10 @@ class KeySet:
     def from_provider(cls, fn: KeyProvider, *, seal_key_id: str | None = None) -> KeySet:
         """Content keys fetched on demand: ``fn(key_id)`` returns the 32-byte key, or None if unknown.
 
-        ``fn`` is called each time a key is needed (no caching here: cache in ``fn`` if your KMS is slow).
-        ``seal_key_id`` names the key new blobs are sealed with. Combine with signing or trusted keys
-        through :meth:`merge`.
+        ``fn`` is called each time a key is needed (no caching here: cache in ``fn`` if your KMS is slow),
+        and only after the blob's signature (or the signed manifest naming it) has verified, so ids chosen
+        by a forged file never reach it. ``seal_key_id`` names the key new blobs are sealed with. Combine
+        with signing or trusted keys through :meth:`merge`.
         """
         if not callable(fn):
             raise TypeError("from_provider needs a callable key_id -> bytes")
@@ -123,10 +146,14 @@ class KeySet:
 
     @classmethod
     def merge(cls, *keysets: KeySet) -> KeySet:
-        """One keyset holding every key of ``keysets``; the first keyset's sealing and signing keys lead."""
+        """One keyset holding every key of ``keysets``; the first keyset's sealing and signing keys lead.
+
+        The result allows unsigned blobs only if every keyset merged does.
+        """
         content: dict[str, bytes] = {}
         signing: list[Ed25519PrivateKey] = []
-        trusted: list[Ed25519PublicKey] = []
+        trusted: dict[str, Ed25519PublicKey] = {}
+        scopes: dict[str, tuple[str, ...]] = {}
         providers: list[KeyProvider] = []
         seal_key_id = None
         for ks in keysets:
@@ -135,20 +162,28 @@ class KeySet:
             for kid, key in ks._content.items():
                 content.setdefault(kid, key)
             signing += ks._signing.values()
-            trusted += ks._trusted.values()
+            for kid, pub in ks._trusted.items():
+                trusted.setdefault(kid, pub)
+                scopes[kid] = tuple(dict.fromkeys(scopes.get(kid, ()) + ks._scope(kid)))
             providers += ks._providers
             seal_key_id = seal_key_id or ks._seal_key_id
-        return cls(content_keys=content, signing_keys=signing, trusted_keys=trusted,
-                   providers=providers, seal_key_id=seal_key_id)
+        return cls(content_keys=content, signing_keys=signing, trusted_keys=trusted.values(), trust_scopes=scopes,
+                   providers=providers, seal_key_id=seal_key_id,
+                   allow_unsigned=bool(keysets) and all(ks._allow_unsigned for ks in keysets))
 
-    def public(self) -> KeySet:
-        """Only the public keys: what a device needs to check this publisher's signatures."""
-        return KeySet(trusted_keys=self._trusted.values())
+    def public(self, scope: Sequence[str] | None = None) -> KeySet:
+        """Only the public keys: what a device needs to check this publisher's signatures.
+
+        ``scope`` limits what the device will accept them for, e.g. ``["model:detector*"]``.
+        """
+        scoped = {kid: _check_scope(scope) if scope is not None else self._scope(kid) for kid in self._trusted}
+        return KeySet(trusted_keys=self._trusted.values(), trust_scopes=scoped)
 
     def without_signing(self) -> KeySet:
         """Content and trusted keys without the signing keys: opens and verifies, cannot sign."""
         return KeySet(content_keys=self._content, trusted_keys=self._trusted.values(),
-                      providers=self._providers, seal_key_id=self._seal_key_id)
+                      trust_scopes={kid: self._scope(kid) for kid in self._trusted},
+                      providers=self._providers, seal_key_id=self._seal_key_id, allow_unsigned=self._allow_unsigned)
 
     # -- what the sealed-blob format asks of a keyset ------------------------------------------
     @property
@@ -165,9 +200,22 @@ class KeySet:
         return list(self._trusted)
 
     @property
+    def allow_unsigned(self) -> bool:
+        """True only when the keyset was made with ``allow_unsigned=True``."""
+        return self._allow_unsigned
+
+    @property
     def requires_signature(self) -> bool:
-        """True when this keyset trusts public keys, and so refuses unsigned or foreign-signed blobs."""
-        return bool(self._trusted)
+        """True unless the keyset explicitly allows unsigned content."""
+        return not self._allow_unsigned
+
+    @property
+    def has_content_keys(self) -> bool:
+        """True if this keyset can decrypt anything (keys in memory or a provider)."""
+        return bool(self._content or self._providers)
+
+    def _scope(self, key_id: str) -> tuple[str, ...]:
+        return self._scopes.get(key_id, ANY_SCOPE)
 
     def content_key(self, key_id: str) -> bytes:
         """The content key ``key_id``; raises :class:`KeyNotFoundError` when neither memory nor a provider has it."""
@@ -193,58 +241,91 @@ class KeySet:
         """``(key_id, private_key)`` that new blobs are signed with, or None."""
         return next(iter(self._signing.items()), None)
 
-    def trusted_key(self, key_id: str) -> Ed25519PublicKey | None:
-        return self._trusted.get(key_id)
+    def trusted_key(self, key_id: str, purpose: str) -> Ed25519PublicKey | None:
+        """The public key ``key_id`` if this keyset trusts it for ``purpose``, else None."""
+        key = self._trusted.get(key_id)
+        if key is None or not any(fnmatch.fnmatchcase(purpose, pattern) for pattern in self._scope(key_id)):
+            return None
+        return key
 
     # -- files -----------------------------------------------------------------------------------
+    def _public_doc(self) -> dict[str, Any]:
+        own = set(self._signing)
+        trusted = []
+        for kid, pub in self._trusted.items():
+            if kid in own:
+                continue
+            entry: dict[str, Any] = {"id": kid, "public": _b64(_raw_public(pub))}
+            if self._scope(kid) != ANY_SCOPE:
+                entry["scope"] = list(self._scope(kid))
+            trusted.append(entry)
+        doc: dict[str, Any] = {"format": KEYSET_FORMAT, "version": KEYSET_VERSION, "trusted_keys": trusted}
+        if self._allow_unsigned:
+            doc["allow_unsigned"] = True
+        return doc
+
     def to_json(self, passphrase: str | bytes | None = None) -> str:
         """The keyset as the JSON document :meth:`save` writes. Provider keys are never exported."""
         secret = {
             "content_keys": [{"id": k, "key": _b64(v)} for k, v in self._content.items()],
             "signing_keys": [{"id": k, "private": _b64(v.private_bytes_raw())} for k, v in self._signing.items()],
         }
-        own = set(self._signing)
-        doc: dict = {
-            "format": KEYSET_FORMAT,
-            "version": KEYSET_VERSION,
-            "trusted_keys": [{"id": k, "public": _b64(_raw_public(v))} for k, v in self._trusted.items() if k not in own],
-        }
+        doc = self._public_doc()
         if passphrase is None:
             doc.update(secret)
         else:
-            doc["wrapped_secrets"] = _wrap(json.dumps(secret).encode(), passphrase, _trusted_aad(doc["trusted_keys"]))
+            doc["wrapped_secrets"] = _wrap(json.dumps(secret).encode(), passphrase, _policy_aad(doc))
         return json.dumps(doc, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str | bytes, passphrase: str | bytes | None = None) -> KeySet:
-        """Parse a keyset JSON document (see :meth:`to_json`)."""
+        """Parse a keyset JSON document (see :meth:`to_json`); any malformed file raises FormatError."""
         try:
             doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise FormatError(f"keyset is not valid JSON: {exc}") from exc
         if not isinstance(doc, dict) or doc.get("format") != KEYSET_FORMAT:
             raise FormatError("not an ortseal keyset (missing \"format\": \"ortseal-keyset\")")
         if doc.get("version") != KEYSET_VERSION:
             raise FormatError(f"keyset version {doc.get('version')!r} is not supported (this ortseal reads {KEYSET_VERSION})")
+        try:
+            return cls._from_doc(doc, passphrase)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise FormatError(f"keyset entry is malformed: {type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def _from_doc(cls, doc: dict[str, Any], passphrase: str | bytes | None) -> KeySet:
         trusted = doc.get("trusted_keys", [])
+        allow_unsigned = doc.get("allow_unsigned", False)
+        if not isinstance(trusted, list) or not all(isinstance(e, dict) for e in trusted):
+            raise FormatError("keyset trusted_keys must be a list of objects")
+        if not isinstance(allow_unsigned, bool):
+            raise FormatError("keyset allow_unsigned must be true or false")
         if "wrapped_secrets" in doc:
             if passphrase is None:
-                raise KeyNotFoundError("this keyset is passphrase-protected: pass passphrase= (CLI: --passphrase-env VAR)")
-            secret = json.loads(_unwrap(doc["wrapped_secrets"], passphrase, _trusted_aad(trusted)))
+                raise KeyNotFoundError("this keyset is passphrase-protected: pass passphrase= (CLI: --passphrase-file, "
+                                       "--passphrase-env, or the prompt)")
+            policy = {"trusted_keys": trusted, **({"allow_unsigned": True} if allow_unsigned else {})}
+            try:
+                secret = json.loads(_unwrap(doc["wrapped_secrets"], passphrase, _policy_aad(policy)))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise FormatError("keyset wrapped secrets are not valid JSON") from exc
         else:
             secret = doc
-        try:
-            content = {check_key_id(e["id"]): _unb64(e["key"], "content key") for e in secret.get("content_keys", [])}
-            signing = [Ed25519PrivateKey.from_private_bytes(_unb64(e["private"], "signing key"))
-                       for e in secret.get("signing_keys", [])]
-            public = [Ed25519PublicKey.from_public_bytes(_unb64(e["public"], "public key")) for e in trusted]
-            ks = cls(content_keys=content, signing_keys=signing, trusted_keys=public)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"keyset entry is malformed: {exc}") from exc
-        for e in secret.get("signing_keys", []) + trusted:
-            if e["id"] not in ks._trusted:
+        if not isinstance(secret, dict):
+            raise FormatError("keyset secrets must be an object")
+        content_entries, signing_entries = secret.get("content_keys", []), secret.get("signing_keys", [])
+        if not all(isinstance(x, list) and all(isinstance(e, dict) for e in x) for x in (content_entries, signing_entries)):
+            raise FormatError("keyset content_keys and signing_keys must be lists of objects")
+        content = {check_key_id(e["id"]): _unb64(e["key"], "content key") for e in content_entries}
+        signing = [Ed25519PrivateKey.from_private_bytes(_unb64(e["private"], "signing key")) for e in signing_entries]
+        public = [Ed25519PublicKey.from_public_bytes(_unb64(e["public"], "public key")) for e in trusted]
+        scopes = {e["id"]: e["scope"] for e in trusted if "scope" in e}
+        for e in signing_entries + trusted:
+            if e["id"] not in {signer_id(k.public_key()) for k in signing} | {signer_id(k) for k in public}:
                 raise FormatError(f"keyset key id {e['id']!r} does not match its key")
-        return ks
+        return cls(content_keys=content, signing_keys=signing, trusted_keys=public, trust_scopes=scopes,
+                   allow_unsigned=allow_unsigned)
 
     def save(self, path: str | os.PathLike[str], passphrase: str | bytes | None = None, *, overwrite: bool = False) -> None:
         """Write the keyset to ``path`` (mode 0600, atomically); refuses to replace a file unless ``overwrite``."""
@@ -265,43 +346,55 @@ class KeySet:
 
     def __repr__(self) -> str:
         return (f"KeySet(content={self.content_key_ids}, signing={self.signing_key_ids}, "
-                f"trusted={self.trusted_key_ids}, providers={len(self._providers)})")
+                f"trusted={self.trusted_key_ids}, providers={len(self._providers)}, "
+                f"allow_unsigned={self._allow_unsigned})")
 
 
-def _trusted_aad(trusted: list) -> bytes:
-    # The trusted public keys stay readable but are bound to the wrapped secrets, so nobody can
-    # slip their own key into a protected keyset's trust list.
-    return _WRAP_AAD + json.dumps(trusted, sort_keys=True).encode()
+def _policy_aad(doc: Mapping[str, Any]) -> bytes:
+    # The trust list and the signature policy stay readable but are bound to the wrapped secrets, so
+    # nobody can slip their own key into a protected keyset, widen a scope, or switch signatures off.
+    policy = {"trusted_keys": doc["trusted_keys"], **({"allow_unsigned": True} if doc.get("allow_unsigned") else {})}
+    return _WRAP_AAD + json.dumps(policy, sort_keys=True).encode()
 
 
-def _passphrase_key(passphrase: str | bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+def _passphrase_bytes(passphrase: str | bytes) -> bytes:
     if isinstance(passphrase, str):
         passphrase = passphrase.encode()
-    if not passphrase:
-        raise ValueError("passphrase must not be empty")
-    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
+    if not isinstance(passphrase, bytes):
+        raise TypeError("passphrase must be str or bytes")
+    return passphrase
 
 
 def _wrap(secret: bytes, passphrase: str | bytes, aad: bytes) -> dict:
+    phrase = _passphrase_bytes(passphrase)
+    if not phrase:
+        raise ValueError("passphrase must not be empty")
     salt, nonce = os.urandom(16), os.urandom(12)
-    key = _passphrase_key(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    key = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(phrase)
     return {"kdf": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt),
             "cipher": "AES-256-GCM", "nonce": _b64(nonce),
             "ciphertext": _b64(AESGCM(key).encrypt(nonce, secret, aad))}
 
 
-def _unwrap(wrapped: dict, passphrase: str | bytes, aad: bytes) -> bytes:
-    try:
-        n, r, p = int(wrapped["n"]), int(wrapped["r"]), int(wrapped["p"])
-        if wrapped.get("kdf") != "scrypt" or wrapped.get("cipher") != "AES-256-GCM":
-            raise FormatError("keyset wraps its secrets with an unknown kdf or cipher")
-        if not (2 <= n <= SCRYPT_MAX_N and n & (n - 1) == 0 and 1 <= r <= 32 and 1 <= p <= 16):
-            raise FormatError("keyset asks for scrypt parameters outside the accepted range")
-        salt, nonce = _unb64(wrapped["salt"], "salt"), _unb64(wrapped["nonce"], "nonce")
-        ciphertext = _unb64(wrapped["ciphertext"], "ciphertext")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FormatError(f"keyset wrapped_secrets is malformed: {exc}") from exc
-    key = _passphrase_key(passphrase, salt, n, r, p)
+def _unwrap(wrapped: Any, passphrase: str | bytes, aad: bytes) -> bytes:
+    phrase = _passphrase_bytes(passphrase)
+    if not phrase:
+        raise KeyNotFoundError("the passphrase given is empty; this keyset needs its passphrase")
+    if not isinstance(wrapped, dict):
+        raise FormatError("keyset wrapped_secrets must be an object")
+    if wrapped.get("kdf") != "scrypt" or wrapped.get("cipher") != "AES-256-GCM":
+        raise FormatError("keyset wraps its secrets with an unknown kdf or cipher")
+    n, r, p = wrapped.get("n"), wrapped.get("r"), wrapped.get("p")
+    if not all(type(v) is int for v in (n, r, p)):
+        raise FormatError("keyset scrypt parameters must be integers")
+    if not (SCRYPT_MIN_N <= n <= SCRYPT_MAX_N and n & (n - 1) == 0 and r == SCRYPT_R and p == SCRYPT_P):
+        raise FormatError(f"keyset asks for scrypt n={n}, r={r}, p={p}; accepted: n a power of two in "
+                          f"[2**15, 2**18], r=8, p=1")
+    salt, nonce = _unb64(wrapped.get("salt"), "salt"), _unb64(wrapped.get("nonce"), "nonce")
+    ciphertext = _unb64(wrapped.get("ciphertext"), "ciphertext")
+    if len(salt) < 16 or len(nonce) != 12:
+        raise FormatError("keyset wrapped_secrets salt or nonce has the wrong size")
+    key = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(phrase)
     try:
         return AESGCM(key).decrypt(nonce, ciphertext, aad)
     except (InvalidTag, ValueError) as exc:

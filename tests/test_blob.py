@@ -11,23 +11,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ortseal
-from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError
+from forge import keep_tag_rewrite
+
+from ortseal import FormatError, KeyNotFoundError, KeySet, RollbackError, TamperedError
 from ortseal.blob import (
     DEFAULT_SEGMENT_SIZE,
     FIXED_HEADER_SIZE,
+    MIN_SEGMENT_SIZE,
     SIGNATURE_SIZE,
     TAG_SIZE,
+    Sealer,
     parse_header,
     seal_bytes,
     unseal_bytes,
 )
 
-SEG = 64
+SEG = MIN_SEGMENT_SIZE
 
 
 def content_only(keys: KeySet) -> KeySet:
-    """The content keys alone: opens without requiring a signature."""
-    return KeySet(content_keys={k: keys.content_key(k) for k in keys.content_key_ids})
+    """The content keys alone, explicitly allowing unsigned blobs."""
+    return KeySet(content_keys={k: keys.content_key(k) for k in keys.content_key_ids}, allow_unsigned=True)
 
 
 def small_blob(keys: KeySet, n: int = 3 * SEG - 5, sign: bool = True) -> tuple[bytes, bytes]:
@@ -64,9 +68,10 @@ def header_field_expectations(h) -> list[tuple[range, tuple[type, ...]]]:
         (range(0, 11), (FormatError,)),                       # magic, version, algorithm, flags
         (range(11, 12), (FormatError, TamperedError)),        # key id length
         (range(12, 24), (FormatError, TamperedError)),        # segment size, plaintext length
-        (range(24, 95), (TamperedError,)),                    # salt, nonce prefix, context digest
-        (range(95, 96), (FormatError, TamperedError)),        # signer id length
-        (range(96, kid_end), (KeyNotFoundError, FormatError)),
+        (range(24, 32), (FormatError, TamperedError)),        # release (bit 63 is out of range)
+        (range(32, 103), (TamperedError,)),                   # salt, nonce prefix, context digest
+        (range(103, 104), (FormatError, TamperedError)),      # signer id length
+        (range(FIXED_HEADER_SIZE, kid_end), (KeyNotFoundError, FormatError, TamperedError)),
         (range(kid_end, len(h.raw)), (TamperedError, FormatError)),
     ]
 
@@ -82,8 +87,13 @@ def test_every_bit_flip_is_refused(keys, sign):
             expected[i] = classes
     for i in range(len(h.raw), len(blob)):
         expected[i] = (TamperedError,)  # ciphertext, tags, signature
+    # every bit of the header, tags and signature; one bit (chosen by position) of every ciphertext byte
+    exhaustive = set(range(len(h.raw))) | set(range(h.body_length, len(blob)))
+    for k in range(h.segment_count):
+        off, n = h.segment_span(k)
+        exhaustive |= set(range(off + n, off + n + TAG_SIZE))
     for i in range(len(blob)):
-        for bit in range(8):
+        for bit in range(8) if i in exhaustive else [i % 8]:
             bad = bytearray(blob)
             bad[i] ^= 1 << bit
             with pytest.raises(ortseal.OrtsealError) as info:
@@ -130,9 +140,11 @@ def test_wrong_context_key_and_signer(keys, other_keys):
     data, blob = small_blob(keys)
     with pytest.raises(TamperedError, match="different context"):
         unseal_bytes(blob, keys, context="other")
-    with pytest.raises(KeyNotFoundError):
+    with pytest.raises(TamperedError, match="does not trust"):  # the signer is checked before any key lookup
         unseal_bytes(blob, other_keys, context="ctx")
-    same_id_other_key = KeySet(content_keys={keys.content_key_ids[0]: os.urandom(32)})
+    with pytest.raises(KeyNotFoundError):
+        unseal_bytes(blob, KeySet.merge(other_keys.without_signing(), keys.public()), context="ctx")
+    same_id_other_key = KeySet(content_keys={keys.content_key_ids[0]: os.urandom(32)}, allow_unsigned=True)
     with pytest.raises(TamperedError, match="authentication"):
         unseal_bytes(blob, same_id_other_key, context="ctx")
     untrusting = KeySet.merge(content_only(keys), other_keys.public())
@@ -180,7 +192,8 @@ def test_not_a_blob():
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=st.binary(max_size=2000), seg=st.integers(64, 700), context=st.text(max_size=20), sign=st.booleans())
+@given(data=st.binary(max_size=10_000), seg=st.integers(SEG, 2 * SEG + 100), context=st.text(max_size=20),
+       sign=st.booleans())
 def test_property_round_trip(keys, data, seg, context, sign):
     opener = keys if sign else content_only(keys)
     blob = seal_bytes(data, keys, context=context, sign=sign, segment_size=seg)
@@ -189,9 +202,85 @@ def test_property_round_trip(keys, data, seg, context, sign):
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.binary(min_size=1, max_size=600), where=st.integers(0, 10_000), mask=st.integers(1, 255))
+@given(data=st.binary(min_size=1, max_size=9000), where=st.integers(0, 20_000), mask=st.integers(1, 255))
 def test_property_any_change_is_refused(keys, data, where, mask):
-    blob = bytearray(seal_bytes(data, keys, context="p", segment_size=64))
+    blob = bytearray(seal_bytes(data, keys, context="p", segment_size=SEG))
     blob[where % len(blob)] ^= mask
     with pytest.raises(ortseal.OrtsealError):
         unseal_bytes(bytes(blob), keys, context="p")
+
+
+# -- integrity against a holder of the content key (issue 7) ---------------------------------------
+def test_content_key_holder_cannot_forge_a_signed_blob(keys):
+    """GHASH is linear: with the content key, a segment's plaintext can be rewritten keeping its tag. The
+    forgery is real (the content key alone accepts it) and the signature over the content digest refuses it."""
+    data = os.urandom(3 * SEG)
+    blob = seal_bytes(data, keys, context="w", segment_size=SEG)
+    device_key = keys.content_key(keys.content_key_ids[0])
+    forged = keep_tag_rewrite(blob, device_key, 1, bytes(SEG))
+    assert forged[-SIGNATURE_SIZE:] == blob[-SIGNATURE_SIZE:]
+    tags = [forged[off + n:off + n + TAG_SIZE] for off, n in map(parse_header(blob).segment_span, range(3))]
+    assert tags == [blob[off + n:off + n + TAG_SIZE] for off, n in map(parse_header(blob).segment_span, range(3))]
+    assert unseal_bytes(forged, content_only(keys), context="w")[SEG:2 * SEG - 16] == bytes(SEG - 16)
+    device = KeySet.merge(keys.without_signing(), keys.public())
+    for opener in (keys, device):
+        with pytest.raises(TamperedError, match="does not verify"):
+            unseal_bytes(forged, opener, context="w")
+
+
+def test_sealer_takes_no_caller_salt_or_nonce(keys):
+    with pytest.raises(TypeError):
+        Sealer(keys, context="x", length=1, salt=bytes(32))  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        Sealer(keys, context="x", length=1, nonce_prefix=bytes(7))  # type: ignore[call-arg]
+    a, b = (parse_header(seal_bytes(b"same", keys, context="x")) for _ in range(2))
+    assert a.salt != b.salt and a.nonce_prefix != b.nonce_prefix
+
+
+def test_signatures_are_required_unless_the_keyset_says_otherwise(keys):
+    _, unsigned = small_blob(keys, sign=False)
+    no_trust = KeySet(content_keys={k: keys.content_key(k) for k in keys.content_key_ids})
+    assert no_trust.requires_signature and not no_trust.allow_unsigned
+    with pytest.raises(TamperedError, match="unsigned"):
+        unseal_bytes(unsigned, no_trust, context="ctx")
+    _, signed_by_anyone = small_blob(KeySet.merge(no_trust, KeySet.generate()))  # same content key, a stranger signs
+    with pytest.raises(TamperedError, match="does not trust"):
+        unseal_bytes(signed_by_anyone, no_trust, context="ctx")
+    assert unseal_bytes(unsigned, content_only(keys), context="ctx")
+
+
+def test_trust_scoped_to_a_purpose(keys):
+    data, blob = small_blob(keys)
+    content = KeySet(content_keys={k: keys.content_key(k) for k in keys.content_key_ids})
+    models_only = KeySet.merge(content, keys.public(scope=["model:*"]))
+    with pytest.raises(TamperedError, match="does not trust for 'blob'"):
+        unseal_bytes(blob, models_only, context="ctx")
+    assert unseal_bytes(blob, KeySet.merge(content, keys.public(scope=["blob"])), context="ctx") == data
+
+
+def test_nothing_the_file_chooses_reaches_the_key_provider_before_the_signature(keys):
+    """A forged blob naming an attacker-chosen key id never reaches the KMS lookup."""
+    asked: list[str] = []
+    real = keys.content_key(keys.content_key_ids[0])
+    provider = KeySet.from_provider(lambda kid: asked.append(kid) or (real if kid == keys.content_key_ids[0] else None))
+    device = KeySet.merge(provider, keys.public())
+    attacker = KeySet(content_keys={"../../etc/attacker-id": os.urandom(32)}, signing_keys=[])
+    forged = seal_bytes(os.urandom(100), KeySet.merge(attacker, KeySet.generate()), context="ctx")
+    with pytest.raises(TamperedError, match="does not trust"):
+        unseal_bytes(forged, device, context="ctx")
+    bad_sig = bytearray(seal_bytes(b"x" * 100, keys, context="ctx"))
+    bad_sig[-1] ^= 1
+    with pytest.raises(TamperedError, match="does not verify"):
+        unseal_bytes(bytes(bad_sig), device, context="ctx")
+    assert asked == []
+    assert unseal_bytes(seal_bytes(b"ok", keys, context="ctx"), device, context="ctx") == b"ok"
+    assert asked == [keys.content_key_ids[0]]
+
+
+def test_release_below_minimum_is_refused(keys):
+    old, new = (seal_bytes(b"weights", keys, context="w", release=r) for r in (3, 4))
+    assert unseal_bytes(new, keys, context="w", min_release=4) == b"weights"
+    with pytest.raises(RollbackError, match="release 3, older than the minimum release 4"):
+        unseal_bytes(old, keys, context="w", min_release=4)
+    with pytest.raises(ValueError, match="release"):
+        seal_bytes(b"x", keys, context="w", release=-1)

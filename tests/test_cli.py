@@ -68,12 +68,19 @@ def test_seal_inspect_verify_and_convert(tmp_path):
     r = ortseal_cli("seal", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--keys", str(keys),
                     "--min-bytes", "512", "--exclude", "^ff2$")
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "tools/convert.py", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "c.onnx"),
-                        "--keys", str(keys), "--include", "^w[qk]$", "--no-sign"], capture_output=True, text=True,
-                       cwd=str(Path(__file__).parents[1]), timeout=600)
+    convert = [sys.executable, "tools/convert.py", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "c.onnx"),
+               "--keys", str(keys), "--include", "^w[qk]$", "--release", "7", "--model-name", "tiny"]
+    r = subprocess.run(convert + ["--no-sign"], capture_output=True, text=True, cwd=str(Path(__file__).parents[1]),
+                       timeout=600)
+    assert r.returncode == 1 and "could never open" in r.stderr and not (tmp_path / "c.onnx").exists()
+    r = subprocess.run(convert, capture_output=True, text=True, cwd=str(Path(__file__).parents[1]), timeout=600)
     assert r.returncode == 0, r.stderr
     info = json.loads(ortseal_cli("inspect", "--json", str(tmp_path / "c.onnx")).stdout)
-    assert sorted(t["name"] for t in info["sealed"]) == ["wk", "wq"] and all(t["signer"] is None for t in info["sealed"])
+    assert sorted(t["name"] for t in info["sealed"]) == ["wk", "wq"]
+    assert {(t["signer"], t["model"], t["release"]) for t in info["sealed"]} == {(KeySet.load(keys).signing_key_ids[0],
+                                                                                   "tiny", 7)}
+    old = ortseal_cli("verify", str(tmp_path / "c.onnx"), "--keys", str(keys), "--min-release", "8")
+    assert old.returncode == 1 and "RollbackError" in old.stderr
     table = ortseal_cli("inspect", str(tmp_path / "s.onnx"))
     assert table.returncode == 0 and "tok_emb" in table.stdout and "ff2" not in table.stdout
     assert KeySet.load(keys).content_key_ids[0] in table.stdout

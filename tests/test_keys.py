@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ortseal
-from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError
+from ortseal import FormatError, KeyNotFoundError, KeySet, OrtsealError, TamperedError
 
 
 def test_save_load_round_trip_and_mode(keys, tmp_path):
@@ -89,13 +93,13 @@ def test_from_provider_fetches_by_id(keys):
         asked.append(key_id)
         return secret if key_id == "kms-1" else None
 
-    hsm = KeySet.from_provider(provider, seal_key_id="kms-1")
-    blob = ortseal.seal_bytes(b"payload", hsm, context="c", sign=False)
+    hsm = KeySet.merge(KeySet.from_provider(provider, seal_key_id="kms-1"), KeySet(signing_keys=[Ed25519PrivateKey.generate()]))
+    blob = ortseal.seal_bytes(b"payload", hsm, context="c")
     assert ortseal.unseal_bytes(blob, hsm, context="c") == b"payload"
     assert "kms-1" in asked
     assert "kms-1" not in hsm.to_json()
     with pytest.raises(KeyNotFoundError):
-        ortseal.unseal_bytes(ortseal.seal_bytes(b"x", keys, context="c", sign=False), hsm, context="c")
+        ortseal.unseal_bytes(ortseal.seal_bytes(b"x", keys, context="c"), KeySet.merge(hsm, keys.public()), context="c")
 
 
 @pytest.mark.parametrize("text, error", [
@@ -112,3 +116,56 @@ def test_bad_keyset_files(text, error):
 def test_repr_hides_secrets(keys):
     kid = keys.content_key_ids[0]
     assert keys.content_key(kid).hex() not in repr(keys)
+
+
+def test_policy_round_trips_and_is_bound_when_wrapped(keys, tmp_path):
+    device = KeySet.merge(keys.without_signing(), KeySet.generate().public(scope=["model:cam*", "engine"]))
+    lax = KeySet(content_keys={"k1": os.urandom(32)}, allow_unsigned=True)
+    for ks in (device, lax):
+        again = KeySet.from_json(ks.to_json())
+        assert again.allow_unsigned == ks.allow_unsigned and again.trusted_key_ids == ks.trusted_key_ids
+    scoped_id = device.trusted_key_ids[-1]
+    again = KeySet.from_json(device.to_json("pw"), "pw")
+    assert again.trusted_key(scoped_id, "model:camera") and not again.trusted_key(scoped_id, "model:other")
+    # switching signatures off, or widening a scope, in a protected file makes it fail to open
+    for edit in (lambda d: d.update(allow_unsigned=True), lambda d: d["trusted_keys"][-1].update(scope=["*"])):
+        doc = json.loads(device.to_json("pw"))
+        edit(doc)
+        with pytest.raises(TamperedError):
+            KeySet.from_json(json.dumps(doc), "pw")
+
+
+def test_passphrase_edge_cases_are_typed_errors(keys):
+    wrapped = keys.to_json("pw")
+    with pytest.raises(KeyNotFoundError, match="empty"):
+        KeySet.from_json(wrapped, "")
+    with pytest.raises(ValueError, match="empty"):
+        keys.to_json("")
+
+
+@pytest.mark.parametrize("n, r, p", [(2**22, 8, 1), (2**18, 32, 1), (2**17, 8, 16), (2**10, 8, 1), (3 * 2**15, 8, 1),
+                                     ("2", 8, 1), (True, 8, 1)])
+def test_scrypt_parameters_a_file_may_demand_are_bounded(keys, n, r, p):
+    doc = json.loads(keys.to_json("pw"))
+    doc["wrapped_secrets"].update(n=n, r=r, p=p)
+    started = time.perf_counter()
+    with pytest.raises(FormatError, match="scrypt"):
+        KeySet.from_json(json.dumps(doc), "pw")
+    assert time.perf_counter() - started < 0.5  # refused before any scrypt work
+
+
+_json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                            lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+                            max_leaves=10)
+
+
+@settings(max_examples=400, deadline=None)
+@given(doc=st.fixed_dictionaries({"format": st.just("ortseal-keyset"), "version": st.just(1)},
+                                 optional={"trusted_keys": _json_values, "content_keys": _json_values,
+                                           "signing_keys": _json_values, "allow_unsigned": _json_values,
+                                           "wrapped_secrets": _json_values}))
+def test_fuzzed_keyset_files_raise_only_ortseal_errors(doc):
+    try:
+        KeySet.from_json(json.dumps(doc), "pw")
+    except OrtsealError:
+        pass

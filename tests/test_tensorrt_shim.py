@@ -93,7 +93,11 @@ def test_wrong_key_and_untrusted_signer(tmp_path, keys, other_keys, engine, capl
     trt.save_engine(path, engine)
     stranger = TensorrtEpHarness(ortseal.tensorrt_provider(other_keys, {"trt_engine_cache_path": str(tmp_path / "b")}))
     shutil.copy(path, stranger.engine_path())
-    _expect_refused(stranger, stranger.engine_path(), caplog, "KeyNotFoundError")
+    _expect_refused(stranger, stranger.engine_path(), caplog, "does not trust")  # signer checked before any key
+    keyless = KeySet.merge(other_keys.without_signing(), keys.public())
+    no_key = TensorrtEpHarness(ortseal.tensorrt_provider(keyless, {"trt_engine_cache_path": str(tmp_path / "e")}))
+    shutil.copy(path, no_key.engine_path())
+    _expect_refused(no_key, no_key.engine_path(), caplog, "KeyNotFoundError")
     untrusting = KeySet.merge(KeySet(content_keys={k: keys.content_key(k) for k in keys.content_key_ids}),
                               other_keys.public())
     device = TensorrtEpHarness(ortseal.tensorrt_provider(untrusting, {"trt_engine_cache_path": str(tmp_path / "c")}))

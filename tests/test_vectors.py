@@ -1,69 +1,91 @@
-"""Known-answer vectors of the blob format (tests/vectors/blob_v1.json, made by generate_blob_vectors.py)."""
+"""Known-answer vectors of the formats (tests/vectors/, made by generate_blob_vectors.py and
+generate_model_vectors.py)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import numpy as np
+import onnxruntime as ort
+import onnxruntime.datasets
 import pytest
 
 import ortseal
-from ortseal import KeySet
+from ortseal import FormatError, KeySet, TamperedError
 
-VECTORS = json.loads((Path(__file__).parent / "vectors" / "blob_v1.json").read_text())
-
-import sys  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent / "vectors"))
+HERE = Path(__file__).parent / "vectors"
+VECTORS = json.loads((HERE / "blob_v2.json").read_text())
+sys.path.insert(0, str(HERE))
 import generate_blob_vectors as gen  # noqa: E402
+from generate_model_vectors import PASSPHRASE  # noqa: E402
 
 
 def vector_keys(signed: bool) -> KeySet:
-    content = KeySet(content_keys={VECTORS["content_key_id"]: bytes.fromhex(VECTORS["content_key"])})
-    return gen.keyset() if signed else content
+    if signed:
+        return gen.keyset()
+    return KeySet(content_keys={VECTORS["content_key_id"]: bytes.fromhex(VECTORS["content_key"])}, allow_unsigned=True)
 
 
 @pytest.mark.parametrize("vector", VECTORS["valid"], ids=lambda v: v["name"])
 def test_valid_vector_opens(vector):
     blob = bytes.fromhex(vector["blob"])
-    assert ortseal.unseal_bytes(blob, vector_keys(vector["signed"]), context=vector["context"]).hex() == vector["plaintext"]
+    keys = vector_keys(vector["signed"])
+    assert ortseal.unseal_bytes(blob, keys, context=vector["context"]).hex() == vector["plaintext"]
+    assert ortseal.unseal_bytes(blob, keys, context=vector["context"], min_release=vector["release"]).hex() == vector["plaintext"]
 
 
 @pytest.mark.parametrize("n, vector", enumerate(VECTORS["valid"]), ids=lambda v: str(v) if isinstance(v, int) else v["name"])
 def test_sealing_reproduces_vector(n, vector):
     plaintext = bytes.fromhex(vector["plaintext"])
-    assert gen.seal(plaintext, vector["context"], sign=vector["signed"], n=n).hex() == vector["blob"]
+    blob, digest = gen.seal(plaintext, vector["context"], sign=vector["signed"], n=n, release=vector["release"])
+    assert blob.hex() == vector["blob"] and digest.hex() == vector["content_digest"]
 
 
 @pytest.mark.parametrize("vector", VECTORS["invalid"], ids=lambda v: v["name"])
 def test_invalid_vector_refused(vector):
     with pytest.raises(getattr(ortseal, vector["expect"])) as info:
-        ortseal.unseal_bytes(bytes.fromhex(vector["blob"]), vector_keys(True), context=vector["context"])
+        ortseal.unseal_bytes(bytes.fromhex(vector["blob"]), vector_keys(True), context=vector["context"],
+                             min_release=vector["min_release"])
     assert type(info.value).__name__ == vector["expect"]
 
 
-def test_keyset_vectors_load():
-    from generate_model_vectors import PASSPHRASE
+def test_rewritten_vector_still_passes_gcm_alone():
+    """The forged vector is a real forgery: with signatures off, the content key alone accepts it."""
+    vector = next(v for v in VECTORS["invalid"] if v["name"] == "fail_rewritten_with_content_key_tags_kept")
+    opened = ortseal.unseal_bytes(bytes.fromhex(vector["blob"]), vector_keys(False), context=vector["context"])
+    assert opened[:gen.SEGMENT - 16] == bytes(gen.SEGMENT - 16)  # the attacker's chosen plaintext
 
+
+def test_keyset_vectors_load():
     want = gen.keyset()
     for name, passphrase in (("keyset_v1.json", None), ("keyset_v1_wrapped.json", PASSPHRASE)):
-        ks = KeySet.load(Path(__file__).parent / "vectors" / name, passphrase=passphrase)
+        ks = KeySet.load(HERE / name, passphrase=passphrase)
         assert ks.content_key(VECTORS["content_key_id"]) == want.content_key(VECTORS["content_key_id"])
         assert ks.signing_key_ids == want.signing_key_ids
+    scoped = KeySet.load(HERE / "keyset_v1_public_scoped.json")
+    signer = want.signing_key_ids[0]
+    assert scoped.trusted_key(signer, "model:mul_1") is not None
+    assert scoped.trusted_key(signer, "engine") is None and scoped.trusted_key(signer, "model:other") is None
 
 
 def test_sealed_model_vector_still_opens():
-    import numpy as np
-    import onnxruntime as ort
-    import onnxruntime.datasets
-
-    from ortseal.ops.model import find_sealed, graph_digest, load_model
-
-    path = Path(__file__).parent / "vectors" / "mul_1.sealed.onnx"
-    model, base = load_model(path)
-    assert {st.graph_digest for st in find_sealed(model)} == {graph_digest(model, base)}
-    assert ortseal.verify_model(path, gen.keyset()) == 1
+    path = HERE / "mul_1.sealed.onnx"
+    assert ortseal.verify_model(path, gen.keyset(), min_release=1) == 1
+    with pytest.raises(ortseal.RollbackError):
+        ortseal.verify_model(path, gen.keyset(), min_release=2)
     x = np.arange(6, dtype=np.float32).reshape(3, 2)
     plain = ort.InferenceSession(onnxruntime.datasets.get_example("mul_1.onnx"), providers=["CPUExecutionProvider"])
-    sealed = ortseal.InferenceSession(str(path), providers=["CPUExecutionProvider"], keys=gen.keyset())
+    content_only = KeySet(content_keys={VECTORS["content_key_id"]: bytes.fromhex(VECTORS["content_key"])})
+    device = KeySet.merge(content_only, KeySet.load(HERE / "keyset_v1_public_scoped.json"))
+    sealed = ortseal.InferenceSession(str(path), providers=["CPUExecutionProvider"], keys=device)
     assert sealed.run(None, {"X": x})[0].tobytes() == plain.run(None, {"X": x})[0].tobytes()
+
+
+def test_v1_sealed_model_is_refused_with_the_reseal_command():
+    for attempt in (lambda p: ortseal.verify_model(p, gen.keyset()),
+                    lambda p: ortseal.InferenceSession(str(p), providers=["CPUExecutionProvider"], keys=gen.keyset())):
+        with pytest.raises(FormatError, match="format v1.*ortseal seal ORIGINAL.onnx"):
+            attempt(HERE / "fail_v1_mul_1.sealed.onnx")
+    assert issubclass(ortseal.RollbackError, TamperedError)

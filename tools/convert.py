@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Seal the initializers of an ONNX model: a thin wrapper of ``ortseal seal``.
 
-    python tools/convert.py SRC -o DST --keys KEYS [--min-bytes N] [--include REGEX] [--exclude REGEX] [--no-sign]
+    python tools/convert.py SRC -o DST --keys KEYS [--min-bytes N] [--include REGEX] [--exclude REGEX]
+        [--model-name NAME] [--release N] [--no-sign]
 """
 
 import sys

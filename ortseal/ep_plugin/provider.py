@@ -9,10 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .._atomic import remove_stale_temps
+from ..blob import MAX_RELEASE
 from ..errors import OrtsealError, UnsafeOptionError
 from ..keys import KeySet
 from .shim import shim_path
-from .vault import ENGINE_SUFFIX, registry, verify_engine_file
+from .vault import ENGINE_SUFFIX, Vault, registry, verify_engine_file
 
 log = logging.getLogger("ortseal.tensorrt")
 PROVIDER = "TensorrtExecutionProvider"
@@ -53,12 +55,13 @@ def _writable_dir(path: str) -> str:
     return os.path.realpath(directory)
 
 
-def quarantine_bad_engines(cache_dir: str, keys: KeySet) -> list[Path]:
-    """Move every engine file in ``cache_dir`` that fails verification into ``cache_dir/quarantine``."""
+def quarantine_bad_engines(cache_dir: str, vault: Vault) -> list[Path]:
+    """Move every engine file in ``cache_dir`` that fails verification (older releases included) into
+    ``cache_dir/quarantine``."""
     moved = []
     for path in sorted(Path(cache_dir).glob(f"*{ENGINE_SUFFIX}")):
         try:
-            verify_engine_file(path, keys)
+            verify_engine_file(path, vault)
         except (OrtsealError, OSError) as exc:
             target_dir = Path(cache_dir) / QUARANTINE
             target_dir.mkdir(mode=0o700, exist_ok=True)
@@ -70,19 +73,28 @@ def quarantine_bad_engines(cache_dir: str, keys: KeySet) -> list[Path]:
     return moved
 
 
-def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *,
-                      on_tamper: str = "raise") -> tuple[str, dict[str, str]]:
+def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *, on_tamper: str = "raise",
+                      release: int = 0, min_release: int | None = None) -> tuple[str, dict[str, str]]:
     """``("TensorrtExecutionProvider", options)`` with the engine cache sealed by ``keys``.
 
     Pass it in ``providers=[...]`` of any ORT session. Every other option is kept (as strings). The engine
     cache is turned on (``./trt_cache`` unless ``trt_engine_cache_path`` is given) and routed through the
-    shim to this process's vault. ``on_tamper="raise"`` fails closed on a bad cache file;
-    ``on_tamper="rebuild"`` first moves bad files to ``quarantine/`` so TensorRT rebuilds them.
+    shim to this process's vault. Engines written are stamped with ``release`` (your deployment's release
+    number); engines older than ``min_release`` (default: ``release``) are refused, so an old engine copied
+    over a newer one is not loaded. ``on_tamper="raise"`` fails closed on a bad or old cache file;
+    ``on_tamper="rebuild"`` first moves such files to ``quarantine/`` so TensorRT rebuilds them.
     """
     if not isinstance(keys, KeySet):
         raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
     if on_tamper not in ("raise", "rebuild"):
         raise ValueError(f"on_tamper must be 'raise' or 'rebuild', got {on_tamper!r}")
+    min_release = release if min_release is None else min_release
+    for name, value in (("release", release), ("min_release", min_release)):
+        if type(value) is not int or not 0 <= value <= MAX_RELEASE:
+            raise ValueError(f"{name} must be an int in [0, 2**63 - 1], got {value!r}")
+    if min_release > release:
+        raise ValueError(f"min_release {min_release} is above release {release}: engines this process writes "
+                         "could never be opened")
     opts = {str(k): _option_str(v) for k, v in (options or {}).items()}
     for name, leak in LEAKING_OPTIONS.items():
         if opts.get(name, "False") not in _FALSE:
@@ -90,11 +102,15 @@ def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *,
     for name in _SET_BY_ORTSEAL:
         if name in opts and opts[name] not in (*_TRUE, shim_path()):
             raise ValueError(f"{name} is set by ortseal.tensorrt_provider; remove it from options")
-    keys.sealing_key()  # a keyset that cannot seal could never write the cache: say so now
+    keys.sealing_key()  # a keyset that cannot seal could never write the cache: say so now (one that cannot
+    # sign still opens publisher-signed engines; it refuses to write new ones, see write_engine)
+    vault = Vault(keys, release, min_release)
     cache_dir = _writable_dir(opts.get("trt_engine_cache_path", DEFAULT_CACHE_PATH))
+    for stale in remove_stale_temps(cache_dir, f"*{ENGINE_SUFFIX}"):
+        log.warning("ortseal: removed %s, left by an engine writer that was killed", stale)
     if on_tamper == "rebuild":
-        quarantine_bad_engines(cache_dir, keys)
-    registry.add(cache_dir, keys)
+        quarantine_bad_engines(cache_dir, vault)
+    registry.add(cache_dir, vault)
     opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=cache_dir,
                 trt_engine_decryption_enable="True", trt_engine_decryption_lib_path=shim_path())
     return PROVIDER, opts

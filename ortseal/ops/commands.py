@@ -30,13 +30,16 @@ def _size(n: float) -> str:
 @click.option("--exclude", metavar="REGEX", help="Leave initializers whose name matches unsealed.")
 @click.option("--no-sign", is_flag=True, help="Do not sign (devices that trust a publisher key will refuse it).")
 @click.option("--inline", is_flag=True, help="Keep sealed payloads inside the model file (models under 2 GiB).")
+@click.option("--model-name", metavar="NAME", help="The model's identity in its signed manifest (default: SRC's stem).")
+@click.option("--release", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Release number in the signed manifest; devices can refuse older ones (--min-release).")
 @fail_cleanly
 def seal(src: str, dst: str, keys_path: str, passphrase_env: str | None, min_bytes: int, include: str | None,
-         exclude: str | None, no_sign: bool, inline: bool) -> None:
+         exclude: str | None, no_sign: bool, inline: bool, model_name: str | None, release: int) -> None:
     """Seal the initializers of SRC into a new model (payloads in <output>.data)."""
     keys = load_keys(keys_path, passphrase_env)
     summary = seal_model(src, dst, keys, min_bytes=min_bytes, include=include, exclude=exclude, sign=not no_sign,
-                         external_data=not inline)
+                         external_data=not inline, model_name=model_name, release=release)
     data = f" + {summary.data_file}" if summary.data_file else ""
     click.echo(f"sealed {len(summary.sealed)} tensors ({_size(summary.plaintext_bytes)}) -> {summary.model}{data}")
 
@@ -50,7 +53,8 @@ def print_table(infos: list) -> None:
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     total = sum(i.plaintext_bytes for i in infos)
-    click.echo(f"{len(infos)} sealed tensors, {_size(total)}")
+    click.echo(f"{len(infos)} sealed tensors, {_size(total)}; model {infos[0].model!r}, release {infos[0].release}, "
+               f"manifest signer {infos[0].signer or '(unsigned)'} (not verified: use ortseal verify)")
 
 
 @main.command()
@@ -72,10 +76,13 @@ def inspect(model: str, as_json: bool) -> None:
 @click.argument("model", type=click.Path(dir_okay=False))
 @keys_option
 @passphrase_option
-def verify(model: str, keys_path: str, passphrase_env: str | None) -> None:
-    """Check MODEL's graph binding, signatures and every sealed blob; writes no plaintext. Exit 0 or 1."""
+@click.option("--min-release", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Refuse a model whose signed release is older.")
+def verify(model: str, keys_path: str, passphrase_env: str | None, min_release: int) -> None:
+    """Check MODEL's signed manifest, release, graph binding and every sealed blob; writes no plaintext.
+    Exit 0 or 1."""
     try:
-        count = verify_model(model, load_keys(keys_path, passphrase_env))
+        count = verify_model(model, load_keys(keys_path, passphrase_env), min_release=min_release)
     except Exception as exc:  # noqa: BLE001 - any failure is a failed verification, reported on one line
         click.echo(f"FAILED {model}: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)

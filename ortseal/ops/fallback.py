@@ -3,6 +3,12 @@
 ORT never constant-folds a custom-domain node, and an onnxruntime-extensions Python kernel copies its
 output element by element on every ``run()``: each run pays for the size of every sealed weight. Use
 ``ortseal.InferenceSession`` wherever you can; this path exists for code that must keep a plain session.
+
+The kernel decrypts nothing. :func:`fallback_session_options` verifies the whole model (manifest
+signature, release, graph binding, every blob) and opens its tensors when it is called; the kernel only
+hands out tensors of models verified that way, looked up by their blob's random salt. onnxruntime-extensions
+turns any exception raised by a Python kernel into ``std::terminate``, so the kernel never raises: a blob
+nobody verified gets zeros of its declared shape and an error on the ``ortseal`` logger, never plaintext.
 """
 
 from __future__ import annotations
@@ -16,52 +22,46 @@ import numpy as np
 import onnxruntime as ort
 from onnx import helper
 
-from ..blob import BlobSource, Opener
-from ..errors import FormatError, KeyNotFoundError
+from ..blob import parse_header
+from ..errors import FormatError
 from ..keys import KeySet
-from .inspect import verify_model
-from .model import find_sealed, load_model, tensor_context
+from .binding import check_model, open_tensor
+from .model import load_model
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE
 
 log = logging.getLogger("ortseal")
 _lock = threading.Lock()
-_keysets: list[KeySet] = []
-_cache: dict[tuple[str, str, bytes], np.ndarray] = {}
+_opened: dict[tuple[bytes, str], np.ndarray] = {}  # (blob salt, tensor identity) -> verified plaintext
 _state = {"registered": False, "warned": False}
 
 
-def _open(sealed: np.ndarray, identity: str, digest: str) -> np.ndarray:
-    source = BlobSource(np.ascontiguousarray(sealed).view(np.uint8).reshape(-1))
-    last_missing: Exception | None = None
-    for keys in list(_keysets):
-        try:
-            opener = Opener(source, keys, context=tensor_context(digest, identity))
-        except KeyNotFoundError as exc:
-            last_missing = exc
-            continue
+def _zeros(identity: str) -> np.ndarray:
+    try:
         spec = json.loads(identity)
-        out = np.empty(spec["shape"], helper.tensor_dtype_to_np_dtype(spec["dtype"]))
-        opener.decrypt_into(memoryview(out.reshape(-1).view(np.uint8)))
-        return out
-    raise last_missing or KeyNotFoundError("no keyset registered for the Unseal fallback kernel")
+        return np.zeros(spec["shape"], helper.tensor_dtype_to_np_dtype(spec["dtype"]))
+    except Exception:  # noqa: BLE001 - never raise into onnxruntime-extensions
+        return np.zeros(0, np.float32)
 
 
-def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "", graph_digest: str = "",
-            fallback_supported: int = 0) -> np.ndarray:
-    head = bytes(np.ascontiguousarray(sealed).reshape(-1)[:224].tobytes())
-    key = (graph_digest, tensor, head)
+def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "", fallback_supported: int = 0
+            ) -> np.ndarray:
+    try:
+        salt = parse_header(np.ascontiguousarray(sealed).reshape(-1)[:256].tobytes(), kind="model").salt
+    except Exception:  # noqa: BLE001
+        salt = b""
     with _lock:
-        cached = _cache.get(key)
-        if not _state["warned"]:
+        opened = _opened.get((salt, tensor))
+        if opened is not None and not _state["warned"]:
             _state["warned"] = True
             log.warning("ortseal: running sealed weights through the Unseal fallback kernel; every run() copies "
                         "every sealed weight, so per-run cost grows with weight size. Open the model with "
                         "ortseal.InferenceSession instead: it decrypts once and runs at plain-model speed.")
-    if cached is None:
-        cached = _open(sealed, tensor, graph_digest)
-        with _lock:
-            _cache[key] = cached
-    return cached
+    if opened is None:
+        log.error("ortseal: the Unseal fallback kernel refused a sealed tensor %s of a model nobody verified with "
+                  "ortseal.fallback_session_options(keys, model=...); it returned zeros, so this run's outputs are "
+                  "meaningless", tensor[:200])
+        return _zeros(tensor)
+    return opened
 
 
 def _register_kernel() -> str:
@@ -75,34 +75,40 @@ def _register_kernel() -> str:
     onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
             outputs=[PyCustomOpDef.undefined],
             attrs={"dtype": PyCustomOpDef.dt_int64, "tensor": PyCustomOpDef.dt_string,
-                   "graph_digest": PyCustomOpDef.dt_string,
                    # absent on float16/bfloat16 nodes: ORT then refuses the session cleanly
                    "fallback_supported": PyCustomOpDef.dt_int64})(_unseal)
     return get_library_path()
 
 
 def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | None = None, *,
-                             model: str | os.PathLike[str] | bytes | None = None) -> ort.SessionOptions:
+                             model: str | os.PathLike[str] | bytes, min_release: int = 0) -> ort.SessionOptions:
     """SessionOptions with the Unseal Python kernel registered, so a plain ``onnxruntime.InferenceSession``
-    can run a sealed model. Each tensor is decrypted once and cached for the life of the process.
+    can run the sealed ``model``.
 
-    Pass ``model=`` (the sealed model's path) to check its graph binding, signatures and every blob now:
-    the kernel itself sees only its node, so without ``model=`` an edit elsewhere in the graph is not
-    detected on this path.
+    ``model`` is verified in full now (manifest signature and release, graph binding, every blob) and its
+    tensors are opened into this process's memory for the life of the process. The kernel serves only
+    tensors opened this way. Limits, by the nature of a kernel that sees only its own node: a session that
+    loads an *edited copy* of a verified model in this same process (for example one that adds a sealed
+    weight as a graph output) obtains that weight. ``ortseal.InferenceSession`` has no such limit.
     """
     if not isinstance(keys, KeySet):
         raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
-    if model is not None:
-        verify_model(model, keys)
-        loaded, _ = load_model(model)
-        for st in find_sealed(loaded):
-            if st.dtype not in FALLBACK_TYPES:
-                raise FormatError(f"sealed tensor {st.name!r} is {helper.tensor_dtype_to_string(st.dtype)}, which the "
-                                  "fallback kernel cannot return; use ortseal.InferenceSession")
+    loaded, base_dir = load_model(model)
+    checked = check_model(loaded, base_dir, keys, min_release=min_release)
+    for st in checked.sealed:
+        if st.dtype not in FALLBACK_TYPES:
+            raise FormatError(f"sealed tensor {st.name!r} is {helper.tensor_dtype_to_string(st.dtype)}, which the "
+                              "fallback kernel cannot return; use ortseal.InferenceSession")
+    opened = {}
+    for st in checked.sealed:
+        with open_tensor(checked, st, keys) as opener:
+            out = np.empty(st.shape, helper.tensor_dtype_to_np_dtype(st.dtype))
+            opener.decrypt_into(memoryview(out.reshape(-1).view(np.uint8)))
+            out.setflags(write=False)
+            opened[(opener.header.salt, st.identity)] = out
     library = _register_kernel()
     with _lock:
-        if not any(k is keys for k in _keysets):
-            _keysets.append(keys)
+        _opened.update(opened)
     so = sess_options if sess_options is not None else ort.SessionOptions()
     so.register_custom_ops_library(library)
     return so

@@ -16,15 +16,14 @@ from pathlib import Path
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
 
-from ..blob import MAX_HEADER_SIZE, BlobSource, Header, Opener, open_file, parse_header
+from ..blob import BlobSource, Header, read_header
 from ..errors import FormatError
-from ..keys import KeySet
 from .schema import DOMAIN, OP_TYPE, register_schema
 
 register_schema()
 
-DIGEST_LABEL = b"ortseal graph v1\x00"
-CONTEXT_LABEL = b"ortseal/initializer/v1\x00"
+DIGEST_LABEL = b"ortseal graph v2\x00"
+CONTEXT_LABEL = b"ortseal/initializer/v2\x00"
 SEALED_SUFFIX = ".ortseal_sealed"
 LIKE_PREFIX = "ortseal.like."
 METADATA_KEY = "ortseal.sealed"
@@ -62,9 +61,10 @@ def tensor_identity(scope: str, name: str, dtype: int, shape: list[int]) -> str:
                       sort_keys=True, separators=(",", ":"))
 
 
-def tensor_context(digest_hex: str, identity: str) -> bytes:
-    """The sealed-blob context of one initializer: bound to the graph digest and the tensor's identity."""
-    return CONTEXT_LABEL + digest_hex.encode("ascii") + b"\x00" + identity.encode("utf-8")
+def tensor_context(seal_id: str, digest_hex: str, identity: str) -> bytes:
+    """The sealed-blob context of one tensor: bound to the seal, the graph digest and the tensor's identity."""
+    return (CONTEXT_LABEL + seal_id.encode("ascii") + b"\x00" + digest_hex.encode("ascii") + b"\x00"
+            + identity.encode("utf-8"))
 
 
 @dataclass
@@ -77,7 +77,6 @@ class SealedTensor:
     dtype: int
     shape: list[int]
     identity: str
-    graph_digest: str
 
     @property
     def plaintext_bytes(self) -> int:
@@ -104,6 +103,10 @@ def find_sealed(model: ModelProto) -> list[SealedTensor]:
                 continue
             if len(node.input) != 2 or len(node.output) != 1 or node.input[0] not in inits:
                 raise FormatError(f"Unseal node {node.name!r} does not read a sealed initializer of its own graph")
+            if any(a.name == "graph_digest" for a in node.attribute):
+                raise FormatError("this model was sealed by ortseal format v1, which is refused (its signatures do "
+                                  "not commit to the content); re-seal the original model: "
+                                  "ortseal seal ORIGINAL.onnx -o SEALED.onnx --keys KEYS")
             dtype, shape = _attr(node, "dtype").i, list(_attr(node, "shape").ints)
             identity = _attr(node, "tensor").s.decode("utf-8")
             if identity != tensor_identity(scope, node.output[0], dtype, shape):
@@ -111,8 +114,7 @@ def find_sealed(model: ModelProto) -> list[SealedTensor]:
             blob = inits[node.input[0]]
             if blob.data_type != TensorProto.UINT8:
                 raise FormatError(f"sealed initializer {blob.name!r} is not uint8")
-            found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity,
-                                      _attr(node, "graph_digest").s.decode("ascii")))
+            found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity))
     return found
 
 
@@ -159,29 +161,23 @@ def set_external(tensor: TensorProto, location: str, offset: int, length: int) -
 
 
 @contextlib.contextmanager
-def open_blob(st: SealedTensor, base_dir: str | None, keys: KeySet, graph_digest: str) -> Iterator[Opener]:
-    """An :class:`Opener` for ``st``'s blob, checked against ``graph_digest`` (the digest computed from the
-    graph, never the one stored in the node). External blobs are read with ``pread``, never mapped."""
-    context = tensor_context(graph_digest, st.identity)
+def blob_source(st: SealedTensor, base_dir: str | None) -> Iterator[BlobSource]:
+    """The bytes of ``st``'s blob: inline, or read from its external file with ``pread`` (never mapped)."""
     if not is_external(st.blob):
-        yield Opener(BlobSource(st.blob.raw_data), keys, context=context)
+        yield BlobSource(st.blob.raw_data)
         return
     path, offset, length = external_location(st.blob, base_dir)
     fd = os.open(path, os.O_RDONLY)
     try:
-        yield open_file(fd, offset, length, keys, context=context)
+        yield BlobSource(fd=fd, offset=offset, length=length)
     finally:
         os.close(fd)
 
 
 def read_blob_header(st: SealedTensor, base_dir: str | None) -> tuple[Header, int]:
     """``(header, blob length)`` of a sealed tensor's blob, without keys."""
-    if not is_external(st.blob):
-        return parse_header(st.blob.raw_data[:MAX_HEADER_SIZE]), len(st.blob.raw_data)
-    path, offset, length = external_location(st.blob, base_dir)
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        return parse_header(fh.read(MAX_HEADER_SIZE)), length
+    with blob_source(st, base_dir) as source:
+        return read_header(source, kind="model"), source.size
 
 
 def load_inline(tensor: TensorProto, base_dir: str | None) -> None:
@@ -203,9 +199,9 @@ def graph_digest(model: ModelProto, base_dir: str | None) -> str:
     """Hex SHA-256 binding digest of a sealed model's structure.
 
     Covers ir_version, opsets, functions, and every graph's nodes, attributes, inputs, outputs and plain
-    initializers (their raw bytes by SHA-256, whether inline or external). Leaves out what sealing cannot know in advance or what
-    does not change behaviour: the sealed blobs' bytes, the Unseal nodes' ``graph_digest`` attribute,
-    value_info, and model metadata.
+    initializers (their raw bytes by SHA-256, whether inline or external). Leaves out what sealing cannot
+    know in advance or what does not change behaviour: the sealed blobs' bytes (the signed manifest names
+    their digests), value_info, and model metadata (where the manifest lives).
     """
     canon = ModelProto()
     canon.ir_version = model.ir_version
@@ -215,11 +211,6 @@ def graph_digest(model: ModelProto, base_dir: str | None) -> str:
     for _, graph in iter_graphs(canon.graph):
         graph.ClearField("value_info")
         blobs = {n.input[0] for n in graph.node if is_unseal(n) and n.input}
-        for node in graph.node:
-            if is_unseal(node):
-                keep = [a for a in node.attribute if a.name != "graph_digest"]
-                del node.attribute[:]
-                node.attribute.extend(keep)
         for t in graph.initializer:
             if t.name in blobs:
                 for field in ("raw_data", "external_data", "data_location"):

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,20 +27,18 @@ import numpy as np
 from onnx import ModelProto, TensorProto
 
 from ..blob import Opener
-from ..errors import OrtsealError, TamperedError, UnsafeOptionError
+from ..errors import OrtsealError, UnsafeOptionError
 from ..keys import KeySet
+from .binding import check_model, open_tensor
 from .model import (
     LIKE_PREFIX,
     SealedTensor,
     external_location,
-    find_sealed,
-    graph_digest,
     is_external,
     is_unseal,
     iter_external,
     iter_graphs,
     load_inline,
-    open_blob,
     set_external,
 )
 from .schema import DOMAIN
@@ -49,8 +49,8 @@ RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 ALIGNMENT = 4096
 WEIGHTS_FILE = "weights.bin"
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
-_stale_cleaned = False
-_stale_lock = threading.Lock()
+FOLDER_PREFIX = "ortseal-"
+NEW_PREFIX = ".ortseal-new-"
 
 
 @dataclass
@@ -94,23 +94,49 @@ def _runtime_dirs() -> list[str]:
     return dirs
 
 
-def _clean_stale(runtime_dir: str) -> None:
-    """Remove folders left by ortseal processes that died before cleaning up (once per process)."""
-    global _stale_cleaned
-    with _stale_lock:
-        if _stale_cleaned:
-            return
-        _stale_cleaned = True
-    for entry in Path(runtime_dir).glob("ortseal-*-*"):
-        with contextlib.suppress(ValueError, OSError):
-            pid = int(entry.name.split("-")[1])
-            if entry.stat().st_uid != os.getuid() or pid == os.getpid():
+@contextlib.contextmanager
+def _private_folder(runtime_dir: str) -> Iterator[str]:
+    """A fresh 0700 folder in ``runtime_dir``, locked (``flock``) for as long as it exists.
+
+    The lock is the opening process's liveness: the kernel drops it when the process dies, in any PID
+    namespace, so :func:`remove_stale_folders` removes exactly the folders whose owner is gone.
+    """
+    # Made and locked under a name the cleanup leaves alone, then renamed: no one can see it unlocked.
+    unlocked = tempfile.mkdtemp(prefix=NEW_PREFIX, dir=runtime_dir)
+    lock = os.open(unlocked, os.O_RDONLY | os.O_DIRECTORY)
+    folder = unlocked
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        folder = os.path.join(runtime_dir, FOLDER_PREFIX + os.path.basename(unlocked)[len(NEW_PREFIX):])
+        os.rename(unlocked, folder)
+        yield folder
+    finally:
+        _remove_folder(folder)
+        os.close(lock)
+
+
+def remove_stale_folders(runtime_dir: str) -> list[str]:
+    """Remove opening folders whose process died before cleaning up (their lock is free)."""
+    removed = []
+    for entry in Path(runtime_dir).glob(f"{FOLDER_PREFIX}*"):
+        with contextlib.suppress(OSError):
+            if entry.stat().st_uid != os.getuid() or not entry.is_dir():
                 continue
+            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
             try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                shutil.rmtree(entry, ignore_errors=True)
-                log.warning("ortseal: removed %s left by process %d, which ended without cleaning up", entry, pid)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its process is still opening a model
+            finally:
+                os.close(fd)  # a lock we took is released here; the folder is removed next
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(str(entry))
+            log.warning("ortseal: removed %s, left by a process that ended while opening a model", entry)
+    for entry in Path(runtime_dir).glob(f"{NEW_PREFIX}*"):  # empty folders of a process killed at birth
+        with contextlib.suppress(OSError):
+            if entry.stat().st_uid == os.getuid() and time.time() - entry.stat().st_mtime > 60:
+                entry.rmdir()
+    return removed
 
 
 def _remove_folder(folder: str) -> None:
@@ -179,35 +205,23 @@ def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> tuple[list[Tensor
     return targets, _plain_externals(plain)
 
 
-def check_binding(model: ModelProto, base_dir: str | None) -> tuple[list[SealedTensor], str]:
-    """Sealed tensors and the digest computed from the graph; TamperedError if the graph was edited."""
-    sealed = find_sealed(model)
-    digest = graph_digest(model, base_dir)
-    if any(st.graph_digest != digest for st in sealed):
-        raise TamperedError("the model's graph differs from the graph that was sealed (graph binding): it was "
-                            "edited after sealing; re-seal the original model")
-    return sealed, digest
-
-
 @contextlib.contextmanager
-def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, name: str) -> Iterator[Opened]:
-    """Verify every blob of ``model`` (binding, length, context, key, signature) before decrypting any, then
-    yield what ORT should load. Everything plaintext is removed when the block ends."""
-    sealed, digest = check_binding(model, base_dir)
+def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, name: str, *,
+                      min_release: int = 0) -> Iterator[Opened]:
+    """Check the manifest, binding and every blob's header, length, context and key before decrypting any
+    (decryption re-checks each blob's signed digest), then yield what ORT should load. Everything
+    plaintext is removed when the block ends."""
+    checked = check_model(model, base_dir, keys, min_release=min_release)
+    sealed = checked.sealed
     with contextlib.ExitStack() as blobs:
-        openers = [blobs.enter_context(open_blob(st, base_dir, keys, digest)) for st in sealed]
-        for st, op in zip(sealed, openers):
-            if op.header.plaintext_length != st.plaintext_bytes:
-                raise TamperedError(f"sealed tensor {st.name!r} holds {op.header.plaintext_length} bytes, "
-                                    f"its shape needs {st.plaintext_bytes}")
+        openers = [blobs.enter_context(open_tensor(checked, st, keys)) for st in sealed]
         plain = _plain_graph(model, sealed)
         targets, externals = _targets(plain, sealed)
         sizes = [st.plaintext_bytes for st in sealed] + [external_location(t, base_dir)[2] for t in externals]
         offsets, total = _layout(sizes)
         for runtime_dir in _runtime_dirs():
-            _clean_stale(runtime_dir)
-            folder = tempfile.mkdtemp(prefix=f"ortseal-{os.getpid()}-", dir=runtime_dir)
-            try:
+            remove_stale_folders(runtime_dir)
+            with _private_folder(runtime_dir) as folder:
                 if _fill_weights_file(folder, total, openers, externals, offsets, base_dir):
                     for t, offset, size in zip(targets + externals, offsets, sizes):
                         set_external(t, WEIGHTS_FILE, offset, size)
@@ -218,8 +232,6 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
                     log.debug("ortseal: opened %d sealed tensors into %s", len(sealed), folder)
                     yield Opened(model_path, None)
                     return
-            finally:
-                _remove_folder(folder)
         log.warning("ortseal: no RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; opening "
                     "in memory instead (higher peak memory)", RUNTIME_DIR_ENV, total >> 20)
         if total > INLINE_LIMIT:

@@ -1,8 +1,8 @@
 """The ``ai.ortseal::Unseal`` operator (version 1): its ONNX schema, registered with ``onnx.defs``.
 
 ``Unseal(sealed: uint8[n], like: T[0]) -> T`` with attributes ``dtype`` (TensorProto data type of T),
-``shape`` (dims of T), ``tensor`` (canonical JSON naming the tensor: the binding context's tail) and
-``graph_digest`` (hex digest of the graph it belongs to), and ``fallback_supported`` = 1 on tensors whose
+``shape`` (dims of T), ``tensor`` (canonical JSON naming the tensor: the binding context's tail), and
+``fallback_supported`` = 1 on tensors whose
 type the onnxruntime-extensions fallback kernel can return. ``like`` is an empty tensor of type T: it
 lets runtimes that type outputs from inputs (onnxruntime-extensions kernels) give the output its type.
 Spec: ``docs/sealed-models.md``.
@@ -16,7 +16,7 @@ from onnx.defs import OpSchema
 
 DOMAIN = "ai.ortseal"
 OP_TYPE = "Unseal"
-OPSET_VERSION = 1
+OPSET_VERSION = 2  # version 1 (format v1, with a graph_digest attribute) is refused
 
 # Fixed-size numeric and boolean types: what can be sealed as raw little-endian bytes.
 SEALABLE_TYPES = {
@@ -64,7 +64,6 @@ def register_schema() -> None:
             OpSchema.Attribute("dtype", OpSchema.AttrType.INT, "TensorProto data type of the output"),
             OpSchema.Attribute("shape", OpSchema.AttrType.INTS, "shape of the output"),
             OpSchema.Attribute("tensor", OpSchema.AttrType.STRING, "canonical JSON identity of the tensor"),
-            OpSchema.Attribute("graph_digest", OpSchema.AttrType.STRING, "hex SHA-256 binding digest of the graph"),
             OpSchema.Attribute("fallback_supported", OpSchema.AttrType.INT,
                                "1 when the onnxruntime-extensions fallback kernel can return this type",
                                required=False),

@@ -10,6 +10,7 @@ import io
 import mmap
 import os
 import re
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +18,10 @@ from onnx import ModelProto, TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
 from .._atomic import atomic_writer
-from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, Sealer
+from ..blob import DEFAULT_SEGMENT_SIZE, MAX_RELEASE, BlobWriter, Sealer
 from ..errors import FormatError
 from ..keys import KeySet
+from .manifest import Manifest, TensorEntry, write_manifest
 from .model import (
     LIKE_PREFIX,
     METADATA_KEY,
@@ -28,7 +30,6 @@ from .model import (
     graph_digest,
     is_external,
     is_sealed_model,
-    is_unseal,
     iter_external,
     iter_graphs,
     load_inline,
@@ -51,6 +52,7 @@ class SealSummary:
     data_file: Path | None
     sealed: list[str] = field(default_factory=list)
     plaintext_bytes: int = 0
+    manifest: Manifest | None = None
 
 
 @dataclass
@@ -116,8 +118,8 @@ def _like_name(dtype: int) -> str:
     return LIKE_PREFIX + helper.tensor_dtype_to_string(dtype).split(".")[-1].lower()
 
 
-def _rewrite(model: ModelProto, chosen: list, keys: KeySet, sign: bool, segment_size: int) -> list[_Selected]:
-    """Replace each chosen initializer by a blob initializer and an Unseal node (digest filled in later).
+def _rewrite(model: ModelProto, chosen: list, keys: KeySet, segment_size: int) -> list[_Selected]:
+    """Replace each chosen initializer by a blob initializer and an Unseal node.
 
     Nodes are inserted first, graph by graph, looked up by scope each time (inserting copies nodes and so
     the subgraphs they own); the initializers are then changed in place, so the blob references returned
@@ -130,7 +132,7 @@ def _rewrite(model: ModelProto, chosen: list, keys: KeySet, sign: bool, segment_
         graph = dict(iter_graphs(model.graph))[scope]
         nodes = [helper.make_node(OP_TYPE, [name + SEALED_SUFFIX, _like_name(dtype)], [name],
                                   name=f"ortseal.unseal/{name}", domain=DOMAIN, dtype=dtype, shape=dims,
-                                  tensor=tensor_identity(scope, name, dtype, dims), graph_digest="",
+                                  tensor=tensor_identity(scope, name, dtype, dims),
                                   **({"fallback_supported": 1} if dtype in FALLBACK_TYPES else {}))
                  for name, dtype, dims, _ in items]
         rest = list(graph.node)
@@ -150,7 +152,7 @@ def _rewrite(model: ModelProto, chosen: list, keys: KeySet, sign: bool, segment_
                 raise FormatError(f"cannot seal {t.name!r}: an initializer named {t.name + SEALED_SUFFIX!r} exists")
             original = TensorProto()
             original.CopyFrom(t)
-            length = Sealer(keys, context=b"", length=nbytes, sign=sign, segment_size=segment_size).header.blob_length
+            length = Sealer(keys, context=b"", length=nbytes, sign=False, segment_size=segment_size).header.blob_length
             t.Clear()
             t.name, t.data_type = original.name + SEALED_SUFFIX, TensorProto.UINT8
             t.dims.append(length)
@@ -176,17 +178,24 @@ def _rewrite(model: ModelProto, chosen: list, keys: KeySet, sign: bool, segment_
 
 def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: KeySet, *, min_bytes: int = 1024,
                include: str | None = None, exclude: str | None = None, sign: bool = True,
-               external_data: bool = True, progress: bool = True,
-               segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealSummary:
+               external_data: bool = True, progress: bool = True, model_name: str | None = None,
+               release: int = 0, segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealSummary:
     """Seal the initializers of ``src`` into ``dst``.
 
     Selected: every fixed-size numeric or bool initializer of at least ``min_bytes``, in every graph and
     subgraph, whose name matches ``include`` (regex) and not ``exclude``. Each becomes a uint8 sealed blob
-    plus an ``ai.ortseal::Unseal`` node; the blobs are bound to the sealed graph's digest and signed when
-    ``sign``. With ``external_data`` (default) blobs go to ``<dst>.data`` beside ``dst``; both files are
-    written atomically. Nothing is loaded whole that can be streamed.
+    plus an ``ai.ortseal::Unseal`` node, bound to this seal and to the sealed graph's digest. A manifest
+    naming the model (``model_name``, default the file's stem), its ``release`` (an int you increase with
+    each release; devices can refuse older ones) and every blob's digest is signed when ``sign``. With
+    ``external_data`` (default) blobs go to ``<dst>.data`` beside ``dst``; both files are written
+    atomically. Nothing is loaded whole that can be streamed.
     """
     src_path, dst_path = Path(src), Path(dst)
+    if type(release) is not int or not 0 <= release <= MAX_RELEASE:
+        raise ValueError(f"release must be an int in [0, 2**63 - 1], got {release!r}")
+    model_name = src_path.stem if model_name is None else model_name
+    if not isinstance(model_name, str) or not model_name:
+        raise ValueError("model_name must be a non-empty string")
     model, base_dir = load_model(src_path)
     assert base_dir is not None
     if is_sealed_model(model):
@@ -201,16 +210,18 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
                          f"exclude={exclude!r})")
     keys.sealing_key()
     if sign and keys.signing_key() is None:
-        raise ValueError("sign=True but the keyset has no signing key; pass sign=False (CLI: --no-sign)")
-    selected = _rewrite(model, chosen, keys, sign, segment_size)
+        raise ValueError("this keyset has no signing key; seal with the publisher's keyset, or pass --no-sign "
+                         "(Python: sign=False) for devices whose keyset allows unsigned models")
+    if not sign and keys.requires_signature:
+        raise ValueError("--no-sign (Python: sign=False) writes a model this keyset could never open, since it "
+                         "requires signatures; sign it, or use a keyset made with allow_unsigned=True")
+    selected = _rewrite(model, chosen, keys, segment_size)
     if not any(o.domain == DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
     meta = {p.key: p for p in model.metadata_props}
-    (meta[METADATA_KEY] if METADATA_KEY in meta else model.metadata_props.add(key=METADATA_KEY)).value = "1"
+    (meta[METADATA_KEY] if METADATA_KEY in meta else model.metadata_props.add(key=METADATA_KEY)).value = "2"
     digest = graph_digest(model, base_dir)
-    for _, graph in iter_graphs(model.graph):
-        for node in filter(is_unseal, graph.node):
-            next(a for a in node.attribute if a.name == "graph_digest").s = digest.encode()
+    manifest = Manifest(model_name, release, secrets.token_hex(16), digest)
     total = sum(s.nbytes for s in selected)
     if not external_data and total > (1 << 31) - (64 << 20):
         raise ValueError("sealed payloads over 2 GiB need external_data=True")
@@ -224,17 +235,19 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
         for s in selected:
             with contextlib.ExitStack() as source:
                 offset = data.tell()
-                length = blobs.write(_tensor_bytes(s.tensor, base_dir, s.nbytes, source),
-                                     context=tensor_context(digest, s.identity), sign=sign, progress=bar.update)
+                info = blobs.write(_tensor_bytes(s.tensor, base_dir, s.nbytes, source), sign=False, release=release,
+                                   context=tensor_context(manifest.seal_id, digest, s.identity), progress=bar.update)
+            manifest.tensors[s.identity] = TensorEntry(info.header.key_id, info.digest, s.nbytes)
             if data_path:
-                set_external(s.blob, data_path.name, offset, length)
+                set_external(s.blob, data_path.name, offset, info.length)
             else:
-                s.blob.raw_data = inline.getbuffer()[offset:offset + length].tobytes()
+                s.blob.raw_data = inline.getbuffer()[offset:offset + info.length].tobytes()
         _move_plain_external(model, base_dir, data if data_path else None, data_path.name if data_path else "")
+        write_manifest(model, manifest, keys, sign)
         serialized = model.SerializeToString()
     with atomic_writer(dst_path, mode=0o644) as fh:
         fh.write(serialized)
-    return SealSummary(dst_path, data_path, [s.tensor.name for s in selected], total)
+    return SealSummary(dst_path, data_path, [s.tensor.name for s in selected], total, manifest)
 
 
 def _move_plain_external(model: ModelProto, base_dir: str, out, location: str) -> None:

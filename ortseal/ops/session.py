@@ -9,16 +9,17 @@ from typing import Any
 
 import onnxruntime as ort
 
-from ..errors import FormatError, UnsafeOptionError
+from ..errors import FormatError, KeyNotFoundError, UnsafeOptionError
 from ..keys import KeySet
 from .model import is_sealed_model, load_model
 from .opening import open_sealed_model
 
 
 class InferenceSession(ort.InferenceSession):
-    """Like ``onnxruntime.InferenceSession``, plus ``keys=``: a sealed model's signature, graph binding and
-    every blob are verified and its tensors decrypted in memory before ORT sees the graph, so ORT's
-    optimizers and every EP see plain constant weights. Unsealed models pass through unchanged.
+    """Like ``onnxruntime.InferenceSession``, plus ``keys=`` and ``min_release=``: a sealed model's signed
+    manifest, release, graph binding and every blob are verified and its tensors decrypted in memory
+    before ORT sees the graph, so ORT's optimizers and every EP see plain constant weights. Unsealed models
+    pass through unchanged (``keys`` is then not needed).
 
         sess = ortseal.InferenceSession("model.sealed.onnx", providers=["CPUExecutionProvider"], keys=keys)
         sess.run(None, {"x": x})
@@ -26,16 +27,20 @@ class InferenceSession(ort.InferenceSession):
 
     def __init__(self, path_or_bytes: str | bytes | os.PathLike[str], sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple[str, dict[Any, Any]]] | None = None,
-                 provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet, **kwargs: Any) -> None:
-        if not isinstance(keys, KeySet):
+                 provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet | None = None,
+                 min_release: int = 0, **kwargs: Any) -> None:
+        if keys is not None and not isinstance(keys, KeySet):
             raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
         self._ortseal_keys = keys
+        self._ortseal_min_release = min_release
         self._ortseal_model = None
         try:
             model, base_dir = load_model(path_or_bytes)
         except FormatError:
             model = None  # not ONNX protobuf (an .ort file, or garbage): ORT itself decides
         if model is not None and is_sealed_model(model):
+            if keys is None:
+                raise KeyNotFoundError("this model is sealed: pass keys= (the keyset that opens it)")
             self._ortseal_model, self._ortseal_base_dir = model, base_dir
             self._ortseal_name = Path(path_or_bytes).name if not isinstance(path_or_bytes, bytes) else "model.onnx"
         super().__init__(path_or_bytes, sess_options, providers, provider_options, **kwargs)
@@ -52,8 +57,8 @@ class InferenceSession(ort.InferenceSession):
             raise UnsafeOptionError("sess_options.optimized_model_filepath is refused for a sealed model: ORT would "
                                     "write the opened weights to that file in plaintext")
         origin = self._model_path, self._model_bytes
-        with open_sealed_model(self._ortseal_model, self._ortseal_base_dir, self._ortseal_keys,
-                               self._ortseal_name) as opened:
+        with open_sealed_model(self._ortseal_model, self._ortseal_base_dir, self._ortseal_keys,  # type: ignore[arg-type]
+                               self._ortseal_name, min_release=self._ortseal_min_release) as opened:
             self._model_path, self._model_bytes = opened.path, opened.model_bytes
             try:
                 super()._create_inference_session(providers, provider_options, disabled_optimizers)

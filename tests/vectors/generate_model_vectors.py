@@ -2,8 +2,10 @@
 
 - keyset_v1.json / keyset_v1_wrapped.json: the vector keys (generate_blob_vectors.py), plain and wrapped
   with the passphrase "ortseal vector passphrase" (scrypt salt and nonce are random: the file is the vector).
-- mul_1.sealed.onnx (+ .data): onnxruntime.datasets/mul_1.onnx sealed with those keys. Old sealed models must
-  keep opening: tests/test_vectors.py checks this one's graph digest and outputs.
+- keyset_v1_public_scoped.json: the vector signing key as a device would trust it, scoped to "model:mul_*".
+- mul_1.sealed.onnx (+ .data): onnxruntime.datasets/mul_1.onnx sealed with those keys (model "mul_1",
+  release 1). Sealed models must keep opening: tests/test_vectors.py checks its manifest and outputs.
+- fail_v1_mul_1.sealed.onnx: the same model sealed by format v1, which must be refused with the re-seal command.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ def main() -> None:
     keys = keyset()
     (HERE / "keyset_v1.json").write_text(keys.to_json())
     (HERE / "keyset_v1_wrapped.json").write_text(keys.to_json(PASSPHRASE))
-    ortseal.seal_model(onnxruntime.datasets.get_example("mul_1.onnx"), HERE / "mul_1.sealed.onnx", keys, min_bytes=1)
+    (HERE / "keyset_v1_public_scoped.json").write_text(keys.public(scope=["model:mul_*"]).to_json())
+    ortseal.seal_model(onnxruntime.datasets.get_example("mul_1.onnx"), HERE / "mul_1.sealed.onnx", keys, min_bytes=1,
+                       release=1)
     print(f"wrote keyset and sealed-model vectors in {HERE}")
 
 
