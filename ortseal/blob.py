@@ -378,6 +378,8 @@ class BlobSource:
     def __init__(self, buffer: Buffer | None = None, *, fd: int | None = None, offset: int = 0,
                  length: int | None = None) -> None:
         self._view = memoryview(buffer).cast("B") if buffer is not None else None
+        # Only an immutable buffer is sure to read the same on a second pass (a file or an mmap may change).
+        self.immutable = isinstance(buffer, bytes)
         self._fd, self._base = fd, offset
         self.size = len(self._view) if self._view is not None else int(length)  # type: ignore[arg-type]
         self._local = threading.local()
@@ -421,7 +423,9 @@ class Opener:
                                 "this deployment accepts (an older file put in place of a newer one?)")
         self.expected_digest = expected_digest
         if expected_digest is None and keys.requires_signature:
-            self.expected_digest = self._verify_signature(keys, purpose, kind)
+            verified = self._verify_signature(keys, purpose, kind)
+            # Decryption re-checks the digest unless the bytes cannot have changed since it was computed.
+            self.expected_digest = None if source.immutable else verified
         self._aead = _blob_aead(keys.content_key(h.key_id), h)
 
     def _verify_signature(self, keys: KeySet, purpose: str, kind: str) -> bytes:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from forge import keep_tag_rewrite
 from models import big_embedding, transformer_like
@@ -72,7 +71,7 @@ def copy_sealed(src: Path, dst_dir: Path, name: str = "model.onnx") -> Path:
 
 # -- item 1: a device-key holder rewrites content while every tag stays valid -----------------------
 def test_device_cannot_forge_publisher_signed_weights(publisher_model, tmp_path):
-    d, keys, weights, feeds = publisher_model
+    d, keys, weights, _ = publisher_model
     path = copy_sealed(d / "v4.onnx", tmp_path)
     data, offset, length = blob_span(path, "wq")
     blob = data.read_bytes()[offset:offset + length]
@@ -175,7 +174,7 @@ ORACLE = textwrap.dedent("""
 
 
 def test_fallback_kernel_is_no_oracle_and_never_aborts(publisher_model, tmp_path):
-    d, keys, weights, _ = publisher_model
+    d, keys, _, _ = publisher_model
     keys.save(tmp_path / "keys.json")
     legit = copy_sealed(d / "v4.onnx", tmp_path / "legit")
     stolen = copy_sealed(d / "v3.onnx", tmp_path / "stolen")

@@ -162,6 +162,19 @@ def test_optimized_model_filepath_refused(tiny, tmp_path):
     assert not (tmp_path / "opt.onnx").exists()
 
 
+def test_ep_context_dump_refused(tiny, tmp_path):
+    d, keys, *_ = tiny
+    so = ort.SessionOptions()
+    so.add_session_config_entry("ep.context_enable", "1")
+    so.add_session_config_entry("ep.context_file_path", str(tmp_path / "ctx.onnx"))
+    with pytest.raises(UnsafeOptionError, match="ep.context_enable"):
+        ortseal.InferenceSession(str(d / "sealed" / "model.onnx"), so, providers=CPU, keys=keys)
+    assert not list(tmp_path.iterdir())
+    off = ort.SessionOptions()
+    off.add_session_config_entry("ep.context_enable", "0")
+    assert ortseal.InferenceSession(str(d / "sealed" / "model.onnx"), off, providers=CPU, keys=keys).is_sealed
+
+
 def test_fallback_kernel_same_outputs(tiny, caplog):
     d, keys, _, _, feeds = tiny
     sealed = str(d / "sealed" / "model.onnx")

@@ -56,6 +56,9 @@ class InferenceSession(ort.InferenceSession):
         if self._sess_options is not None and self._sess_options.optimized_model_filepath:
             raise UnsafeOptionError("sess_options.optimized_model_filepath is refused for a sealed model: ORT would "
                                     "write the opened weights to that file in plaintext")
+        if _config_entry(self._sess_options, "ep.context_enable") not in (None, "0"):
+            raise UnsafeOptionError("the session option ep.context_enable is refused for a sealed model: the EP-context "
+                                    "model it writes holds the compiled engine or its weights in plaintext")
         origin = self._model_path, self._model_bytes
         with open_sealed_model(self._ortseal_model, self._ortseal_base_dir, self._ortseal_keys,  # type: ignore[arg-type]
                                self._ortseal_name, min_release=self._ortseal_min_release) as opened:
@@ -65,3 +68,12 @@ class InferenceSession(ort.InferenceSession):
             finally:
                 # Keep no reference to the opened model: only the sealed source stays.
                 self._model_path, self._model_bytes = origin
+
+
+def _config_entry(options: ort.SessionOptions | None, key: str) -> str | None:
+    if options is None:
+        return None
+    try:
+        return options.get_session_config_entry(key)
+    except RuntimeError:  # ORT raises for a key that was never set
+        return None
