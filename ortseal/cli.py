@@ -25,6 +25,10 @@ def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # the reader went away (``ortseal inspect ... | head``): stop quietly, as a filter does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except (OrtsealError, OSError, ValueError) as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
@@ -44,6 +48,8 @@ def load_keys(path: str, passphrase_env: str | None) -> KeySet:
     """Load ``--keys``: a keyset file, or ``env:VAR`` for a keyset held in an environment variable."""
     if path.startswith("env:"):
         return KeySet.from_env(path[4:], _passphrase(passphrase_env))
+    if not os.path.isfile(path):
+        raise click.ClickException(f"--keys {path}: no such keyset file (make one with: ortseal keygen -o {path})")
     return KeySet.load(path, _passphrase(passphrase_env))
 
 

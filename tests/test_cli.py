@@ -95,3 +95,29 @@ def test_seal_inspect_verify_and_convert(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
     again = ortseal_cli("seal", str(tmp_path / "s.onnx"), "-o", str(tmp_path / "t.onnx"), "--keys", str(keys))
     assert again.returncode == 1 and "already sealed" in again.stderr
+
+
+def test_cli_refusals_are_one_clear_line(tmp_path):
+    from models import transformer_like
+
+    transformer_like(tmp_path / "m.onnx", d=32, vocab=64)
+    keys = tmp_path / "keys.json"
+    missing = ortseal_cli("seal", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--keys", str(tmp_path / "no.json"))
+    assert missing.returncode == 1 and "no such keyset file" in missing.stderr and "Traceback" not in missing.stderr
+    assert ortseal_cli("keygen", "-o", str(keys)).returncode == 0
+    verify_missing = ortseal_cli("verify", str(tmp_path / "m.onnx"), "--keys", str(tmp_path / "no.json"))
+    assert verify_missing.returncode == 1 and "no such keyset file" in verify_missing.stderr
+    unsealed = ortseal_cli("verify", str(tmp_path / "m.onnx"), "--keys", str(keys))
+    assert unsealed.returncode == 1 and "holds no sealed tensor" in unsealed.stderr
+    args = ["seal", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--keys", str(keys)]
+    assert ortseal_cli(*args).returncode == 0
+    again = ortseal_cli(*args)
+    assert again.returncode == 1 and "--overwrite" in again.stderr
+    assert ortseal_cli(*args, "--overwrite").returncode == 0
+    bad = ortseal_cli(*args, "--overwrite", "--include", "([")
+    assert bad.returncode == 1 and "not a valid regular expression" in bad.stderr and "Traceback" not in bad.stderr
+    none = ortseal_cli(*args, "--overwrite", "--min-bytes", "100000000")
+    assert none.returncode == 1 and "--min-bytes" in none.stderr
+    piped = subprocess.run(f"{sys.executable} -m ortseal inspect {tmp_path / 's.onnx'} | head -1", shell=True,
+                           capture_output=True, text=True, timeout=120)
+    assert piped.stdout.startswith("tensor") and piped.stderr == ""

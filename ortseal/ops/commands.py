@@ -33,13 +33,15 @@ def _size(n: float) -> str:
 @click.option("--model-name", metavar="NAME", help="The model's identity in its signed manifest (default: SRC's stem).")
 @click.option("--release", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Release number in the signed manifest; devices can refuse older ones (--min-release).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @fail_cleanly
 def seal(src: str, dst: str, keys_path: str, passphrase_env: str | None, min_bytes: int, include: str | None,
-         exclude: str | None, no_sign: bool, inline: bool, model_name: str | None, release: int) -> None:
+         exclude: str | None, no_sign: bool, inline: bool, model_name: str | None, release: int,
+         overwrite: bool) -> None:
     """Seal the initializers of SRC into a new model (payloads in <output>.data)."""
     keys = load_keys(keys_path, passphrase_env)
     summary = seal_model(src, dst, keys, min_bytes=min_bytes, include=include, exclude=exclude, sign=not no_sign,
-                         external_data=not inline, model_name=model_name, release=release)
+                         external_data=not inline, model_name=model_name, release=release, overwrite=overwrite)
     data = f" + {summary.data_file}" if summary.data_file else ""
     click.echo(f"sealed {len(summary.sealed)} tensors ({_size(summary.plaintext_bytes)}) -> {summary.model}{data}")
 
@@ -81,8 +83,9 @@ def inspect(model: str, as_json: bool) -> None:
 def verify(model: str, keys_path: str, passphrase_env: str | None, min_release: int) -> None:
     """Check MODEL's signed manifest, release, graph binding and every sealed blob; writes no plaintext.
     Exit 0 or 1."""
+    keys = load_keys(keys_path, passphrase_env)  # a missing or unreadable keyset is reported as such
     try:
-        count = verify_model(model, load_keys(keys_path, passphrase_env), min_release=min_release)
+        count = verify_model(model, keys, min_release=min_release)
     except Exception as exc:  # noqa: BLE001 - any failure is a failed verification, reported on one line
         click.echo(f"FAILED {model}: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)

@@ -232,8 +232,9 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
                     log.debug("ortseal: opened %d sealed tensors into %s", len(sealed), folder)
                     yield Opened(model_path, None)
                     return
-        log.warning("ortseal: no RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; opening "
-                    "in memory instead (higher peak memory)", RUNTIME_DIR_ENV, total >> 20)
+        if os.environ.get(RUNTIME_DIR_ENV) != "none":  # chosen on purpose: nothing to warn about
+            log.warning("ortseal: no RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; opening "
+                        "in memory instead (higher peak memory)", RUNTIME_DIR_ENV, total >> 20)
         if total > INLINE_LIMIT:
             raise OrtsealError(f"the model's weights ({total >> 20} MiB) need a RAM-backed folder to open: set "
                                f"{RUNTIME_DIR_ENV} to a tmpfs folder with room for them")

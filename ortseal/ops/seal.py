@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onnx import ModelProto, TensorProto, helper, numpy_helper
+from onnx import AttributeProto, ModelProto, NodeProto, TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
 from .._atomic import atomic_writer
@@ -97,7 +97,7 @@ def _tensor_bytes(t: TensorProto, base_dir: str, nbytes: int, stack: contextlib.
 def _select(model: ModelProto, min_bytes: int, include: str | None,
             exclude: str | None) -> list[tuple[str, TensorProto, int]]:
     """``(scope, initializer, size in bytes)`` of every initializer to seal."""
-    inc, exc = (re.compile(include) if include else None), (re.compile(exclude) if exclude else None)
+    inc, exc = _regex("include", include), _regex("exclude", exclude)
     chosen = []
     for scope, graph in iter_graphs(model.graph):
         for t in graph.initializer:
@@ -112,6 +112,24 @@ def _select(model: ModelProto, min_bytes: int, include: str | None,
             if nbytes >= min_bytes:
                 chosen.append((scope, t, nbytes))
     return chosen
+
+
+def _regex(option: str, pattern: str | None) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"--{option} {pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def _unseal_node(name: str, dtype: int, dims: list[int], identity: str) -> NodeProto:
+    node = helper.make_node(OP_TYPE, [name + SEALED_SUFFIX, _like_name(dtype)], [name], name=f"ortseal.unseal/{name}",
+                            domain=DOMAIN, dtype=dtype, tensor=identity,
+                            **({"fallback_supported": 1} if dtype in FALLBACK_TYPES else {}))
+    # built explicitly: onnx cannot infer the type of an empty list (a scalar's shape)
+    node.attribute.append(helper.make_attribute("shape", dims, attr_type=AttributeProto.INTS))
+    return node
 
 
 def _like_name(dtype: int) -> str:
@@ -130,10 +148,7 @@ def _rewrite(model: ModelProto, chosen: list, keys: KeySet, segment_size: int) -
         plans.setdefault(scope, []).append((t.name, t.data_type, list(t.dims), nbytes))
     for scope, items in plans.items():
         graph = dict(iter_graphs(model.graph))[scope]
-        nodes = [helper.make_node(OP_TYPE, [name + SEALED_SUFFIX, _like_name(dtype)], [name],
-                                  name=f"ortseal.unseal/{name}", domain=DOMAIN, dtype=dtype, shape=dims,
-                                  tensor=tensor_identity(scope, name, dtype, dims),
-                                  **({"fallback_supported": 1} if dtype in FALLBACK_TYPES else {}))
+        nodes = [_unseal_node(name, dtype, dims, tensor_identity(scope, name, dtype, dims))
                  for name, dtype, dims, _ in items]
         rest = list(graph.node)
         graph.ClearField("node")
@@ -179,7 +194,7 @@ def _rewrite(model: ModelProto, chosen: list, keys: KeySet, segment_size: int) -
 def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: KeySet, *, min_bytes: int = 1024,
                include: str | None = None, exclude: str | None = None, sign: bool = True,
                external_data: bool = True, progress: bool = True, model_name: str | None = None,
-               release: int = 0, segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealSummary:
+               release: int = 0, overwrite: bool = False, segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealSummary:
     """Seal the initializers of ``src`` into ``dst``.
 
     Selected: every fixed-size numeric or bool initializer of at least ``min_bytes``, in every graph and
@@ -188,7 +203,8 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     naming the model (``model_name``, default the file's stem), its ``release`` (an int you increase with
     each release; devices can refuse older ones) and every blob's digest is signed when ``sign``. With
     ``external_data`` (default) blobs go to ``<dst>.data`` beside ``dst``; both files are written
-    atomically. Nothing is loaded whole that can be streamed.
+    atomically, and existing files are replaced only with ``overwrite``. Nothing is loaded whole that can be
+    streamed.
     """
     src_path, dst_path = Path(src), Path(dst)
     if type(release) is not int or not 0 <= release <= MAX_RELEASE:
@@ -202,12 +218,16 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
         raise FormatError(f"{src_path} is already sealed by ortseal")
     if dst_path.resolve() == src_path.resolve():
         raise ValueError("dst must differ from src")
+    for existing in (dst_path, dst_path.with_name(dst_path.name + ".data") if external_data else None):
+        if existing is not None and not overwrite and existing.exists():
+            raise FileExistsError(f"{existing} exists; choose another output, or replace it with --overwrite "
+                                  "(Python: overwrite=True)")
     if min_bytes < 0:
         raise ValueError("min_bytes must be >= 0")
     chosen = _select(model, min_bytes, include, exclude)
     if not chosen:
-        raise ValueError(f"no initializer of {src_path} to seal (min_bytes={min_bytes}, include={include!r}, "
-                         f"exclude={exclude!r})")
+        raise ValueError(f"no initializer of {src_path} to seal with --min-bytes {min_bytes}, --include {include!r}, "
+                         f"--exclude {exclude!r}; smaller tensors are sealed with a lower --min-bytes")
     keys.sealing_key()
     if sign and keys.signing_key() is None:
         raise ValueError("this keyset has no signing key; seal with the publisher's keyset, or pass --no-sign "
@@ -230,7 +250,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
                disable=not progress or total < PROGRESS_MIN_BYTES)
     with bar, contextlib.ExitStack() as stack:
         inline = io.BytesIO()
-        data = stack.enter_context(atomic_writer(data_path, mode=0o644)) if data_path else inline
+        data = stack.enter_context(atomic_writer(data_path, mode=0o644, overwrite=overwrite)) if data_path else inline
         blobs = stack.enter_context(BlobWriter(data, keys, segment_size=segment_size))
         for s in selected:
             with contextlib.ExitStack() as source:
@@ -245,7 +265,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
         _move_plain_external(model, base_dir, data if data_path else None, data_path.name if data_path else "")
         write_manifest(model, manifest, keys, sign)
         serialized = model.SerializeToString()
-    with atomic_writer(dst_path, mode=0o644) as fh:
+    with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
         fh.write(serialized)
     return SealSummary(dst_path, data_path, [s.tensor.name for s in selected], total, manifest)
 

@@ -27,7 +27,7 @@ def main() -> None:
     (HERE / "keyset_v1_wrapped.json").write_text(keys.to_json(PASSPHRASE))
     (HERE / "keyset_v1_public_scoped.json").write_text(keys.public(scope=["model:mul_*"]).to_json())
     ortseal.seal_model(onnxruntime.datasets.get_example("mul_1.onnx"), HERE / "mul_1.sealed.onnx", keys, min_bytes=1,
-                       release=1)
+                       release=1, overwrite=True)
     print(f"wrote keyset and sealed-model vectors in {HERE}")
 
 
