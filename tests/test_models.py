@@ -463,3 +463,25 @@ def test_scalar_initializers_and_bad_selections(tmp_path, keys):
         with pytest.raises(ValueError, match=f"--{option} .* not a valid regular expression"):
             ortseal.seal_model(tmp_path / "s.onnx", tmp_path / "x.onnx", keys, **{option: "(["})
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("route", ["ram-file", "memory"])
+def test_shape_like_inputs_sealed_still_open(tmp_path, keys, monkeypatch, route):
+    """ORT reads a Reshape's shape while it resolves the graph, before external data exists: a model that
+    seals and verifies with small shape tensors sealed must open too."""
+    if route == "memory":
+        monkeypatch.setenv("ORTSEAL_RUNTIME_DIR", "none")
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Reshape", ["h", "shape"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(np.array([4, 32], np.int64), "shape")])
+    onnx.save(helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    summary = ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "s.onnx", keys, min_bytes=9)
+    assert sorted(summary.sealed) == ["shape", "w"]
+    assert ortseal.verify_model(tmp_path / "s.onnx", keys) == 2
+    feeds = {"x": np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)}
+    out = run_sealed(tmp_path / "s.onnx", feeds, keys)
+    assert out[0].shape == (4, 32)
+    assert_identical(out, run_plain(tmp_path / "m.onnx", feeds))

@@ -49,6 +49,7 @@ RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 ALIGNMENT = 4096
 WEIGHTS_FILE = "weights.bin"
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
+INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through the RAM file
 FOLDER_PREFIX = "ortseal-"
 NEW_PREFIX = ".ortseal-new-"
 
@@ -217,7 +218,18 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
         openers = [blobs.enter_context(open_tensor(checked, st, keys)) for st in sealed]
         plain = _plain_graph(model, sealed)
         targets, externals = _targets(plain, sealed)
-        sizes = [st.plaintext_bytes for st in sealed] + [external_location(t, base_dir)[2] for t in externals]
+        # Small tensors go inline: ORT reads shape-like inputs (Reshape shapes, axes, pads) while it resolves
+        # the graph, before external data is loaded.
+        for t, op in zip(targets, openers):
+            if op.header.plaintext_length < INLINE_BELOW:
+                _decrypt_inline(t, op)
+        for t in externals:
+            if external_location(t, base_dir)[2] < INLINE_BELOW:
+                load_inline(t, base_dir)
+        openers = [op for t, op in zip(targets, openers) if not t.HasField("raw_data")]
+        targets = [t for t in targets if not t.HasField("raw_data")]
+        externals = [t for t in externals if is_external(t)]
+        sizes = [op.header.plaintext_length for op in openers] + [external_location(t, base_dir)[2] for t in externals]
         offsets, total = _layout(sizes)
         for runtime_dir in _runtime_dirs():
             remove_stale_folders(runtime_dir)
@@ -239,15 +251,18 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
             raise OrtsealError(f"the model's weights ({total >> 20} MiB) need a RAM-backed folder to open: set "
                                f"{RUNTIME_DIR_ENV} to a tmpfs folder with room for them")
         for t, op in zip(targets, openers):
-            buf = np.empty(op.header.plaintext_length, np.uint8)
-            op.decrypt_into(memoryview(buf))
-            t.raw_data = buf.tobytes()
-            del buf
+            _decrypt_inline(t, op)
         for t in externals:
             load_inline(t, base_dir)
         serialized = plain.SerializeToString()
         del plain, targets
         yield Opened(None, serialized)
+
+
+def _decrypt_inline(target: TensorProto, opener: Opener) -> None:
+    buf = np.empty(opener.header.plaintext_length, np.uint8)
+    opener.decrypt_into(memoryview(buf))
+    target.raw_data = buf.tobytes()
 
 
 def _fill_weights_file(folder: str, total: int, openers: list[Opener], externals: list[TensorProto],
