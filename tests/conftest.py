@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from ortseal import KeySet
+from ortseal.ops.opening import FOLDER_PREFIX
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +57,18 @@ def contains_run(haystack: bytes, secret: bytes, run: int = 32) -> bool:
                 if left + right >= run and len(set(match)) > 1:
                     return True
     return False
+
+
+def unlocked_opening_folders(runtime_dir: str = "/dev/shm") -> set[str]:
+    """Opening folders in ``runtime_dir`` whose lock is free: left behind (a live opener holds its lock)."""
+    left = set()
+    for p in Path(runtime_dir).glob(FOLDER_PREFIX + "*"):
+        fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            left.add(p.name)
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+    return left

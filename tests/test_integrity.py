@@ -25,7 +25,7 @@ from ortseal.blob import Sealer
 from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness
 from ortseal.ep_plugin.vault import engine_context
 from ortseal.ops.model import SEALED_SUFFIX, external_location, load_model
-from ortseal.ops.opening import _private_folder, remove_stale_folders
+from ortseal.ops.opening import FOLDER_PREFIX, _private_folder, remove_stale_folders
 
 CPU = ["CPUExecutionProvider"]
 ROOT = Path(__file__).parents[1]
@@ -250,7 +250,7 @@ OPENER = textwrap.dedent("""
 
 
 def _ortseal_folders() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob("ortseal-*")}
+    return {p.name for p in Path("/dev/shm").glob(FOLDER_PREFIX + "*")}
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,13 @@ import ortseal
 from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError, UnsafeOptionError
 from ortseal.ops.model import SEALED_SUFFIX, graph_digest, load_model
 
-from conftest import contains_run
+from conftest import contains_run, unlocked_opening_folders
 
 CPU = ["CPUExecutionProvider"]
 
 
 def shm_leftovers() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob(f"ortseal-{os.getpid()}-*")}
+    return unlocked_opening_folders()
 
 
 def run_plain(path, feeds):

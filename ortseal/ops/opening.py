@@ -50,8 +50,8 @@ ALIGNMENT = 4096
 WEIGHTS_FILE = "weights.bin"
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
 INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through the RAM file
-FOLDER_PREFIX = "ortseal-"
-NEW_PREFIX = ".ortseal-new-"
+FOLDER_PREFIX = "ortseal-open-"
+NEW_PREFIX = ".ortseal-open-new-"
 
 
 @dataclass
