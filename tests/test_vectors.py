@@ -89,3 +89,55 @@ def test_v1_sealed_model_is_refused_with_the_reseal_command():
         with pytest.raises(FormatError, match="format v1.*ortseal seal ORIGINAL.onnx"):
             attempt(HERE / "fail_v1_mul_1.sealed.onnx")
     assert issubclass(ortseal.RollbackError, TamperedError)
+
+
+def _spec_open(blob: bytes, content_key: bytes, public: bytes, context: bytes) -> bytes:
+    """A second implementation of opening a v2 blob, written from docs/format.md alone (no ortseal code):
+    parse the header table, check length and context, verify the signature over the content digest, then
+    decrypt the STREAM segments."""
+    import hashlib
+    import struct
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    assert blob[:8] == b"ORTSEAL\n" and blob[8] == 2 and blob[9] == 1
+    flags, kid_len = blob[10], blob[11]
+    segment_size, length, _release = struct.unpack_from("<IQQ", blob, 12)
+    salt, prefix, ctx_digest, sid_len = blob[32:64], blob[64:71], blob[71:103], blob[103]
+    header = blob[:104 + kid_len + sid_len]
+    n = max(1, -(-length // segment_size))
+    body_end = len(header) + length + 16 * n
+    assert len(blob) == body_end + (64 if flags & 1 else 0)
+    assert ctx_digest == hashlib.sha256(b"ortseal v2 context\x00" + context).digest()
+    segments, offset = [], len(header)
+    for i in range(n):
+        size = min(segment_size, length - i * segment_size) + 16
+        segments.append(blob[offset:offset + size])
+        offset += size
+    digest = hashlib.sha256(b"ortseal v2 content\x00" + header + b"".join(hashlib.sha256(s).digest()
+                                                                          for s in segments)).digest()
+    Ed25519PublicKey.from_public_bytes(public).verify(blob[body_end:], b"ortseal v2 signature\x00" + digest)
+    key = HKDF(hashes.SHA256(), 32, salt, b"ortseal v2 blob key\x00" + ctx_digest).derive(content_key)
+    aead = AESGCM(key)
+    return b"".join(aead.decrypt(prefix + struct.pack(">IB", i, int(i == n - 1)), s, header)
+                    for i, s in enumerate(segments))
+
+
+def test_a_second_implementation_from_the_spec_opens_the_vectors():
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(VECTORS["signing_key_seed"])).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key = bytes.fromhex(VECTORS["content_key"])
+    signed = [v for v in VECTORS["valid"] if v["signed"]]
+    assert len(signed) >= 5
+    for v in signed:
+        assert _spec_open(bytes.fromhex(v["blob"]), key, public, v["context"].encode()).hex() == v["plaintext"]
+    forged = next(v for v in VECTORS["invalid"] if v["name"] == "fail_rewritten_with_content_key_tags_kept")
+    with pytest.raises(InvalidSignature):
+        _spec_open(bytes.fromhex(forged["blob"]), key, public, forged["context"].encode())
