@@ -61,8 +61,10 @@ def temp_files(directory: str | os.PathLike[str], name_glob: str = "*") -> list[
     return sorted(Path(directory).glob(f".{name_glob}.*{TEMP_SUFFIX}"))
 
 
-def writer_alive(path: str | os.PathLike[str]) -> bool:
-    """True while the process writing temp file ``path`` still runs (it holds the file's lock)."""
+def lock_held(path: str | os.PathLike[str]) -> bool:
+    """True while some process holds an exclusive ``flock`` on the file or folder ``path``: the writer of
+    a temp file, or a process opening a model into a RAM folder. The kernel drops the lock when its
+    process dies, so a free lock means the owner is gone."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -80,7 +82,7 @@ def remove_stale_temps(directory: str | os.PathLike[str], name_glob: str = "*") 
     """Remove temp files left in ``directory`` by writers that were killed; returns what was removed."""
     removed = []
     for tmp in temp_files(directory, name_glob):
-        if not writer_alive(tmp):
+        if not lock_held(tmp):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
                 removed.append(tmp)

@@ -130,6 +130,13 @@ class Header:
         return self.nonce_prefix + struct.pack(">IB", index, last)
 
 
+def check_release(value: object, name: str = "release") -> int:
+    """Return ``value`` if it is a release number (an int in [0, 2**63 - 1]), else raise ValueError."""
+    if type(value) is not int or not 0 <= value <= MAX_RELEASE:
+        raise ValueError(f"{name} must be an int in [0, 2**63 - 1], got {value!r}")
+    return value
+
+
 def parse_header(data: Buffer, *, kind: str = "blob") -> Header:
     """Parse the header at the start of ``data`` (at least the header's bytes; the rest is not read).
 
@@ -254,8 +261,7 @@ class Sealer:
                  segment_size: int = DEFAULT_SEGMENT_SIZE, release: int = 0) -> None:
         if not MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE:
             raise ValueError(f"segment_size must be in [{MIN_SEGMENT_SIZE}, {MAX_SEGMENT_SIZE}]")
-        if not isinstance(release, int) or not 0 <= release <= MAX_RELEASE:
-            raise ValueError(f"release must be an int in [0, 2**63 - 1], got {release!r}")
+        check_release(release)
         key_id, key = keys.sealing_key()
         signer = keys.signing_key() if sign else None
         if sign and signer is None:

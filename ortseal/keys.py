@@ -321,8 +321,9 @@ class KeySet:
         signing = [Ed25519PrivateKey.from_private_bytes(_unb64(e["private"], "signing key")) for e in signing_entries]
         public = [Ed25519PublicKey.from_public_bytes(_unb64(e["public"], "public key")) for e in trusted]
         scopes = {e["id"]: e["scope"] for e in trusted if "scope" in e}
+        actual = {signer_id(k.public_key()) for k in signing} | {signer_id(k) for k in public}
         for e in signing_entries + trusted:
-            if e["id"] not in {signer_id(k.public_key()) for k in signing} | {signer_id(k) for k in public}:
+            if e["id"] not in actual:
                 raise FormatError(f"keyset key id {e['id']!r} does not match its key")
         return cls(content_keys=content, signing_keys=signing, trusted_keys=public, trust_scopes=scopes,
                    allow_unsigned=allow_unsigned)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ortseal import KeySet
+from ortseal._atomic import lock_held
 from ortseal.ops.opening import FOLDER_PREFIX
 
 
@@ -61,14 +60,4 @@ def contains_run(haystack: bytes, secret: bytes, run: int = 32) -> bool:
 
 def unlocked_opening_folders(runtime_dir: str = "/dev/shm") -> set[str]:
     """Opening folders in ``runtime_dir`` whose lock is free: left behind (a live opener holds its lock)."""
-    left = set()
-    for p in Path(runtime_dir).glob(FOLDER_PREFIX + "*"):
-        fd = os.open(p, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            left.add(p.name)
-        except BlockingIOError:
-            pass
-        finally:
-            os.close(fd)
-    return left
+    return {p.name for p in Path(runtime_dir).glob(FOLDER_PREFIX + "*") if not lock_held(p)}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .._atomic import temp_files, writer_alive
+from .._atomic import lock_held, temp_files
 from ..blob import MAX_HEADER_SIZE, parse_header
 from ..cli import fail_cleanly, keys_option, load_keys, main, passphrase_option
 from ..errors import OrtsealError
@@ -47,7 +47,7 @@ def list_cache(directory: str) -> None:
         except OrtsealError as exc:
             rows.append((str(path.relative_to(directory)), str(size), "-", "-", "-", f"not ortseal: {exc}"))
     for tmp in temp_files(directory, f"*{ENGINE_SUFFIX}"):
-        state = "partial: being written" if writer_alive(tmp) else "partial: writer killed (removed by the next " \
+        state = "partial: being written" if lock_held(tmp) else "partial: writer killed (removed by the next " \
                                                                    "tensorrt_provider on this cache)"
         rows.append((tmp.name, str(tmp.stat().st_size), "-", "-", "-", state))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import remove_stale_temps
-from ..blob import MAX_RELEASE
+from ..blob import check_release
 from ..errors import OrtsealError, UnsafeOptionError
 from ..keys import KeySet
 from .shim import shim_path
@@ -89,9 +89,8 @@ def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *,
     if on_tamper not in ("raise", "rebuild"):
         raise ValueError(f"on_tamper must be 'raise' or 'rebuild', got {on_tamper!r}")
     min_release = release if min_release is None else min_release
-    for name, value in (("release", release), ("min_release", min_release)):
-        if type(value) is not int or not 0 <= value <= MAX_RELEASE:
-            raise ValueError(f"{name} must be an int in [0, 2**63 - 1], got {value!r}")
+    check_release(release)
+    check_release(min_release, "min_release")
     if min_release > release:
         raise ValueError(f"min_release {min_release} is above release {release}: engines this process writes "
                          "could never be opened")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from onnx import ModelProto, TensorProto
 
+from .._atomic import lock_held
 from ..blob import Opener
 from ..errors import OrtsealError, UnsafeOptionError
 from ..keys import KeySet
@@ -121,15 +122,8 @@ def remove_stale_folders(runtime_dir: str) -> list[str]:
     removed = []
     for entry in Path(runtime_dir).glob(f"{FOLDER_PREFIX}*"):
         with contextlib.suppress(OSError):
-            if entry.stat().st_uid != os.getuid() or not entry.is_dir():
-                continue
-            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its process is still opening a model
-            finally:
-                os.close(fd)  # a lock we took is released here; the folder is removed next
+            if entry.stat().st_uid != os.getuid() or not entry.is_dir() or lock_held(entry):
+                continue  # not ours, or its process is still opening a model
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(str(entry))
             log.warning("ortseal: removed %s, left by a process that ended while opening a model", entry)

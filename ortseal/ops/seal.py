@@ -18,7 +18,7 @@ from onnx import AttributeProto, ModelProto, NodeProto, TensorProto, helper, num
 from tqdm import tqdm
 
 from .._atomic import atomic_writer
-from ..blob import DEFAULT_SEGMENT_SIZE, MAX_RELEASE, BlobWriter, Sealer
+from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, Sealer, check_release
 from ..errors import FormatError
 from ..keys import KeySet
 from .manifest import Manifest, TensorEntry, write_manifest
@@ -207,8 +207,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     streamed.
     """
     src_path, dst_path = Path(src), Path(dst)
-    if type(release) is not int or not 0 <= release <= MAX_RELEASE:
-        raise ValueError(f"release must be an int in [0, 2**63 - 1], got {release!r}")
+    check_release(release)
     model_name = src_path.stem if model_name is None else model_name
     if not isinstance(model_name, str) or not model_name:
         raise ValueError("model_name must be a non-empty string")
