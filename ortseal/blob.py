@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import FormatError, RollbackError, TamperedError
+from .errors import FormatError, KeyNotFoundError, RollbackError, TamperedError
 from .keys import KeySet, check_key_id
 
 # -- spec constants (docs/format.md, "Header") ------------------------------------------------------
@@ -415,7 +415,7 @@ class Opener:
     """
 
     def __init__(self, source: BlobSource, keys: KeySet, *, context: Context, expected_digest: bytes | None = None,
-                 purpose: str = PURPOSE_BLOB, min_release: int = 0, kind: str = "blob") -> None:
+                 purpose: str = PURPOSE_BLOB, min_release: int = 0, kind: str = "blob", need_key: bool = True) -> None:
         self._source = source
         h = self.header = parse_header(source.read(0, min(MAX_HEADER_SIZE, source.size)), kind=kind)
         if source.size != h.blob_length:
@@ -428,11 +428,26 @@ class Opener:
             raise RollbackError(f"sealed {kind} is release {h.release}, older than the minimum release {min_release} "
                                 "this deployment accepts (an older file put in place of a newer one?)")
         self.expected_digest = expected_digest
+        self._aead: AESGCM | None = None
         if expected_digest is None and keys.requires_signature:
             verified = self._verify_signature(keys, purpose, kind)
             # Decryption re-checks the digest unless the bytes cannot have changed since it was computed.
             self.expected_digest = None if source.immutable else verified
-        self._aead = _blob_aead(keys.content_key(h.key_id), h)
+        # need_key=False: a keyset of public keys checks the stored bytes only (verify_stored)
+        if need_key:
+            self._aead = _blob_aead(keys.content_key(h.key_id), h)
+
+    def verify_stored(self) -> None:
+        """Check the stored bytes against the commitment (signed digest) by hashing alone: no content key
+        is used and nothing is decrypted. Raises TamperedError; a blob with no commitment fails too."""
+        h = self.header
+        if self.expected_digest is None:
+            raise TamperedError("nothing commits to this blob's content (unsigned): it can only be checked by "
+                                "decrypting it with the content key")
+        digests = bytearray(h.segment_count * DIGEST_SIZE)
+        self._each_segment(lambda i, stored: _put_digest(digests, i, stored), decrypt=False)
+        if not hmac.compare_digest(_content_digest(h, digests), self.expected_digest):
+            raise TamperedError("the stored bytes differ from those that were signed: the file was altered")
 
     def _verify_signature(self, keys: KeySet, purpose: str, kind: str) -> bytes:
         h = self.header
@@ -459,6 +474,9 @@ class Opener:
         decrypt it (into ``scratch_for(i)`` or a per-thread scratch buffer) when ``decrypt``, and call
         ``sink(i, plaintext or stored bytes)``. Stops early once any segment fails; raises TamperedError."""
         h = self.header
+        aead = self._aead
+        if decrypt and aead is None:
+            raise KeyNotFoundError("this blob was opened for checking only (need_key=False): it cannot be decrypted")
         digests = bytearray(h.segment_count * DIGEST_SIZE) if decrypt and self.expected_digest is not None else None
         failed = threading.Event()
 
@@ -476,7 +494,7 @@ class Opener:
                         sink(i, stored)
                         continue
                     plain = scratch_for(i) if scratch_for else memoryview(scratch)[:n]  # type: ignore[arg-type]
-                    self._aead.decrypt_into(h.nonce(i), stored, h.raw, plain)
+                    aead.decrypt_into(h.nonce(i), stored, h.raw, plain)  # type: ignore[union-attr]
                     sink(i, plain)
             except BaseException:
                 failed.set()

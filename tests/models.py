@@ -128,3 +128,43 @@ def big_embedding(path: Path, rows: int, dim: int = 1024) -> np.memmap:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", dim])], [table])
     onnx.save(_model(graph), str(path))
     return np.memmap(data, np.float32, "r", shape=(rows, dim))
+
+
+def constants_everywhere(path: Path) -> dict[str, np.ndarray]:
+    """Weights held by Constant nodes, as paddle2onnx, spox and torch exporters write them: in the main graph
+    (a ``value`` tensor and a ``value_floats`` list), in an If branch and in a local function; plus a string
+    Constant (which cannot be sealed) and one initializer."""
+    rng = np.random.default_rng(5)
+    w = {name: rng.standard_normal((16, 16)).astype(np.float32) for name in ("c_main", "c_then", "c_fn", "w_else")}
+    w["c_list"] = rng.standard_normal(16).astype(np.float32)
+    then_g = helper.make_graph(
+        [helper.make_node("Constant", [], ["c_then"], value=numpy_helper.from_array(w["c_then"], "c_then")),
+         helper.make_node("MatMul", ["x", "c_then"], ["t_out"])], "then", [],
+        [helper.make_tensor_value_info("t_out", TensorProto.FLOAT, [4, 16])])
+    else_g = helper.make_graph([helper.make_node("MatMul", ["x", "w_else"], ["e_out"])], "else", [],
+                               [helper.make_tensor_value_info("e_out", TensorProto.FLOAT, [4, 16])],
+                               [numpy_helper.from_array(w["w_else"], "w_else")])
+    proj = helper.make_function(
+        "ai.test", "Proj", ["a"], ["b"],
+        [helper.make_node("Constant", [], ["c_fn"], value=numpy_helper.from_array(w["c_fn"], "c_fn")),
+         helper.make_node("MatMul", ["a", "c_fn"], ["b"])],
+        [helper.make_opsetid("", OPSET)])
+    nodes = [
+        helper.make_node("Constant", [], ["c_main"], value=numpy_helper.from_array(w["c_main"], "c_main")),
+        helper.make_node("Constant", [], ["c_list"], value_floats=w["c_list"].tolist()),
+        helper.make_node("Constant", [], ["labels"], value_strings=[b"cat", b"dog"]),
+        helper.make_node("MatMul", ["x_in", "c_main"], ["m"]),
+        helper.make_node("Add", ["m", "c_list"], ["x"]),
+        helper.make_node("If", ["flag"], ["branch"], then_branch=then_g, else_branch=else_g, name="choose"),
+        helper.make_node("Proj", ["branch"], ["y"], domain="ai.test"),
+    ]
+    graph = helper.make_graph(
+        nodes, "constants",
+        [helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [4, 16]),
+         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16]),
+         helper.make_tensor_value_info("labels", TensorProto.STRING, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("ai.test", 1)],
+                              ir_version=IR_VERSION, functions=[proj])
+    onnx.save(model, str(path))
+    return w

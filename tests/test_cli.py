@@ -68,6 +68,7 @@ def test_seal_inspect_verify_and_convert(tmp_path):
     r = ortseal_cli("seal", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--keys", str(keys),
                     "--min-bytes", "512", "--exclude", "^ff2$")
     assert r.returncode == 0, r.stderr
+    assert "1 excluded" in r.stdout and "below --min-bytes" in r.stdout  # what stayed plaintext, by reason
     convert = [sys.executable, "tools/convert.py", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "c.onnx"),
                "--keys", str(keys), "--include", "^w[qk]$", "--release", "7", "--model-name", "tiny"]
     r = subprocess.run(convert + ["--no-sign"], capture_output=True, text=True, cwd=str(Path(__file__).parents[1]),
@@ -82,17 +83,28 @@ def test_seal_inspect_verify_and_convert(tmp_path):
     old = ortseal_cli("verify", str(tmp_path / "c.onnx"), "--keys", str(keys), "--min-release", "8")
     assert old.returncode == 1 and "RollbackError" in old.stderr
     table = ortseal_cli("inspect", str(tmp_path / "s.onnx"))
-    names = {line.split()[0] for line in table.stdout.splitlines()[1:-1]}  # the tensor column (ids are random hex)
-    assert table.returncode == 0 and "tok_emb" in names and "ff2" not in names
-    assert KeySet.load(keys).content_key_ids[0] in table.stdout
+    assert table.returncode == 0 and KeySet.load(keys).content_key_ids[0] in table.stdout
+    assert "excluded" in table.stdout and "left plaintext" in table.stdout
+    info = json.loads(ortseal_cli("inspect", "--json", str(tmp_path / "s.onnx")).stdout)
+    assert "tok_emb" in {t["name"] for t in info["sealed"]}
+    assert {(p["name"], p["reason"]) for p in info["left_plain"] if p["name"] == "ff2"} == {("ff2", "excluded")}
     ok = ortseal_cli("verify", str(tmp_path / "s.onnx"), "--keys", str(keys))
-    assert ok.returncode == 0 and "verified" in ok.stdout
+    assert ok.returncode == 0 and "verified" in ok.stdout and "opened by ONNX Runtime" in ok.stdout
+    public = tmp_path / "public.json"
+    KeySet.load(keys).public().save(public)
+    pub = ortseal_cli("verify", "--json", str(tmp_path / "s.onnx"), "--keys", str(public))
+    report = json.loads(pub.stdout)
+    assert pub.returncode == 0 and report["ok"] and not report["decrypted"] and report["sealed_tensors"] == len(
+        info["sealed"])
+    assert "decryption NOT checked" in ortseal_cli("verify", str(tmp_path / "s.onnx"), "--keys", str(public)).stdout
     data = tmp_path / "s.onnx.data"
     blob = bytearray(data.read_bytes())
     blob[-10] ^= 1
     data.write_bytes(bytes(blob))
     bad = ortseal_cli("verify", str(tmp_path / "s.onnx"), "--keys", str(keys))
     assert bad.returncode == 1 and "TamperedError" in bad.stderr and bad.stderr.count("\n") == 1
+    bad_public = ortseal_cli("verify", "--json", str(tmp_path / "s.onnx"), "--keys", str(public))
+    assert bad_public.returncode == 1 and json.loads(bad_public.stdout)["error"] == "TamperedError"
     assert not list(tmp_path.glob("*.tmp"))
     again = ortseal_cli("seal", str(tmp_path / "s.onnx"), "-o", str(tmp_path / "t.onnx"), "--keys", str(keys))
     assert again.returncode == 1 and "already sealed" in again.stderr

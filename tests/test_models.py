@@ -12,7 +12,7 @@ import onnxruntime as ort
 import onnxruntime.datasets
 import pytest
 from onnx import TensorProto, helper
-from models import big_embedding, control_flow, transformer_like
+from models import big_embedding, constants_everywhere, control_flow, transformer_like
 
 import ortseal
 from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError, UnsafeOptionError
@@ -39,7 +39,10 @@ def assert_identical(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x.dtype == y.dtype and x.shape == y.shape
-        assert x.tobytes() == y.tobytes()  # bit-identical, not merely close
+        if x.dtype == object:  # strings: compare the values, not the object pointers
+            assert x.tolist() == y.tolist()
+        else:
+            assert x.tobytes() == y.tobytes()  # bit-identical, not merely close
 
 
 def plain_options(so: ort.SessionOptions | None = None) -> ort.SessionOptions:
@@ -95,7 +98,7 @@ def test_ort_example_model_bit_identical(tmp_path, keys):
 @pytest.mark.parametrize("name", ["sigmoid.onnx", "logreg_iris.onnx"])
 def test_ort_example_models_without_weights(tmp_path, keys, name):
     src = onnxruntime.datasets.get_example(name)
-    with pytest.raises(ValueError, match="no initializer"):
+    with pytest.raises(ValueError, match="no constant tensor"):
         ortseal.seal_model(src, tmp_path / "x.onnx", keys)
     assert not list(tmp_path.iterdir())
     sess = ortseal.InferenceSession(src, providers=CPU, keys=keys)  # unsealed models pass through
@@ -229,6 +232,74 @@ def test_control_flow_subgraphs(tmp_path, keys):
     for f in sealed_files(tmp_path / "cf.sealed.onnx"):
         for w in weights.values():
             assert not contains_run(f.read_bytes(), w.tobytes())
+
+
+def test_constant_nodes_sealed_in_graphs_subgraphs_and_functions(tmp_path, keys):
+    weights = constants_everywhere(tmp_path / "c.onnx")
+    src, dst = tmp_path / "c.onnx", tmp_path / "c.sealed.onnx"
+    summary = ortseal.seal_model(src, dst, keys, min_bytes=0)
+    assert sorted(summary.sealed) == sorted(weights)
+    assert [(p.name, p.reason, p.detail) for p in summary.left_plain] == [
+        ("labels", "a kind ortseal cannot seal", "value_strings")]
+    infos = {i.name: i for i in ortseal.inspect_model(dst)}
+    assert {n: (i.source, i.scope) for n, i in infos.items()} == {
+        "c_main": ("Constant", "/"), "c_list": ("Constant", "/"), "w_else": ("initializer", "/choose.else_branch"),
+        "c_then": ("Constant", "/choose.then_branch"), "c_fn": ("Constant", "fn:ai.test:Proj")}
+    for f in sealed_files(dst):
+        for w in weights.values():
+            assert not contains_run(f.read_bytes(), w.tobytes()[:64], 64)
+    x = np.random.default_rng(4).standard_normal((4, 16)).astype(np.float32)
+    for flag in (True, False):
+        feeds = {"x_in": x, "flag": np.array(flag)}
+        want = run_plain(src, feeds)
+        assert_identical(run_sealed(dst, feeds, keys), want)
+        exact = ort.InferenceSession(str(dst), plain_options(ortseal.fallback_session_options(keys, model=dst)),
+                                     providers=CPU).run(None, feeds)
+        plain = ort.InferenceSession(str(src), plain_options(), providers=CPU).run(None, feeds)
+        assert exact[0].tobytes() == plain[0].tobytes() and list(exact[1]) == list(plain[1])
+    report = ortseal.verify_model(dst, keys)
+    assert report.decrypted and report.sealed_tensors == 5
+    assert not ortseal.verify_model(dst, keys.public()).decrypted
+
+
+def test_swapped_constant_blobs_are_refused(tmp_path, keys):
+    """An attacker exchanges the sealed blobs of two Constant weights of the same shape and type."""
+    constants_everywhere(tmp_path / "c.onnx")
+    ortseal.seal_model(tmp_path / "c.onnx", tmp_path / "c.sealed.onnx", keys, external_data=False)
+    model = onnx.load(str(tmp_path / "c.sealed.onnx"))
+    then_g = next(a.g for n in model.graph.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
+    blob = {n.output[0]: n for g in (model.graph, then_g) for n in g.node if n.output[0].endswith(SEALED_SUFFIX)}
+    main, then = blob["c_main" + SEALED_SUFFIX].attribute[0].t, blob["c_then" + SEALED_SUFFIX].attribute[0].t
+    main.raw_data, then.raw_data = then.raw_data, main.raw_data
+    onnx.save(model, str(tmp_path / "swapped.onnx"))
+    feeds = {"x_in": np.zeros((4, 16), np.float32), "flag": np.array(True)}
+    with pytest.raises(TamperedError):
+        run_sealed(tmp_path / "swapped.onnx", feeds, keys)
+    with pytest.raises(TamperedError):
+        ortseal.verify_model(tmp_path / "swapped.onnx", keys.public())
+
+
+def test_include_of_an_unsealable_constant_is_an_error(tmp_path, keys):
+    constants_everywhere(tmp_path / "c.onnx")
+    with pytest.raises(FormatError, match="'labels'.*cannot be sealed"):
+        ortseal.seal_model(tmp_path / "c.onnx", tmp_path / "s.onnx", keys, include="^(labels|c_main)$")
+    assert not (tmp_path / "s.onnx").exists()
+
+
+def test_verify_fails_exactly_when_opening_fails(tmp_path, keys):
+    """A model whose crypto is sound but whose graph ORT refuses: verify must not pass it."""
+    w = np.ones((64, 64), np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("NoSuchOp", ["m"], ["y"])],
+                              "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+                              [onnx.numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10),
+              str(tmp_path / "bad.onnx"))
+    ortseal.seal_model(tmp_path / "bad.onnx", tmp_path / "bad.sealed.onnx", keys)
+    with pytest.raises(FormatError, match="ONNX Runtime cannot open"):
+        ortseal.verify_model(tmp_path / "bad.sealed.onnx", keys)
+    with pytest.raises(Exception, match="NoSuchOp"):
+        ortseal.InferenceSession(str(tmp_path / "bad.sealed.onnx"), providers=CPU, keys=keys)
 
 
 # -- graph binding ---------------------------------------------------------------------------------
@@ -480,7 +551,7 @@ def test_shape_like_inputs_sealed_still_open(tmp_path, keys, monkeypatch, route)
     onnx.save(helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
     summary = ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "s.onnx", keys, min_bytes=9)
     assert sorted(summary.sealed) == ["shape", "w"]
-    assert ortseal.verify_model(tmp_path / "s.onnx", keys) == 2
+    assert ortseal.verify_model(tmp_path / "s.onnx", keys).sealed_tensors == 2
     feeds = {"x": np.random.default_rng(1).standard_normal((2, 64)).astype(np.float32)}
     out = run_sealed(tmp_path / "s.onnx", feeds, keys)
     assert out[0].shape == (4, 32)

@@ -54,9 +54,10 @@ def check_model(model: ModelProto, base_dir: str | None, keys: KeySet, *, min_re
 
 
 @contextlib.contextmanager
-def open_tensor(checked: CheckedModel, st: SealedTensor, keys: KeySet) -> Iterator[Opener]:
+def open_tensor(checked: CheckedModel, st: SealedTensor, keys: KeySet, *, need_key: bool = True) -> Iterator[Opener]:
     """An :class:`Opener` for one sealed tensor, after its header matches the manifest (key id, size);
-    decryption then re-computes the blob's digest against the signed one."""
+    decryption then re-computes the blob's digest against the signed one. ``need_key=False`` (public
+    keys only) gives an opener that can check the stored bytes but not decrypt."""
     entry = checked.manifest.tensors[st.identity]
     with blob_source(st, checked.base_dir) as source:
         header = read_header(source, kind="model")
@@ -66,4 +67,5 @@ def open_tensor(checked: CheckedModel, st: SealedTensor, keys: KeySet) -> Iterat
             raise TamperedError(f"sealed tensor {st.name!r} holds {header.plaintext_length} bytes, "
                                 f"its shape needs {st.plaintext_bytes}")
         yield Opener(source, keys, context=checked.context(st),
-                     expected_digest=entry.digest if checked.signature_checked else None, kind="model")
+                     expected_digest=entry.digest if checked.signature_checked else None, kind="model",
+                     need_key=need_key)

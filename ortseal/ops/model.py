@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto
+from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from ..blob import BlobSource, Header, read_header
 from ..errors import FormatError
@@ -27,6 +27,7 @@ CONTEXT_LABEL = b"ortseal/initializer/v2\x00"
 SEALED_SUFFIX = ".ortseal_sealed"
 LIKE_PREFIX = "ortseal.like."
 METADATA_KEY = "ortseal.sealed"
+SELECTION_KEY = "ortseal.selection"  # the seal's --min-bytes/--include/--exclude, for inspect (not signed)
 
 
 def iter_graphs(graph: GraphProto, scope: str = "") -> Iterator[tuple[str, GraphProto]]:
@@ -46,13 +47,68 @@ def iter_graphs(graph: GraphProto, scope: str = "") -> Iterator[tuple[str, Graph
                     yield from iter_graphs(sub, f"{scope}/{owner}.{attr.name}[{j}]")
 
 
+Body = GraphProto | FunctionProto
+
+
+def iter_bodies(model: ModelProto) -> Iterator[tuple[str, Body]]:
+    """``(scope, body)`` for every node list of ``model``: its graphs (see :func:`iter_graphs`), then each
+    local function (scope ``fn:<domain>:<name>``, plus ``:<overload>`` when set) and its subgraphs."""
+    yield from iter_graphs(model.graph)
+    for fn in model.functions:
+        scope = f"fn:{fn.domain}:{fn.name}" + (f":{fn.overload}" if fn.overload else "")
+        yield scope, fn
+        for node in fn.node:
+            owner = node.name or (node.output[0] if node.output else node.op_type)
+            for attr in node.attribute:
+                if attr.type == AttributeProto.GRAPH:
+                    yield from iter_graphs(attr.g, f"{scope}/{owner}.{attr.name}")
+                elif attr.type == AttributeProto.GRAPHS:
+                    for j, sub in enumerate(attr.graphs):
+                        yield from iter_graphs(sub, f"{scope}/{owner}.{attr.name}[{j}]")
+
+
+def body(model: ModelProto, scope: str) -> Body:
+    """The graph or function of ``model`` at ``scope`` (looked up afresh: editing a node list copies its
+    subgraphs, so references taken before an edit go stale)."""
+    for s, b in iter_bodies(model):
+        if s == scope:
+            return b
+    raise KeyError(scope)
+
+
 def is_unseal(node: NodeProto) -> bool:
     return node.domain == DOMAIN and node.op_type == OP_TYPE
 
 
+def constant_value(node: NodeProto) -> TensorProto | None:
+    """The ``value`` tensor of a Constant node (None for other nodes and other attribute kinds)."""
+    if node.op_type != "Constant" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+        return None
+    for a in node.attribute:
+        if a.name == "value" and a.type == AttributeProto.TENSOR:
+            return a.t
+    return None
+
+
 def is_sealed_model(model: ModelProto) -> bool:
-    """True if any graph of ``model`` holds an Unseal node."""
-    return any(is_unseal(n) for _, g in iter_graphs(model.graph) for n in g.node)
+    """True if any graph or function of ``model`` holds an Unseal node."""
+    return any(is_unseal(n) for _, b in iter_bodies(model) for n in b.node)
+
+
+def blob_tensors(b: Body) -> dict[str, tuple[TensorProto, bool]]:
+    """``{name: (tensor, held by a Constant node)}`` of every tensor an Unseal node of ``b`` reads as its
+    blob: an initializer, or the ``value`` of a Constant node (how sealed Constant weights are held)."""
+    wanted = {n.input[0] for n in b.node if is_unseal(n) and n.input}
+    found: dict[str, tuple[TensorProto, bool]] = {}
+    if isinstance(b, GraphProto):
+        found.update((t.name, (t, False)) for t in b.initializer if t.name in wanted)
+    for n in b.node:
+        value = constant_value(n)
+        if value is not None and n.output[0] in wanted:
+            if n.output[0] in found:
+                raise FormatError(f"sealed blob {n.output[0]!r} is defined twice")
+            found[n.output[0]] = (value, True)
+    return found
 
 
 def tensor_identity(scope: str, name: str, dtype: int, shape: list[int]) -> str:
@@ -77,6 +133,7 @@ class SealedTensor:
     dtype: int
     shape: list[int]
     identity: str
+    constant: bool = False  # sealed from (and opened as) a Constant node rather than an initializer
 
     @property
     def plaintext_bytes(self) -> int:
@@ -96,13 +153,13 @@ def _attr(node: NodeProto, name: str) -> AttributeProto:
 def find_sealed(model: ModelProto) -> list[SealedTensor]:
     """Every sealed tensor of ``model`` (all graphs), checked for a consistent Unseal node."""
     found = []
-    for scope, graph in iter_graphs(model.graph):
-        inits = {t.name: t for t in graph.initializer}
-        for node in graph.node:
+    for scope, b in iter_bodies(model):
+        blobs = blob_tensors(b)
+        for node in b.node:
             if not is_unseal(node):
                 continue
-            if len(node.input) != 2 or len(node.output) != 1 or node.input[0] not in inits:
-                raise FormatError(f"Unseal node {node.name!r} does not read a sealed initializer of its own graph")
+            if len(node.input) != 2 or len(node.output) != 1 or node.input[0] not in blobs:
+                raise FormatError(f"Unseal node {node.name!r} does not read a sealed blob of its own graph")
             if any(a.name == "graph_digest" for a in node.attribute):
                 raise FormatError("this model was sealed by ortseal format v1, which is refused (its signatures do "
                                   "not commit to the content); re-seal the original model: "
@@ -111,10 +168,10 @@ def find_sealed(model: ModelProto) -> list[SealedTensor]:
             identity = _attr(node, "tensor").s.decode("utf-8")
             if identity != tensor_identity(scope, node.output[0], dtype, shape):
                 raise FormatError(f"Unseal node for {node.output[0]!r}: attributes do not match its tensor identity")
-            blob = inits[node.input[0]]
+            blob, constant = blobs[node.input[0]]
             if blob.data_type != TensorProto.UINT8:
-                raise FormatError(f"sealed initializer {blob.name!r} is not uint8")
-            found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity))
+                raise FormatError(f"sealed blob {node.input[0]!r} is not uint8")
+            found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity, constant))
     return found
 
 
@@ -208,14 +265,17 @@ def graph_digest(model: ModelProto, base_dir: str | None) -> str:
     canon.opset_import.extend(model.opset_import)
     canon.functions.extend(model.functions)
     canon.graph.CopyFrom(model.graph)
+    for _, b in iter_bodies(canon):
+        for t, _ in blob_tensors(b).values():
+            for field in ("raw_data", "external_data", "data_location"):
+                t.ClearField(field)
     for _, graph in iter_graphs(canon.graph):
         graph.ClearField("value_info")
         blobs = {n.input[0] for n in graph.node if is_unseal(n) and n.input}
         for t in graph.initializer:
             if t.name in blobs:
-                for field in ("raw_data", "external_data", "data_location"):
-                    t.ClearField(field)
-            elif is_external(t) or t.HasField("raw_data"):
+                continue
+            if is_external(t) or t.HasField("raw_data"):
                 # Bound by content, wherever it is stored (sealing may move a tensor inline or out).
                 content = _content_digest(t, base_dir)
                 t.ClearField("external_data")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from onnx import ModelProto, TensorProto
+from onnx import GraphProto, ModelProto, TensorProto, helper
 
 from .._atomic import lock_held
 from ..blob import Opener
@@ -34,9 +34,12 @@ from .binding import check_model, open_tensor
 from .model import (
     LIKE_PREFIX,
     SealedTensor,
+    body,
+    constant_value,
     external_location,
     is_external,
     is_unseal,
+    iter_bodies,
     iter_external,
     iter_graphs,
     load_inline,
@@ -165,28 +168,42 @@ def _layout(sizes: list[int]) -> tuple[list[int], int]:
 
 
 def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
-    """A copy of ``model`` with every Unseal node and its blob replaced by a plain initializer (no data yet)."""
+    """A copy of ``model`` with every Unseal node, its blob and the ``like`` tensors replaced by a plain
+    tensor (no data yet): an initializer, or a Constant node in place of the Unseal for sealed Constants."""
     plain = ModelProto()
     plain.CopyFrom(model)
-    wanted = {(st.scope, st.name) for st in sealed}
-    for scope, graph in iter_graphs(plain.graph):
-        unseal = [n for n in graph.node if is_unseal(n)]
+    constant = {(st.scope, st.name): st.constant for st in sealed}
+    for scope in [scope for scope, _ in iter_bodies(plain)]:
+        b = body(plain, scope)  # afresh: editing a parent's nodes copies its subgraphs
+        unseal = {n.output[0]: n for n in b.node if is_unseal(n)}
         if not unseal:
             continue
-        blobs = {n.input[0] for n in unseal}
-        attrs = {n.output[0]: {a.name: a for a in n.attribute} for n in unseal if (scope, n.output[0]) in wanted}
-        specs = [(name, a["dtype"].i, list(a["shape"].ints)) for name, a in attrs.items()]
-        kept = [n for n in graph.node if not is_unseal(n)]
-        graph.ClearField("node")
-        graph.node.extend(kept)
-        inits = [t for t in graph.initializer if t.name not in blobs and not t.name.startswith(LIKE_PREFIX)]
-        graph.ClearField("initializer")
-        graph.initializer.extend(inits)
-        inputs = [i for i in graph.input if i.name not in blobs and not i.name.startswith(LIKE_PREFIX)]
-        del graph.input[:]
-        graph.input.extend(inputs)
-        for name, dtype, dims in specs:
-            graph.initializer.add(name=name, data_type=dtype, dims=dims)
+        blobs = {n.input[0] for n in unseal.values()}
+        nodes, added = [], []
+        for n in b.node:
+            if is_unseal(n):
+                a = {x.name: x for x in n.attribute}
+                tensor = TensorProto(name=n.output[0], data_type=a["dtype"].i, dims=list(a["shape"].ints))
+                if constant.get((scope, n.output[0])):
+                    nodes.append(helper.make_node("Constant", [], [n.output[0]], name=n.output[0], value=tensor))
+                else:
+                    added.append(tensor)
+            elif not (n.op_type == "Constant" and n.output and (n.output[0] in blobs
+                                                                or n.output[0].startswith(LIKE_PREFIX))):
+                nodes.append(n)
+        b.ClearField("node")
+        b.node.extend(nodes)
+        if isinstance(b, GraphProto):
+            inits = [t for t in b.initializer if t.name not in blobs and not t.name.startswith(LIKE_PREFIX)]
+            b.ClearField("initializer")
+            b.initializer.extend(inits + added)
+            inputs = [i for i in b.input if i.name not in blobs and not i.name.startswith(LIKE_PREFIX)]
+            del b.input[:]
+            b.input.extend(inputs)
+        else:
+            opsets = [o for o in b.opset_import if o.domain != DOMAIN]
+            b.ClearField("opset_import")
+            b.opset_import.extend(opsets)
     opsets = [o for o in plain.opset_import if o.domain != DOMAIN]
     plain.ClearField("opset_import")
     plain.opset_import.extend(opsets)
@@ -194,8 +211,16 @@ def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
 
 
 def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> tuple[list[TensorProto], list[TensorProto]]:
-    """The plain graph's initializers that receive each sealed tensor, and its plain external initializers."""
-    by_key = {(scope, t.name): t for scope, g in iter_graphs(plain.graph) for t in g.initializer}
+    """The plain graph's tensors that receive each sealed tensor (initializers or Constant values), and its
+    plain external initializers."""
+    by_key: dict[tuple[str, str], TensorProto] = {}
+    for scope, b in iter_bodies(plain):
+        if isinstance(b, GraphProto):
+            by_key.update(((scope, t.name), t) for t in b.initializer)
+        for n in b.node:
+            value = constant_value(n)
+            if value is not None:
+                by_key.setdefault((scope, n.output[0]), value)
     targets = [by_key[(st.scope, st.name)] for st in sealed]
     return targets, _plain_externals(plain)
 
