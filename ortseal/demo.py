@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shlex
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -73,4 +74,21 @@ def run_demo(workdir: str | None = None) -> int:
             say(f"demo FAILED: {exc}")
             return 1
     say("\ndemo passed: everything opened with the right key, every alteration was refused")
+    say_try_it(Path(workdir) if workdir else None)
     return 0
+
+
+def try_it_commands(folder: Path) -> list[str]:
+    """Commands that seal, inspect and verify the demo's model again, in ``folder`` (a kept demo folder)."""
+    q = lambda name: shlex.quote(str(folder / name))  # noqa: E731
+    return [f"ortseal seal {q('mul_1.onnx')} -o {q('mine.sealed.onnx')} --keys {q('keys.json')} --min-bytes 1 "
+            "--overwrite",
+            f"ortseal inspect {q('mine.sealed.onnx')}",
+            f"ortseal verify {q('mine.sealed.onnx')} --keys {q('keys.json')}"]
+
+
+def say_try_it(kept: Path | None) -> None:
+    say("\nTry it yourself" + (f" (the demo's files are in {kept}):" if kept else
+                               ": keep the demo's files with\n  ortseal demo --workdir ortseal-demo\nthen"))
+    for command in try_it_commands(kept or Path("ortseal-demo")):
+        say(f"  {command}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import stat
 import subprocess
 import sys
@@ -50,6 +51,19 @@ def test_keygen_with_passphrase(tmp_path):
     assert r.returncode == 1 and "passphrase" in r.stderr
     r = ortseal_cli("keygen", "-o", str(tmp_path / "k2.json"), "--passphrase-env", "UNSET_VAR_X")
     assert r.returncode == 1 and "UNSET_VAR_X" in r.stderr
+
+
+def test_demo_prints_commands_that_run(tmp_path):
+    folder = tmp_path / "demo dir"  # a space: the commands must be quoted for the shell
+    r = ortseal_cli("demo", "--workdir", str(folder))
+    assert r.returncode == 0, r.stdout + r.stderr
+    commands = [line.strip() for line in r.stdout.split("Try it yourself")[1].splitlines()[1:] if line.strip()]
+    assert len(commands) == 3
+    for command in commands:
+        run = subprocess.run(command.replace("ortseal ", f"{shlex.quote(sys.executable)} -m ortseal ", 1), shell=True,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, (command, run.stderr)
+    assert "verified" in run.stdout
 
 
 def test_demo_runs_and_shows_refusals():
