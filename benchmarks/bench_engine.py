@@ -18,7 +18,7 @@ from pathlib import Path
 from bench_blob import best_of
 
 import ortseal
-from ortseal.ep_plugin.harness import TensorrtEpHarness
+from ortseal.ep_plugin.harness import TensorrtEpHarness, harness_provider
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     size = args.mib << 20
     with tempfile.TemporaryDirectory() as tmp:
         keys = ortseal.KeySet.generate()
-        trt = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": tmp}))
+        trt = TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": tmp}))
         engine = os.urandom(size)
         sealed = trt.engine_path()
         trt.save_engine(sealed, engine)

@@ -8,12 +8,27 @@ Public API::
     assert ortseal.unseal_bytes(blob, keys, context="my-tensor") == b"weights"
 """
 
-from ._version import __version__
-from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
-from .ep_plugin import tensorrt_provider
-from .errors import FormatError, KeyNotFoundError, OrtsealError, RollbackError, TamperedError, UnsafeOptionError
-from .keys import KeySet
-from .ops import InferenceSession, fallback_session_options, inspect_model, seal_model, verify_model
+import logging
+
+from ._runtime import check_ort_distribution
+
+check_ort_distribution()  # before anything imports onnxruntime: exactly one distribution must provide it
+logging.getLogger("ortseal").addHandler(logging.NullHandler())  # a library logs; the application decides where
+
+from ._version import __version__  # noqa: E402
+from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into  # noqa: E402
+from .ep_plugin import tensorrt_provider  # noqa: E402
+from .errors import (  # noqa: E402
+    FormatError,
+    KeyNotFoundError,
+    OrtsealError,
+    ProviderUnavailableError,
+    RollbackError,
+    TamperedError,
+    UnsafeOptionError,
+)
+from .keys import KeySet  # noqa: E402
+from .ops import InferenceSession, fallback_session_options, inspect_model, seal_model, verify_model  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -28,6 +43,7 @@ __all__ = [
     "KeyNotFoundError",
     "FormatError",
     "UnsafeOptionError",
+    "ProviderUnavailableError",
     "tensorrt_provider",
     "seal_model",
     "InferenceSession",

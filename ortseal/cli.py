@@ -5,87 +5,52 @@ Every command exits 0 on success and 1 with a one-line ``error: ...`` otherwise.
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
 from ._version import __version__
-from .errors import OrtsealError
+from .clikit import LOG_LEVELS, Passphrase, fail_cleanly, load_keys, passphrase_options, setup_logging
+from .ep_plugin.commands import cache
 from .keys import KeySet
-
-
-def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library and OS errors into one line on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except BrokenPipeError:
-            # the reader went away (``ortseal inspect ... | head``): stop quietly, as a filter does
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(0)
-        except (OrtsealError, OSError, ValueError) as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-
-    return wrapper
-
-
-def _passphrase(env_var: str | None) -> str | None:
-    if env_var is None:
-        return None
-    value = os.environ.get(env_var)
-    if not value:
-        raise click.ClickException(f"environment variable {env_var} (from --passphrase-env) is not set or empty")
-    return value
-
-
-def load_keys(path: str, passphrase_env: str | None) -> KeySet:
-    """Load ``--keys``: a keyset file, or ``env:VAR`` for a keyset held in an environment variable."""
-    if path.startswith("env:"):
-        return KeySet.from_env(path[4:], _passphrase(passphrase_env))
-    if not os.path.isfile(path):
-        raise click.ClickException(f"--keys {path}: no such keyset file (make one with: ortseal keygen -o {path})")
-    return KeySet.load(path, _passphrase(passphrase_env))
-
-
-keys_option = click.option("--keys", "keys_path", required=True, metavar="KEYS",
-                           help="Keyset JSON file, or env:VAR to read it from an environment variable.")
-passphrase_option = click.option("--passphrase-env", metavar="VAR",
-                                 help="Environment variable holding the keyset's passphrase.")
+from .ops.commands import inspect, seal, verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ortseal")
-def main() -> None:
+@click.option("-q", "--quiet", is_flag=True, help="Errors only: no progress bars, no warnings.")
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="warning", show_default=True,
+              help="What the ortseal logger prints on stderr.")
+@click.pass_context
+def main(ctx: click.Context, quiet: bool, log_level: str) -> None:
     """Keep ONNX Runtime model weights and TensorRT engine caches sealed at rest."""
+    ctx.obj = {"quiet": quiet}
+    setup_logging(log_level, quiet)
 
 
 @main.command()
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Keyset file to write (mode 0600).")
-@passphrase_option
+@passphrase_options
+@click.option("--protect", is_flag=True, help="Protect the keyset with a passphrase typed at a prompt.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 @fail_cleanly
-def keygen(output: str, passphrase_env: str | None, overwrite: bool) -> None:
-    """Make a keyset: one AES-256 content key and one Ed25519 signing key."""
+def keygen(output: str, passphrase: Passphrase, protect: bool, overwrite: bool) -> None:
+    """Make a keyset: one AES-256 content key and one Ed25519 signing key (protected by a passphrase when
+    one is given, or with --protect)."""
     ks = KeySet.generate()
-    ks.save(output, _passphrase(passphrase_env), overwrite=overwrite)
+    ks.save(output, passphrase.for_new_keyset(protect), overwrite=overwrite)
     click.echo(f"wrote {output}: content key {ks.content_key_ids[0]}, signing key {ks.signing_key_ids[0]}")
 
 
 @main.command()
 @click.argument("keyset", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Public keyset file to write.")
-@passphrase_option
+@passphrase_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 @fail_cleanly
-def pubkey(keyset: str, output: str, passphrase_env: str | None, overwrite: bool) -> None:
+def pubkey(keyset: str, output: str, passphrase: Passphrase, overwrite: bool) -> None:
     """Export the public key(s) of KEYSET: what a device needs to check signatures."""
-    public = load_keys(keyset, passphrase_env).public()
+    public = load_keys(keyset, passphrase).public()
     public.save(output, overwrite=overwrite)
     click.echo(f"wrote {output}: trusted keys {', '.join(public.trusted_key_ids)}")
 
@@ -100,6 +65,5 @@ def demo(workdir: str | None) -> None:
     sys.exit(run_demo(workdir))
 
 
-# The ops and ep_plugin layers add their commands to ``main``.
-from .ep_plugin import commands as _ep_commands  # noqa: E402,F401
-from .ops import commands as _ops_commands  # noqa: E402,F401
+for command in (seal, inspect, verify, cache):
+    main.add_command(command)

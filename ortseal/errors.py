@@ -24,3 +24,8 @@ class FormatError(OrtsealError):
 
 class UnsafeOptionError(OrtsealError):
     """An option would write plaintext weights or engines to disk, so ortseal refuses it."""
+
+
+class ProviderUnavailableError(OrtsealError):
+    """An execution provider asked for through ortseal cannot run here (its ONNX Runtime build or the
+    libraries it needs are missing); the message names what is missing and what to install."""

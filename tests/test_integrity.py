@@ -22,7 +22,7 @@ from models import big_embedding, transformer_like
 import ortseal
 from ortseal import KeySet, RollbackError, TamperedError
 from ortseal.blob import Sealer
-from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness
+from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
 from ortseal.ep_plugin.vault import engine_context
 from ortseal.ops.model import SEALED_SUFFIX, external_location, load_model
 from ortseal.ops.opening import FOLDER_PREFIX, _private_folder, remove_stale_folders
@@ -92,9 +92,9 @@ def test_device_cannot_forge_publisher_signed_weights(publisher_model, tmp_path)
 
 def test_device_cannot_forge_a_publisher_signed_engine(tmp_path, keys, caplog):
     engine = os.urandom(3 << 20)
-    publisher = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(tmp_path / "p")}))
+    publisher = TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": str(tmp_path / "p")}))
     publisher.save_engine(publisher.engine_path(), engine)
-    device = TensorrtEpHarness(ortseal.tensorrt_provider(device_of(keys), {"trt_engine_cache_path": str(tmp_path / "d")}))
+    device = TensorrtEpHarness(harness_provider(device_of(keys), {"trt_engine_cache_path": str(tmp_path / "d")}))
     blob = Path(publisher.engine_path()).read_bytes()
     chosen = bytearray(engine[1 << 20:2 << 20])
     chosen[:4096] = b"\xcc" * 4096  # the attacker's code
@@ -137,10 +137,10 @@ def test_older_release_copied_over_a_newer_one_is_refused(publisher_model, tmp_p
 def test_older_engine_copied_over_a_newer_one_is_refused(tmp_path, keys, caplog):
     cache = {"trt_engine_cache_path": str(tmp_path / "c")}
     old, new = os.urandom(1 << 20), os.urandom(1 << 20)
-    v2 = TensorrtEpHarness(ortseal.tensorrt_provider(keys, cache, release=2))
+    v2 = TensorrtEpHarness(harness_provider(keys, cache, release=2))
     v2.save_engine(v2.engine_path(), old)
     saved = Path(v2.engine_path()).read_bytes()
-    v3 = TensorrtEpHarness(ortseal.tensorrt_provider(keys, cache, release=3))  # the deployment upgraded
+    v3 = TensorrtEpHarness(harness_provider(keys, cache, release=3))  # the deployment upgraded
     with pytest.raises(EngineLoadError):
         v3.load_engine(v3.engine_path())
     assert "RollbackError" in caplog.text
@@ -149,7 +149,7 @@ def test_older_engine_copied_over_a_newer_one_is_refused(tmp_path, keys, caplog)
     Path(v3.engine_path()).write_bytes(saved)  # rollback of the cache file
     with pytest.raises(EngineLoadError):
         v3.load_engine(v3.engine_path())
-    ortseal.tensorrt_provider(keys, cache, release=3, on_tamper="rebuild")
+    harness_provider(keys, cache, release=3, on_tamper="rebuild")
     assert not Path(v3.engine_path()).exists() and (tmp_path / "c" / "quarantine").is_dir()
 
 
@@ -193,7 +193,7 @@ def test_fallback_needs_a_verified_model(publisher_model):
 
 # -- item 6: the sparse engine file -------------------------------------------------------------------
 def test_sparse_engine_declaring_2_24_segments_is_refused_fast(tmp_path, keys, caplog):
-    trt = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(tmp_path)}))
+    trt = TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": str(tmp_path)}))
     path = trt.engine_path()
     header = Sealer(keys, context=engine_context(path), length=(1 << 24) * 4096, segment_size=4096).header
     with open(path, "wb") as fh:
@@ -220,7 +220,7 @@ WRITER = textwrap.dedent("""
 
 def test_engine_writer_killed_mid_write_leaves_nothing_for_long(tmp_path, keys):
     cache = tmp_path / "cache"
-    trt = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(cache)}))
+    trt = TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": str(cache)}))
     target = trt.engine_path()
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, target], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True, cwd=ROOT) for _ in range(3)]
@@ -229,7 +229,7 @@ def test_engine_writer_killed_mid_write_leaves_nothing_for_long(tmp_path, keys):
     listing = subprocess.run([sys.executable, "-m", "ortseal", "cache", "list", str(cache)], capture_output=True,
                              text=True, timeout=120)
     assert listing.stdout.count("being written") == 3
-    ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(cache)})
+    harness_provider(keys, {"trt_engine_cache_path": str(cache)})
     assert len(list(cache.glob(".*.tmp"))) == 3  # live writers' files are left alone
     for w in writers:
         w.send_signal(signal.SIGKILL)
@@ -237,7 +237,7 @@ def test_engine_writer_killed_mid_write_leaves_nothing_for_long(tmp_path, keys):
     listing = subprocess.run([sys.executable, "-m", "ortseal", "cache", "list", str(cache)], capture_output=True,
                              text=True, timeout=120)
     assert listing.stdout.count("writer killed") == 3
-    ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(cache)})
+    harness_provider(keys, {"trt_engine_cache_path": str(cache)})
     assert not list(cache.glob(".*.tmp")) and not Path(target).exists()
 
 

@@ -16,7 +16,7 @@ from conftest import contains_run
 
 import ortseal
 from ortseal import KeySet, UnsafeOptionError
-from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness
+from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
 from ortseal.ep_plugin.provider import LEAKING_OPTIONS
 
 ENGINE_MIB = 5
@@ -29,12 +29,12 @@ def engine() -> bytes:
 
 @pytest.fixture
 def trt(tmp_path, keys):
-    return TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(tmp_path / "cache"),
+    return TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": str(tmp_path / "cache"),
                                                                "trt_fp16_enable": True}))
 
 
 def test_options_keep_user_settings_and_point_at_the_shim(tmp_path, keys):
-    name, opts = ortseal.tensorrt_provider(keys, {"trt_fp16_enable": True, "trt_max_workspace_size": 1 << 30,
+    name, opts = harness_provider(keys, {"trt_fp16_enable": True, "trt_max_workspace_size": 1 << 30,
                                                   "trt_engine_cache_path": str(tmp_path / "c")})
     assert name == "TensorrtExecutionProvider"
     assert opts["trt_fp16_enable"] == "True" and opts["trt_max_workspace_size"] == str(1 << 30)
@@ -88,23 +88,23 @@ def test_engine_copied_onto_another_name_fails(trt, engine, caplog):
 
 
 def test_wrong_key_and_untrusted_signer(tmp_path, keys, other_keys, engine, caplog):
-    trt = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(tmp_path / "a")}))
+    trt = TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": str(tmp_path / "a")}))
     path = trt.engine_path()
     trt.save_engine(path, engine)
-    stranger = TensorrtEpHarness(ortseal.tensorrt_provider(other_keys, {"trt_engine_cache_path": str(tmp_path / "b")}))
+    stranger = TensorrtEpHarness(harness_provider(other_keys, {"trt_engine_cache_path": str(tmp_path / "b")}))
     shutil.copy(path, stranger.engine_path())
     _expect_refused(stranger, stranger.engine_path(), caplog, "does not trust")  # signer checked before any key
     keyless = KeySet.merge(other_keys.without_signing(), keys.public())
-    no_key = TensorrtEpHarness(ortseal.tensorrt_provider(keyless, {"trt_engine_cache_path": str(tmp_path / "e")}))
+    no_key = TensorrtEpHarness(harness_provider(keyless, {"trt_engine_cache_path": str(tmp_path / "e")}))
     shutil.copy(path, no_key.engine_path())
     _expect_refused(no_key, no_key.engine_path(), caplog, "KeyNotFoundError")
     untrusting = KeySet.merge(KeySet(content_keys={k: keys.content_key(k) for k in keys.content_key_ids}),
                               other_keys.public())
-    device = TensorrtEpHarness(ortseal.tensorrt_provider(untrusting, {"trt_engine_cache_path": str(tmp_path / "c")}))
+    device = TensorrtEpHarness(harness_provider(untrusting, {"trt_engine_cache_path": str(tmp_path / "c")}))
     shutil.copy(path, device.engine_path())
     _expect_refused(device, device.engine_path(), caplog, "does not trust")
     publisher_trusting = KeySet.merge(keys.without_signing(), keys.public())
-    ok = TensorrtEpHarness(ortseal.tensorrt_provider(publisher_trusting, {"trt_engine_cache_path": str(tmp_path / "d")}))
+    ok = TensorrtEpHarness(harness_provider(publisher_trusting, {"trt_engine_cache_path": str(tmp_path / "d")}))
     shutil.copy(path, ok.engine_path())
     assert ok.load_engine(ok.engine_path()) == engine
 
@@ -147,9 +147,9 @@ def test_many_threads_at_once(trt, keys):
 WRITER = textwrap.dedent("""
     import sys
     import ortseal
-    from ortseal.ep_plugin.harness import TensorrtEpHarness
+    from ortseal.ep_plugin.harness import TensorrtEpHarness, harness_provider
     keys = ortseal.KeySet.load({keys!r})
-    trt = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {{"trt_engine_cache_path": {cache!r}}}))
+    trt = TensorrtEpHarness(harness_provider(keys, {{"trt_engine_cache_path": {cache!r}}}))
     engine = bytes([int(sys.argv[1])]) * (3 << 20)
     for _ in range(8):
         trt.save_engine(trt.engine_path(), engine)
@@ -168,7 +168,7 @@ def test_two_processes_writing_the_same_engine(tmp_path, keys):
     assert all(p.returncode == 0 for p in procs), outs
     files = list(cache.iterdir())
     assert len(files) == 1, files  # no torn or leftover temp file
-    trt = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(cache)}))
+    trt = TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": str(cache)}))
     assert trt.load_engine(str(files[0])) in (b"\x01" * (3 << 20), b"\x02" * (3 << 20))
 
 
@@ -195,40 +195,40 @@ def test_library_alone_gives_nothing(trt, engine):
 @pytest.mark.parametrize("value", [True, "1", 1])
 def test_leaking_options_refused(keys, tmp_path, option, value):
     with pytest.raises(UnsafeOptionError, match=option):
-        ortseal.tensorrt_provider(keys, {option: value, "trt_engine_cache_path": str(tmp_path)})
-    ortseal.tensorrt_provider(keys, {option: False, "trt_engine_cache_path": str(tmp_path)})
+        harness_provider(keys, {option: value, "trt_engine_cache_path": str(tmp_path)})
+    harness_provider(keys, {option: False, "trt_engine_cache_path": str(tmp_path)})
 
 
 def test_cache_path_must_be_a_writable_directory(keys, tmp_path):
     not_dir = tmp_path / "file"
     not_dir.write_text("x")
     with pytest.raises(UnsafeOptionError, match="not a directory"):
-        ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(not_dir)})
+        harness_provider(keys, {"trt_engine_cache_path": str(not_dir)})
     if os.geteuid() != 0:  # root can write anywhere
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)
         with pytest.raises(UnsafeOptionError, match="not writable"):
-            ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(ro)})
+            harness_provider(keys, {"trt_engine_cache_path": str(ro)})
     with pytest.raises(UnsafeOptionError):
-        ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": "/proc/ortseal-cannot-exist"})
+        harness_provider(keys, {"trt_engine_cache_path": "/proc/ortseal-cannot-exist"})
 
 
 def test_same_directory_two_keysets_refused(keys, other_keys, tmp_path):
-    ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(tmp_path)})
+    harness_provider(keys, {"trt_engine_cache_path": str(tmp_path)})
     with pytest.raises(ValueError, match="another keyset"):
-        ortseal.tensorrt_provider(other_keys, {"trt_engine_cache_path": str(tmp_path)})
+        harness_provider(other_keys, {"trt_engine_cache_path": str(tmp_path)})
 
 
 def test_on_tamper_rebuild_quarantines(keys, engine, tmp_path):
     cache = tmp_path / "cache"
-    trt = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(cache)}))
+    trt = TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": str(cache)}))
     good, bad = trt.engine_path("good"), trt.engine_path("bad")
     trt.save_engine(good, engine)
     trt.save_engine(bad, engine)
     blob = bytearray(Path(bad).read_bytes())
     blob[len(blob) // 2] ^= 1
     Path(bad).write_bytes(blob)
-    ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(cache)}, on_tamper="rebuild")
+    harness_provider(keys, {"trt_engine_cache_path": str(cache)}, on_tamper="rebuild")
     assert not os.path.exists(bad) and (cache / "quarantine" / os.path.basename(bad)).exists()
     assert trt.load_engine(good) == engine
 
@@ -319,10 +319,10 @@ def test_c_host_registers_its_own_callbacks(tmp_path):
 def test_keyset_that_verifies_but_cannot_sign_writes_nothing(keys, engine, tmp_path, caplog):
     """Publisher-signed engines open on a device that cannot sign; an engine it would write could never be
     opened again (unsigned), so encrypt refuses and nothing is written."""
-    publisher = TensorrtEpHarness(ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(tmp_path / "p")}))
+    publisher = TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": str(tmp_path / "p")}))
     publisher.save_engine(publisher.engine_path(), engine)
     device_keys = KeySet.merge(keys.without_signing(), keys.public())
-    device = TensorrtEpHarness(ortseal.tensorrt_provider(device_keys, {"trt_engine_cache_path": str(tmp_path / "d")}))
+    device = TensorrtEpHarness(harness_provider(device_keys, {"trt_engine_cache_path": str(tmp_path / "d")}))
     shutil.copy(publisher.engine_path(), device.engine_path())
     assert device.load_engine(device.engine_path()) == engine
     with caplog.at_level(logging.ERROR, logger="ortseal.tensorrt"), pytest.raises(EngineLoadError):

@@ -10,7 +10,7 @@ import click
 
 from .._atomic import lock_held, temp_files
 from ..blob import MAX_HEADER_SIZE, parse_header
-from ..cli import fail_cleanly, keys_option, load_keys, main, passphrase_option
+from ..clikit import Passphrase, echo_rows, fail_cleanly, keys_option, load_keys, passphrase_options
 from ..errors import OrtsealError
 from .provider import QUARANTINE
 from .vault import ENGINE_SUFFIX, verify_engine_file
@@ -23,7 +23,7 @@ def _engine_files(directory: str) -> list[Path]:
     return sorted(root.glob(f"*{ENGINE_SUFFIX}")) + sorted((root / QUARANTINE).glob(f"*{ENGINE_SUFFIX}"))
 
 
-@main.group()
+@click.group()
 def cache() -> None:
     """Inspect and check a sealed TensorRT engine cache directory."""
 
@@ -50,9 +50,7 @@ def list_cache(directory: str) -> None:
         state = "partial: being written" if lock_held(tmp) else "partial: writer killed (removed by the next " \
                                                                    "tensorrt_provider on this cache)"
         rows.append((tmp.name, str(tmp.stat().st_size), "-", "-", "-", state))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    echo_rows(rows)
     if len(rows) == 1:
         click.echo(f"(no *{ENGINE_SUFFIX} files)")
 
@@ -60,11 +58,11 @@ def list_cache(directory: str) -> None:
 @cache.command("verify")
 @click.argument("directory", type=click.Path(file_okay=False))
 @keys_option
-@passphrase_option
+@passphrase_options
 @fail_cleanly
-def verify_cache(directory: str, keys_path: str, passphrase_env: str | None) -> None:
+def verify_cache(directory: str, keys_path: str, passphrase: Passphrase) -> None:
     """Fully verify every engine in DIRECTORY; exit 1 naming each bad file."""
-    keys = load_keys(keys_path, passphrase_env)
+    keys = load_keys(keys_path, passphrase)
     bad = 0
     files = [p for p in _engine_files(directory) if p.parent.name != QUARANTINE]
     for path in files:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from ..demo import DemoFailure, say
 from ..keys import KeySet
-from .harness import EngineLoadError, TensorrtEpHarness
-from .provider import tensorrt_provider
+from .harness import EngineLoadError, TensorrtEpHarness, harness_provider
 
 
 def _expect_load_refused(trt: TensorrtEpHarness, path: str, what: str) -> None:
@@ -22,7 +21,7 @@ def _expect_load_refused(trt: TensorrtEpHarness, path: str, what: str) -> None:
 
 def engine_cache_steps(work: Path, keys: KeySet) -> None:
     say("\n== 3. TensorRT engine cache through the shim (called as the TensorRT EP calls it; no GPU needed) ==")
-    name, opts = tensorrt_provider(keys, {"trt_engine_cache_path": str(work / "trt_cache"), "trt_fp16_enable": True})
+    name, opts = harness_provider(keys, {"trt_engine_cache_path": str(work / "trt_cache"), "trt_fp16_enable": True})
     say(f"  providers=[({name!r}, {{... 'trt_engine_decryption_lib_path': "
         f"'{Path(opts['trt_engine_decryption_lib_path']).name}', ...}})]")
     trt = TensorrtEpHarness((name, opts))

@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Mapping
+from typing import Any
+
+from ..keys import KeySet
+from .provider import tensorrt_provider
 
 
 class EngineLoadError(Exception):
     """What the TensorRT EP reports when the library returns 0."""
+
+
+def harness_provider(keys: KeySet, options: Mapping[str, Any] | None = None, **kwargs: Any) -> tuple[str, dict[str, str]]:
+    """``tensorrt_provider(...)`` for the harness: no ORT TensorRT EP is involved, so the check that one can
+    load here (``check_runtime``) is skipped; everything else is the same."""
+    return tensorrt_provider(keys, options, check_runtime=False, **kwargs)
 
 
 class TensorrtEpHarness:

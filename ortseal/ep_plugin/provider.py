@@ -13,11 +13,11 @@ from .._atomic import remove_stale_temps
 from ..blob import check_release
 from ..errors import OrtsealError, UnsafeOptionError
 from ..keys import KeySet
+from .preflight import PROVIDER, tensorrt_preflight
 from .shim import shim_path
 from .vault import ENGINE_SUFFIX, Vault, registry, verify_engine_file
 
 log = logging.getLogger("ortseal.tensorrt")
-PROVIDER = "TensorrtExecutionProvider"
 DEFAULT_CACHE_PATH = "./trt_cache"
 QUARANTINE = "quarantine"
 
@@ -74,7 +74,8 @@ def quarantine_bad_engines(cache_dir: str, vault: Vault) -> list[Path]:
 
 
 def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *, on_tamper: str = "raise",
-                      release: int = 0, min_release: int | None = None) -> tuple[str, dict[str, str]]:
+                      release: int = 0, min_release: int | None = None,
+                      check_runtime: bool = True) -> tuple[str, dict[str, str]]:
     """``("TensorrtExecutionProvider", options)`` with the engine cache sealed by ``keys``.
 
     Pass it in ``providers=[...]`` of any ORT session. Every other option is kept (as strings). The engine
@@ -83,11 +84,18 @@ def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *,
     number); engines older than ``min_release`` (default: ``release``) are refused, so an old engine copied
     over a newer one is not loaded. ``on_tamper="raise"`` fails closed on a bad or old cache file;
     ``on_tamper="rebuild"`` first moves such files to ``quarantine/`` so TensorRT rebuilds them.
+
+    With ``check_runtime`` (default) it first checks that ORT's TensorRT EP can load here and raises
+    :class:`ProviderUnavailableError` naming what is missing, instead of letting ORT fall back to CUDA or
+    CPU with the engine cache unused. ``check_runtime=False`` is for code that drives the shim itself
+    (tests, the demo). ``ortseal.InferenceSession`` also turns ORT's fallback off for such a session.
     """
     if not isinstance(keys, KeySet):
         raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
     if on_tamper not in ("raise", "rebuild"):
         raise ValueError(f"on_tamper must be 'raise' or 'rebuild', got {on_tamper!r}")
+    if check_runtime:
+        tensorrt_preflight()
     min_release = release if min_release is None else min_release
     check_release(release)
     check_release(min_release, "min_release")

@@ -8,17 +8,17 @@ from dataclasses import asdict
 
 import click
 
-from ..cli import fail_cleanly, keys_option, load_keys, main, passphrase_option
+from ..clikit import Passphrase, echo_rows, fail_cleanly, keys_option, load_keys, passphrase_options, quiet
 from .inspect import inspect_model, verify_model
 from .model import load_model
 from .seal import PlainTensor, format_size, plaintext_report, seal_model, summarize_plain
 
 
-@main.command()
+@click.command()
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False), help="Sealed model to write.")
 @keys_option
-@passphrase_option
+@passphrase_options
 @click.option("--min-bytes", default=1024, show_default=True,
               help="Seal constant tensors (initializers and Constant nodes) of at least this many bytes.")
 @click.option("--include", metavar="REGEX", help="Seal only constant tensors whose name matches.")
@@ -30,29 +30,24 @@ from .seal import PlainTensor, format_size, plaintext_report, seal_model, summar
               help="Release number in the signed manifest; devices can refuse older ones (--min-release).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @fail_cleanly
-def seal(src: str, dst: str, keys_path: str, passphrase_env: str | None, min_bytes: int, include: str | None,
+def seal(src: str, dst: str, keys_path: str, passphrase: Passphrase, min_bytes: int, include: str | None,
          exclude: str | None, no_sign: bool, inline: bool, model_name: str | None, release: int,
          overwrite: bool) -> None:
     """Seal the weights of SRC (initializers and Constant nodes) into a new model (payloads in <output>.data)."""
-    keys = load_keys(keys_path, passphrase_env)
+    keys = load_keys(keys_path, passphrase)
     summary = seal_model(src, dst, keys, min_bytes=min_bytes, include=include, exclude=exclude, sign=not no_sign,
-                         external_data=not inline, model_name=model_name, release=release, overwrite=overwrite)
+                         external_data=not inline, model_name=model_name, release=release, overwrite=overwrite,
+                         progress=not quiet())
     data = f" + {summary.data_file}" if summary.data_file else ""
     click.echo(f"sealed {len(summary.sealed)} tensors ({format_size(summary.plaintext_bytes)}) -> {summary.model}{data}")
     click.echo(summarize_plain(summary.left_plain) + ("" if not summary.left_plain else
                                                       f"; list them with: ortseal inspect {summary.model}"))
 
 
-def _echo_rows(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-
-
 def print_plain(left: list[PlainTensor]) -> None:
     """What a model holds in plaintext, a line per tensor, then the summary by reason."""
     if left:
-        _echo_rows([("plaintext", "scope", "from", "size", "why")] + [
+        echo_rows([("plaintext", "scope", "from", "size", "why")] + [
             (p.name, p.scope or "/", p.source, "?" if p.nbytes is None else format_size(p.nbytes),
              f"{p.reason} ({p.detail})" if p.detail else p.reason) for p in left])
     click.echo(summarize_plain(left))
@@ -64,13 +59,13 @@ def print_table(infos: list) -> None:
     rows += [(i.name, i.scope, i.source, i.dtype, "x".join(map(str, i.shape)) or "scalar",
               format_size(i.plaintext_bytes), format_size(i.sealed_bytes), i.key_id, i.signer or "(unsigned)",
               str(i.format_version)) for i in infos]
-    _echo_rows(rows)
+    echo_rows(rows)
     total = sum(i.plaintext_bytes for i in infos)
     click.echo(f"{len(infos)} sealed tensors, {format_size(total)}; model {infos[0].model!r}, release {infos[0].release}, "
                f"manifest signer {infos[0].signer or '(unsigned)'} (not verified: use ortseal verify)")
 
 
-@main.command()
+@click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for tools instead of a table.")
 @fail_cleanly
@@ -89,17 +84,17 @@ def inspect(model: str, as_json: bool) -> None:
         print_plain(left)
 
 
-@main.command()
+@click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @keys_option
-@passphrase_option
+@passphrase_options
 @click.option("--min-release", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Refuse a model whose signed release is older.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (on failure too).")
-def verify(model: str, keys_path: str, passphrase_env: str | None, min_release: int, as_json: bool) -> None:
+def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int, as_json: bool) -> None:
     """Check MODEL as a device opens it: signed manifest, release, graph binding, every sealed blob, and (with
     content keys) decryption and ONNX Runtime opening the graph. Keeps no plaintext. Exit 0 or 1."""
-    keys = load_keys(keys_path, passphrase_env)  # a missing or unreadable keyset is reported as such
+    keys = load_keys(keys_path, passphrase)  # a missing or unreadable keyset is reported as such
     try:
         report = verify_model(model, keys, min_release=min_release)
     except Exception as exc:  # noqa: BLE001 - any failure is a failed verification, reported on one line

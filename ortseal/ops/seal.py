@@ -12,6 +12,7 @@ import mmap
 import os
 import re
 import secrets
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,6 +345,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     selects is an error. A manifest
     naming the model (``model_name``, default the file's stem), its ``release`` (an int you increase with
     each release; devices can refuse older ones) and every blob's digest is signed when ``sign``. With
+    ``progress`` shows a bar on a terminal (never when stderr is redirected). With
     ``external_data`` (default) blobs go to ``<dst>.data`` beside ``dst``; both files are written
     atomically, and existing files are replaced only with ``overwrite``. Nothing is loaded whole that can be
     streamed.
@@ -391,7 +393,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
         raise ValueError("sealed payloads over 2 GiB need external_data=True")
     data_path = dst_path.with_name(dst_path.name + ".data") if external_data else None
     bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"sealing {src_path.name}", leave=False,
-               disable=not progress or total < PROGRESS_MIN_BYTES)
+               disable=not progress or total < PROGRESS_MIN_BYTES or not sys.stderr.isatty())
     with bar, contextlib.ExitStack() as stack:
         inline = io.BytesIO()
         data = stack.enter_context(atomic_writer(data_path, mode=0o644, overwrite=overwrite)) if data_path else inline

@@ -9,10 +9,14 @@ from typing import Any
 
 import onnxruntime as ort
 
-from ..errors import FormatError, KeyNotFoundError, UnsafeOptionError
+from ..ep_plugin.preflight import PROVIDER as TENSORRT
+from ..ep_plugin.shim import shim_path
+from ..errors import FormatError, KeyNotFoundError, OrtsealError, ProviderUnavailableError, UnsafeOptionError
 from ..keys import KeySet
 from .model import is_sealed_model, load_model
 from .opening import open_sealed_model
+
+EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
 
 class InferenceSession(ort.InferenceSession):
@@ -41,6 +45,8 @@ class InferenceSession(ort.InferenceSession):
         if model is not None and is_sealed_model(model):
             if keys is None:
                 raise KeyNotFoundError("this model is sealed: pass keys= (the keyset that opens it)")
+            if base_dir is None:  # bytes: ORT reads their external data from this session option, so do we
+                base_dir = _config_entry(sess_options, EXTERNAL_FOLDER_KEY) or None
             self._ortseal_model, self._ortseal_base_dir = model, base_dir
             self._ortseal_name = Path(path_or_bytes).name if not isinstance(path_or_bytes, bytes) else "model.onnx"
         super().__init__(path_or_bytes, sess_options, providers, provider_options, **kwargs)
@@ -51,23 +57,52 @@ class InferenceSession(ort.InferenceSession):
         return self._ortseal_model is not None
 
     def _create_inference_session(self, providers, provider_options, disabled_optimizers=None) -> None:
+        sealed_cache = _asks_sealed_engine_cache(providers, provider_options)
+        if sealed_cache:
+            # ORT's Python API would print "EP Error ... Falling back" and run on CUDA or CPU, the sealed
+            # engine cache unused: a session that asked for TensorRT through ortseal gets it or fails.
+            self._enable_fallback = False
+        if self._ortseal_model is not None or sealed_cache:
+            self._refuse_plaintext_outputs()
         if self._ortseal_model is None:
-            return super()._create_inference_session(providers, provider_options, disabled_optimizers)
+            super()._create_inference_session(providers, provider_options, disabled_optimizers)
+        else:
+            origin = self._model_path, self._model_bytes
+            with open_sealed_model(self._ortseal_model, self._ortseal_base_dir, self._ortseal_keys,  # type: ignore[arg-type]
+                                   self._ortseal_name, min_release=self._ortseal_min_release) as opened:
+                self._model_path, self._model_bytes = opened.path, opened.model_bytes
+                try:
+                    super()._create_inference_session(providers, provider_options, disabled_optimizers)
+                finally:
+                    # Keep no reference to the opened model: only the sealed source stays.
+                    self._model_path, self._model_bytes = origin
+        if sealed_cache and TENSORRT not in self.get_providers():
+            raise ProviderUnavailableError(f"the session was asked for {TENSORRT} with a sealed engine cache but ONNX "
+                                           f"Runtime gave it {self.get_providers()}")
+
+    def _refuse_plaintext_outputs(self) -> None:
         if self._sess_options is not None and self._sess_options.optimized_model_filepath:
             raise UnsafeOptionError("sess_options.optimized_model_filepath is refused for a sealed model: ORT would "
                                     "write the opened weights to that file in plaintext")
         if _config_entry(self._sess_options, "ep.context_enable") not in (None, "0"):
-            raise UnsafeOptionError("the session option ep.context_enable is refused for a sealed model: the EP-context "
-                                    "model it writes holds the compiled engine or its weights in plaintext")
-        origin = self._model_path, self._model_bytes
-        with open_sealed_model(self._ortseal_model, self._ortseal_base_dir, self._ortseal_keys,  # type: ignore[arg-type]
-                               self._ortseal_name, min_release=self._ortseal_min_release) as opened:
-            self._model_path, self._model_bytes = opened.path, opened.model_bytes
-            try:
-                super()._create_inference_session(providers, provider_options, disabled_optimizers)
-            finally:
-                # Keep no reference to the opened model: only the sealed source stays.
-                self._model_path, self._model_bytes = origin
+            raise UnsafeOptionError("the session option ep.context_enable is refused for a sealed model or engine "
+                                    "cache: the EP-context model it writes holds the compiled engine or its weights "
+                                    "in plaintext")
+
+
+def _asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
+    """True when ``providers`` hold ``ortseal.tensorrt_provider(...)``'s TensorRT entry."""
+    options: list[Any] = []
+    for i, p in enumerate(providers or []):
+        if isinstance(p, (tuple, list)) and len(p) == 2 and p[0] == TENSORRT:
+            options.append(p[1])
+        elif p == TENSORRT and provider_options and i < len(provider_options):
+            options.append(provider_options[i])
+    try:
+        shim = shim_path()
+    except OrtsealError:
+        return False
+    return any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim for o in options)
 
 
 def _config_entry(options: ort.SessionOptions | None, key: str) -> str | None:

@@ -1,0 +1,50 @@
+"""Which ONNX Runtime distribution provides the ``onnxruntime`` module: exactly one must.
+
+``onnxruntime``, ``onnxruntime-gpu``, ``onnxruntime-openvino``, ``onnxruntime-directml``... all install the
+same ``onnxruntime`` package; with two installed, whichever pip wrote last wins file by file, silently (a
+GPU user finds ``get_available_providers()`` back to CPU). ortseal depends on none of them, so the user's
+choice stands, and refuses to import when there is none or more than one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+from collections.abc import Iterable
+
+SKIP_ENV = "ORTSEAL_SKIP_ORT_CHECK"
+INSTALL_HINT = ('pip install "ortseal[cpu]" for the CPU build, or install the ONNX Runtime you deploy on: '
+                "onnxruntime-gpu (CUDA, TensorRT), onnxruntime-openvino, onnxruntime-directml, ...")
+
+
+def ort_distributions(path: Iterable[str] | None = None) -> list[tuple[str, str]]:
+    """``(distribution name, version)`` of every installed distribution that provides the ``onnxruntime``
+    module (on ``sys.path``, or on ``path``)."""
+    found: dict[str, str] = {}
+    dists = importlib.metadata.distributions(path=list(path)) if path is not None else importlib.metadata.distributions()
+    for dist in dists:
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+        if not name.startswith(("onnxruntime", "ort-nightly")):
+            continue
+        top = (dist.read_text("top_level.txt") or "").split()
+        if "onnxruntime" in top or (not top and any(str(f).startswith("onnxruntime/") for f in dist.files or ())):
+            found[name] = dist.version
+    return sorted(found.items())
+
+
+def check_ort_distribution(path: Iterable[str] | None = None) -> None:
+    """Raise ImportError, saying what to run, unless exactly one ONNX Runtime distribution is installed
+    (``$ORTSEAL_SKIP_ORT_CHECK=1`` skips the check)."""
+    if os.environ.get(SKIP_ENV) == "1":
+        return
+    found = ort_distributions(path)
+    if not found:
+        raise ImportError(f"ortseal needs ONNX Runtime and no distribution of it is installed: {INSTALL_HINT}")
+    if len(found) > 1:
+        listed = ", ".join(f"{n} {v}" for n, v in found)
+        names = " ".join(n for n, _ in found)
+        raise ImportError(f"{len(found)} ONNX Runtime distributions are installed ({listed}); they overwrite each "
+                          f"other's onnxruntime module, so the one you meant may not be the one that runs. Keep one: "
+                          f"pip uninstall -y {names} && pip install <the one you deploy on, e.g. onnxruntime-gpu> "
+                          f"(or set {SKIP_ENV}=1 if this is intended)")
