@@ -4,6 +4,7 @@
     pip install -e ".[gpu]"
     python tools/gpu_smoke.py [--workdir DIR]
 
+First the preflight (can ORT's TensorRT EP load here; exit 2 naming what is missing), then:
 Builds a small model, runs it through ONNX Runtime's TensorRT EP with ``ortseal.tensorrt_provider`` twice
 (cold: engine built and sealed; warm: loaded from the sealed cache), checks outputs against the CPU EP,
 checks the cache holds no plaintext engine, then flips a byte and checks the session fails closed.
@@ -45,8 +46,12 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO)
     import onnxruntime as ort
 
-    if "TensorrtExecutionProvider" not in ort.get_available_providers():
-        print("TensorrtExecutionProvider is not available: install the [gpu] extra on a machine with an NVIDIA GPU")
+    from ortseal.ep_plugin.preflight import tensorrt_preflight
+
+    try:
+        print(f"preflight: {tensorrt_preflight()}")
+    except ortseal.ProviderUnavailableError as exc:
+        print(f"preflight FAILED: {exc}")
         return 2
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ortseal-gpu-smoke-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -60,7 +65,8 @@ def main() -> int:
 
     def session():
         provider = ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(cache)})
-        return ort.InferenceSession(str(model), providers=[provider, "CPUExecutionProvider"])
+        # ortseal's session: TensorRT or an error, never ORT's silent fallback to CUDA/CPU
+        return ortseal.InferenceSession(str(model), providers=[provider, "CPUExecutionProvider"])
 
     for label in ("cold (build + seal)", "warm (load sealed)"):
         t = time.perf_counter()

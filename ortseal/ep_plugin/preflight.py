@@ -30,12 +30,14 @@ def tensorrt_preflight() -> str:
     raises :class:`ProviderUnavailableError` naming what is missing and what to install."""
     import onnxruntime as ort
 
-    dists = ", ".join(f"{n} {v}" for n, v in ort_distributions()) or "onnxruntime"
+    found = ort_distributions()
+    dists = ", ".join(f"{n} {v}" for n, v in found) or "onnxruntime"
     available = ort.get_available_providers()
     if PROVIDER not in available:
+        names = " ".join(n for n, _ in found) or "onnxruntime"
         raise ProviderUnavailableError(f"{dists} has no TensorRT execution provider (it offers {', '.join(available)}): "
-                                       f"TensorRT needs onnxruntime-gpu on Linux or Windows with an NVIDIA GPU; "
-                                       f"{TENSORRT_HINT}")
+                                       f"TensorRT needs onnxruntime-gpu and an NVIDIA GPU: pip uninstall -y {names} "
+                                       f"&& pip install \"ortseal[gpu]\"")
     capi = Path(ort.__file__).resolve().parent / "capi"
     library = capi / PROVIDER_LIBRARY
     if not library.is_file():

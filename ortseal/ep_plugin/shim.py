@@ -1,10 +1,9 @@
-"""Finding and loading the compiled shim library (``_ortseal_shim*.so``) with ctypes."""
+"""Finding and loading the compiled shim library (``libortseal_shim.so``) with ctypes."""
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import importlib.machinery
 from pathlib import Path
 
 from ..errors import OrtsealError
@@ -15,15 +14,16 @@ ENCRYPT_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char
 ABI_VERSION = 1
 
 
+SHIM_FILE = "libortseal_shim.so"
+
+
 def shim_path() -> str:
     """Absolute path of the shim library, as ``trt_engine_decryption_lib_path`` wants it."""
-    here = Path(__file__).resolve().parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        candidate = here / f"_ortseal_shim{suffix}"
-        if candidate.is_file():
-            return str(candidate)
-    raise OrtsealError(f"the ortseal shim library is not built in {here}; reinstall with pip install -e . "
-                       "(a C compiler is needed)")
+    candidate = Path(__file__).resolve().parent / SHIM_FILE
+    if candidate.is_file():
+        return str(candidate)
+    raise OrtsealError(f"the ortseal shim library {candidate} is missing; install ortseal from its wheel, or "
+                       "build it with pip install . (needs a C compiler)")
 
 
 @functools.lru_cache(maxsize=1)
