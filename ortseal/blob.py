@@ -210,21 +210,21 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _workers() -> int:
+def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def run_split(count: int, work: Callable[[int, int], None]) -> None:
-    """Run ``work(first, stop)`` over ``range(count)`` split into one contiguous range per core; the
-    first error is raised once every range has stopped."""
+def run_split(count: int, work: Callable[[int, int], None], workers: int | None = None) -> None:
+    """Run ``work(first, stop)`` over ``range(count)`` split into one contiguous range per core (at most
+    ``workers``); the first error is raised once every range has stopped."""
     global _POOL
-    n = min(_workers(), count)
+    n = min(workers or available_cores(), count)
     if n <= 1:
         work(0, count)
         return
     with _POOL_LOCK:
         if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="ortseal")
+            _POOL = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="ortseal")
     bounds = [count * k // n for k in range(n + 1)]
     futures = [_POOL.submit(work, bounds[k], bounds[k + 1]) for k in range(1, n)]
     errors = []
@@ -332,7 +332,7 @@ class BlobWriter:
 
     def __init__(self, out: BinaryIO, keys: KeySet, *, segment_size: int = DEFAULT_SEGMENT_SIZE) -> None:
         self._out, self._keys, self._segment_size = out, keys, segment_size
-        self._batch = segment_size * 4 * _workers()
+        self._batch = segment_size * 4 * available_cores()
         self._buffers = [bytearray(0), bytearray(0)]
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ortseal-write")
 
@@ -469,7 +469,7 @@ class Opener:
         return digest
 
     def _each_segment(self, sink: Callable[[int, memoryview], None], *, decrypt: bool,
-                      scratch_for: Callable[[int], memoryview] | None = None) -> None:
+                      scratch_for: Callable[[int], memoryview] | None = None, workers: int | None = None) -> None:
         """For each segment ``i``, on all cores: read it, record its digest when a commitment is checked,
         decrypt it (into ``scratch_for(i)`` or a per-thread scratch buffer) when ``decrypt``, and call
         ``sink(i, plaintext or stored bytes)``. Stops early once any segment fails; raises TamperedError."""
@@ -504,7 +504,7 @@ class Opener:
                     scratch[:] = bytes(len(scratch))
 
         try:
-            run_split(h.segment_count, work)
+            run_split(h.segment_count, work, workers)
         except InvalidTag:
             raise TamperedError("sealed blob failed authentication: wrong key, or the data was altered") from None
         if digests is not None and not hmac.compare_digest(_content_digest(h, digests), self.expected_digest):
@@ -531,9 +531,10 @@ class Opener:
         """Authenticate every segment (and the commitment) without keeping any plaintext."""
         self._each_segment(lambda i, plain: None, decrypt=True)
 
-    def decrypt_to_file(self, fd: int, offset: int) -> None:
+    def decrypt_to_file(self, fd: int, offset: int, *, workers: int | None = None) -> None:
         """Decrypt into file ``fd`` at ``offset`` with ``pwrite`` (for a RAM-backed file: no mapping, no
-        page pre-zeroing). On failure the region holds partial plaintext: the caller removes the file."""
+        page pre-zeroing), on at most ``workers`` threads (default: all cores). On failure the region holds
+        partial plaintext: the caller removes the file."""
         seg = self.header.segment_size
 
         def write(i: int, plain: memoryview) -> None:
@@ -541,7 +542,7 @@ class Opener:
             while done < len(plain):
                 done += os.pwrite(fd, plain[done:], at + done)
 
-        self._each_segment(write, decrypt=True)
+        self._each_segment(write, decrypt=True, workers=workers)
 
 
 def _put_digest(digests: bytearray, index: int, stored: memoryview) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -556,3 +558,28 @@ def test_shape_like_inputs_sealed_still_open(tmp_path, keys, monkeypatch, route)
     out = run_sealed(tmp_path / "s.onnx", feeds, keys)
     assert out[0].shape == (4, 32)
     assert_identical(out, run_plain(tmp_path / "m.onnx", feeds))
+
+
+def test_thousands_of_sealed_tensors_open_within_a_small_descriptor_limit(tmp_path, keys):
+    """Every blob of a data file is read through one descriptor: 1500 sealed tensors open under a limit
+    of 256 open files."""
+    n = 1500
+    rng = np.random.default_rng(8)
+    inits = [onnx.numpy_helper.from_array(rng.standard_normal(256).astype(np.float32), f"b{i}") for i in range(n)]
+    nodes = [helper.make_node("Add", ["x" if i == 0 else f"h{i}", f"b{i}"], [f"h{i + 1}"]) for i in range(n)]
+    graph = helper.make_graph(nodes, "many", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [256])],
+                              [helper.make_tensor_value_info(f"h{n}", TensorProto.FLOAT, [256])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10),
+              str(tmp_path / "many.onnx"))
+    assert len(ortseal.seal_model(tmp_path / "many.onnx", tmp_path / "s.onnx", keys).sealed) == n
+    keys.save(tmp_path / "k.json")
+    script = ("import resource, sys, numpy as np, onnxruntime as ort, ortseal\n"
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))\n"
+              "keys = ortseal.KeySet.load(sys.argv[1])\n"
+              "x = np.ones(256, np.float32)\n"
+              "got = ortseal.InferenceSession(sys.argv[2], providers=['CPUExecutionProvider'], keys=keys).run(None, {'x': x})\n"
+              "want = ort.InferenceSession(sys.argv[3], providers=['CPUExecutionProvider']).run(None, {'x': x})\n"
+              "assert got[0].tobytes() == want[0].tobytes()\n")
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path / "k.json"), str(tmp_path / "s.onnx"),
+                        str(tmp_path / "many.onnx")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -16,7 +16,7 @@ from ..blob import Opener, read_header
 from ..errors import FormatError, TamperedError
 from ..keys import KeySet
 from .manifest import Manifest, verify_manifest
-from .model import SealedTensor, blob_source, find_sealed, graph_digest, tensor_context
+from .model import DataFiles, SealedTensor, blob_source, find_sealed, graph_digest, tensor_context
 
 
 @dataclass
@@ -54,12 +54,14 @@ def check_model(model: ModelProto, base_dir: str | None, keys: KeySet, *, min_re
 
 
 @contextlib.contextmanager
-def open_tensor(checked: CheckedModel, st: SealedTensor, keys: KeySet, *, need_key: bool = True) -> Iterator[Opener]:
+def open_tensor(checked: CheckedModel, st: SealedTensor, keys: KeySet, *, need_key: bool = True,
+                files: DataFiles | None = None) -> Iterator[Opener]:
     """An :class:`Opener` for one sealed tensor, after its header matches the manifest (key id, size);
     decryption then re-computes the blob's digest against the signed one. ``need_key=False`` (public
-    keys only) gives an opener that can check the stored bytes but not decrypt."""
+    keys only) gives an opener that can check the stored bytes but not decrypt; ``files`` shares data-file
+    descriptors between tensors."""
     entry = checked.manifest.tensors[st.identity]
-    with blob_source(st, checked.base_dir) as source:
+    with blob_source(st, checked.base_dir, files) as source:
         header = read_header(source, kind="model")
         if header.key_id != entry.key_id:
             raise TamperedError(f"sealed tensor {st.name!r} names key {header.key_id!r}, its manifest {entry.key_id!r}")

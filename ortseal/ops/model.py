@@ -217,18 +217,34 @@ def set_external(tensor: TensorProto, location: str, offset: int, length: int) -
     tensor.data_location = TensorProto.EXTERNAL
 
 
+class DataFiles(contextlib.AbstractContextManager):
+    """Each external data file opened once, however many blobs it holds (a model can seal thousands of
+    tensors into one file: one descriptor per blob would run out of descriptors)."""
+
+    def __init__(self) -> None:
+        self._fds: dict[Path, int] = {}
+
+    def fd(self, path: Path) -> int:
+        if path not in self._fds:
+            self._fds[path] = os.open(path, os.O_RDONLY)
+        return self._fds[path]
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+
 @contextlib.contextmanager
-def blob_source(st: SealedTensor, base_dir: str | None) -> Iterator[BlobSource]:
-    """The bytes of ``st``'s blob: inline, or read from its external file with ``pread`` (never mapped)."""
+def blob_source(st: SealedTensor, base_dir: str | None, files: DataFiles | None = None) -> Iterator[BlobSource]:
+    """The bytes of ``st``'s blob: inline, or read from its external file with ``pread`` (never mapped),
+    through ``files`` when given (else a descriptor of its own)."""
     if not is_external(st.blob):
         yield BlobSource(st.blob.raw_data)
         return
     path, offset, length = external_location(st.blob, base_dir)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        yield BlobSource(fd=fd, offset=offset, length=length)
-    finally:
-        os.close(fd)
+    with contextlib.ExitStack() as own:
+        yield BlobSource(fd=(files or own.enter_context(DataFiles())).fd(path), offset=offset, length=length)
 
 
 def read_blob_header(st: SealedTensor, base_dir: str | None) -> tuple[Header, int]:

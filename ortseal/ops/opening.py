@@ -1,9 +1,10 @@
 """Opening a sealed model for ORT: verify everything, then hand ORT plain constant initializers.
 
 Route (``docs/sealed-models.md``, "Opening"): the sealed blobs are read with ``pread`` and decrypted
-straight into one 0600 file inside a private 0700 folder on a RAM-backed file system (``/dev/shm``), next
-to a copy of the graph whose initializers point at it as external data. ORT maps that file in place, and
-the folder is removed as soon as the session exists. Where no RAM-backed folder has room, the tensors are
+straight into one 0600 file per tensor, several at once, inside a private 0700 folder on a RAM-backed file
+system (``/dev/shm``), next to a copy of the graph whose tensors point at them as external data. ORT
+copies them into its own memory, and the folder is removed (its RAM freed, a file per core) as soon as the
+session exists. Where no RAM-backed folder has room, the tensors are
 decrypted into memory and given to ORT inline (models under 2 GiB; more peak memory). Plaintext never
 reaches a persistent disk.
 """
@@ -17,22 +18,26 @@ import logging
 import os
 import shutil
 import tempfile
+import functools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from onnx import GraphProto, ModelProto, TensorProto, helper
 
 from .._atomic import lock_held
-from ..blob import Opener
+from ..blob import Opener, available_cores
 from ..errors import OrtsealError, UnsafeOptionError
 from ..keys import KeySet
 from .binding import check_model, open_tensor
 from .model import (
     LIKE_PREFIX,
+    DataFiles,
     SealedTensor,
     body,
     constant_value,
@@ -51,11 +56,13 @@ log = logging.getLogger("ortseal")
 RUNTIME_DIR_ENV = "ORTSEAL_RUNTIME_DIR"
 RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 ALIGNMENT = 4096
-WEIGHTS_FILE = "weights.bin"
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
 INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through the RAM file
 FOLDER_PREFIX = "ortseal-open-"
 NEW_PREFIX = ".ortseal-open-new-"
+T = TypeVar("T")
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 @dataclass
@@ -138,33 +145,48 @@ def remove_stale_folders(runtime_dir: str) -> list[str]:
 
 
 def _remove_folder(folder: str) -> None:
-    """Remove the private folder now; give its RAM back in the background.
+    """Remove the private folder and give its RAM back now, a file per core.
 
-    Unlinking a large tmpfs file frees its pages synchronously (~0.15 s per GiB here). Holding one
-    descriptor across the unlink makes the names disappear at once, and closing it on a helper thread
-    frees the pages off the session-start path.
+    Unlinking a tmpfs file frees its pages (~0.15 s per GiB on one core). Done here, in parallel, rather
+    than on a helper thread after the session exists: pages released behind the first ``run()`` calls
+    slowed them down.
     """
-    weights = os.path.join(folder, WEIGHTS_FILE)
     try:
-        fd = os.open(weights, os.O_RDONLY)
+        names = os.listdir(folder)
     except OSError:
-        fd = -1
+        names = []
+
+    def unlink(name: str) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder, name))
+
+    _parallel(unlink, names)
     shutil.rmtree(folder, ignore_errors=True)
-    if fd >= 0:
-        threading.Thread(target=os.close, args=(fd,), name="ortseal-release", daemon=True).start()
+
+
+def _parallel(fn: Callable[[T], None], items: Sequence[T]) -> None:
+    """``fn(item)`` for every item on the opening pool (one thread per core, started once per process);
+    the first error is raised after every item has finished."""
+    global _POOL
+    if len(items) <= 1 or available_cores() <= 1:
+        for item in items:
+            fn(item)
+        return
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="ortseal-open")
+    errors = []
+    for future in [_POOL.submit(fn, item) for item in items]:
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, once nothing is still writing
+            errors.append(exc)
+    if errors:
+        raise errors[0]
 
 
 def _plain_externals(model: ModelProto) -> list[TensorProto]:
     return [t for _, g in iter_graphs(model.graph) for t in g.initializer if is_external(t)]
-
-
-def _layout(sizes: list[int]) -> tuple[list[int], int]:
-    offsets, end = [], 0
-    for n in sizes:
-        end += -end % ALIGNMENT
-        offsets.append(end)
-        end += n
-    return offsets, end
 
 
 def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
@@ -234,7 +256,8 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
     checked = check_model(model, base_dir, keys, min_release=min_release)
     sealed = checked.sealed
     with contextlib.ExitStack() as blobs:
-        openers = [blobs.enter_context(open_tensor(checked, st, keys)) for st in sealed]
+        files = blobs.enter_context(DataFiles())
+        openers = [blobs.enter_context(open_tensor(checked, st, keys, files=files)) for st in sealed]
         plain = _plain_graph(model, sealed)
         targets, externals = _targets(plain, sealed)
         # Small tensors go inline: ORT reads shape-like inputs (Reshape shapes, axes, pads) while it resolves
@@ -249,13 +272,16 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
         targets = [t for t in targets if not t.HasField("raw_data")]
         externals = [t for t in externals if is_external(t)]
         sizes = [op.header.plaintext_length for op in openers] + [external_location(t, base_dir)[2] for t in externals]
-        offsets, total = _layout(sizes)
+        writers = [functools.partial(_decrypt_to, op) for op in openers] + \
+                  [functools.partial(_copy_to, t, base_dir) for t in externals]
+        total = sum(sizes)
         for runtime_dir in _runtime_dirs():
             remove_stale_folders(runtime_dir)
             with _private_folder(runtime_dir) as folder:
-                if _fill_weights_file(folder, total, openers, externals, offsets, base_dir):
-                    for t, offset, size in zip(targets + externals, offsets, sizes):
-                        set_external(t, WEIGHTS_FILE, offset, size)
+                names = [f"t{i}.bin" for i in range(len(sizes))]
+                if _fill_tensor_files(folder, list(zip(names, sizes, writers))):
+                    for t, file_name, size in zip(targets + externals, names, sizes):
+                        set_external(t, file_name, 0, size)
                     model_path = os.path.join(folder, name)
                     fd = os.open(model_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     with os.fdopen(fd, "wb") as fh:
@@ -284,23 +310,42 @@ def _decrypt_inline(target: TensorProto, opener: Opener) -> None:
     target.raw_data = buf.tobytes()
 
 
-def _fill_weights_file(folder: str, total: int, openers: list[Opener], externals: list[TensorProto],
-                       offsets: list[int], base_dir: str | None) -> bool:
-    """Decrypt every tensor into ``folder/weights.bin`` (0600); False if the folder lacks room."""
+def _decrypt_to(opener: Opener, fd: int, workers: int) -> None:
+    opener.decrypt_to_file(fd, 0, workers=workers)
+
+
+def _copy_to(tensor: TensorProto, base_dir: str | None, fd: int, workers: int) -> None:
+    offset = 0
+    for chunk in iter_external(tensor, base_dir):
+        offset += os.pwrite(fd, chunk, offset)
+
+
+def _fill_tensor_files(folder: str, jobs: list[tuple[str, int, Callable[[int, int], None]]]) -> bool:
+    """Write each tensor into its own 0600 file in ``folder``, several files at once; False if the folder
+    lacks room.
+
+    One file per tensor because writes into one tmpfs file are serialized by its inode lock, so page
+    allocation (the real cost of filling RAM) would run on one core; separate files fill in parallel.
+    The largest go first; a tensor gets several decryption threads only when there are fewer files than
+    cores.
+    """
     stat = os.statvfs(folder)
-    if stat.f_bavail * stat.f_frsize < total + (1 << 20):
+    if stat.f_bavail * stat.f_frsize < sum(size for _, size, _ in jobs) + (1 << 20):
         return False
-    fd = os.open(os.path.join(folder, WEIGHTS_FILE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    inner = max(1, available_cores() // max(1, len(jobs)))
+
+    def fill(job: tuple[str, int, Callable[[int, int], None]]) -> None:
+        file_name, _, write = job
+        fd = os.open(os.path.join(folder, file_name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            write(fd, inner)
+        finally:
+            os.close(fd)
+
     try:
-        for op, offset in zip(openers, offsets):
-            op.decrypt_to_file(fd, offset)
-        for t, offset in zip(externals, offsets[len(openers):]):
-            for chunk in iter_external(t, base_dir):
-                offset += os.pwrite(fd, chunk, offset)
+        _parallel(fill, sorted(jobs, key=lambda job: -job[1]))
         return True
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
             return False  # the folder filled up meanwhile: the caller removes it and tries elsewhere
         raise
-    finally:
-        os.close(fd)
