@@ -395,7 +395,7 @@ class BlobSource:
             return self._view[offset:offset + n]
         buf = getattr(self._local, "buf", None)
         if buf is None or len(buf) < n:
-            buf = self._local.buf = bytearray(max(n, DEFAULT_SEGMENT_SIZE + TAG_SIZE))
+            buf = self._local.buf = bytearray(max(n, min(self.size, DEFAULT_SEGMENT_SIZE + TAG_SIZE)))
         view = memoryview(buf)[:n]
         got = os.preadv(self._fd, [view], self._base + offset)  # type: ignore[arg-type]
         if got != n:

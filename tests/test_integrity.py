@@ -350,3 +350,21 @@ def test_unregister_is_not_starved_by_constant_decrypt_calls(tmp_path):
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert float(r.stdout) < 1.0  # waits for the calls in flight (2 ms each), not for the stream to pause
+
+
+@pytest.mark.parametrize("location", ["../outside.data", "/etc/passwd", "sub/../../outside.data"])
+def test_external_data_outside_the_model_folder_is_refused(tmp_path, keys, location):
+    """A sealed model pointing its blobs outside its folder (to read or probe other files) is refused."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    transformer_like(folder / "m.onnx", d=32, vocab=64)
+    ortseal.seal_model(folder / "m.onnx", folder / "s.onnx", keys, min_bytes=256)
+    shutil.copy(folder / "s.onnx.data", tmp_path / "outside.data")
+    model = onnx.load(str(folder / "s.onnx"), load_external_data=False)
+    blob = next(t for t in model.graph.initializer if t.name.endswith(SEALED_SUFFIX))
+    next(e for e in blob.external_data if e.key == "location").value = location
+    onnx.save(model, str(folder / "moved.onnx"))
+    with pytest.raises(ortseal.FormatError, match="outside the model folder"):
+        ortseal.InferenceSession(str(folder / "moved.onnx"), providers=["CPUExecutionProvider"], keys=keys)
+    with pytest.raises(ortseal.FormatError, match="outside the model folder"):
+        ortseal.verify_model(folder / "moved.onnx", keys.public())

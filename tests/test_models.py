@@ -165,10 +165,17 @@ def test_session_api_keeps_working(tiny):
     assert not shm_leftovers()
 
 
-def test_memory_route_gives_the_same_outputs(tiny, monkeypatch):
+@pytest.mark.parametrize("route", ["ram-files", "memory"])
+def test_both_routes_give_the_same_outputs(tiny, monkeypatch, route):
+    """The tiny model opens in memory (under SMALL_MODEL_BYTES); forced through one RAM file per tensor it
+    must give the same outputs and leave nothing behind."""
     d, keys, _, _, feeds = tiny
-    monkeypatch.setenv("ORTSEAL_RUNTIME_DIR", "none")
+    if route == "memory":
+        monkeypatch.setenv("ORTSEAL_RUNTIME_DIR", "none")
+    else:
+        monkeypatch.setattr("ortseal.ops.opening.SMALL_MODEL_BYTES", 0)
     assert_identical(run_sealed(d / "sealed" / "model.onnx", feeds, keys), run_plain(d / "model.onnx", feeds))
+    assert not shm_leftovers()
 
 
 def test_runtime_dir_on_disk_is_refused(tiny, monkeypatch, tmp_path):

@@ -182,13 +182,13 @@ def external_location(tensor: TensorProto, base_dir: str | os.PathLike[str] | No
         raise FormatError(f"tensor {tensor.name!r} is stored in an external file; open the model from its path")
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get("location", "")
-    base = Path(base_dir).resolve()
-    path = (base / location).resolve()
-    if not location or os.path.isabs(location) or base not in path.parents:
+    base = os.path.realpath(base_dir)
+    path = os.path.realpath(os.path.join(base, location))
+    if not location or os.path.isabs(location) or not path.startswith(base.rstrip("/") + "/"):
         raise FormatError(f"tensor {tensor.name!r} has an external-data location outside the model folder: {location!r}")
     offset = int(info.get("offset", 0))
-    length = int(info["length"]) if "length" in info else path.stat().st_size - offset
-    return path, offset, length
+    length = int(info["length"]) if "length" in info else os.stat(path).st_size - offset
+    return Path(path), offset, length
 
 
 def iter_external(tensor: TensorProto, base_dir: str | None, chunk: int = 1 << 22) -> Iterator[bytes]:

@@ -4,8 +4,9 @@ Route (``docs/sealed-models.md``, "Opening"): the sealed blobs are read with ``p
 straight into one 0600 file per tensor, several at once, inside a private 0700 folder on a RAM-backed file
 system (``/dev/shm``), next to a copy of the graph whose tensors point at them as external data. ORT
 copies them into its own memory, and the folder is removed (its RAM freed, a file per core) as soon as the
-session exists. Where no RAM-backed folder has room, the tensors are
-decrypted into memory and given to ORT inline (models under 2 GiB; more peak memory). Plaintext never
+session exists. Models with under 16 MiB of weights, and any model where no RAM-backed folder has room,
+are decrypted into memory and given to ORT inline as bytes (models under 2 GiB; for large ones, more
+peak memory). Plaintext never
 reaches a persistent disk.
 """
 
@@ -57,7 +58,8 @@ RUNTIME_DIR_ENV = "ORTSEAL_RUNTIME_DIR"
 RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 ALIGNMENT = 4096
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
-INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through the RAM file
+INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through a RAM file
+SMALL_MODEL_BYTES = 16 << 20  # models whose weights to open are smaller go to ORT as bytes, in memory
 FOLDER_PREFIX = "ortseal-open-"
 NEW_PREFIX = ".ortseal-open-new-"
 T = TypeVar("T")
@@ -275,7 +277,12 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
         writers = [functools.partial(_decrypt_to, op) for op in openers] + \
                   [functools.partial(_copy_to, t, base_dir) for t in externals]
         total = sum(sizes)
-        for runtime_dir in _runtime_dirs():
+        # Small models skip the RAM folder: making, locking, filling and removing it costs more than
+        # handing ORT the bytes.
+        small = total < SMALL_MODEL_BYTES
+        # $ORTSEAL_RUNTIME_DIR is checked even when unused: a misconfiguration is reported at once
+        runtime_dirs = _runtime_dirs() if not small or os.environ.get(RUNTIME_DIR_ENV) else []
+        for runtime_dir in runtime_dirs if not small else []:
             remove_stale_folders(runtime_dir)
             with _private_folder(runtime_dir) as folder:
                 names = [f"t{i}.bin" for i in range(len(sizes))]
@@ -289,7 +296,7 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
                     log.debug("ortseal: opened %d sealed tensors into %s", len(sealed), folder)
                     yield Opened(model_path, None)
                     return
-        if os.environ.get(RUNTIME_DIR_ENV) != "none":  # chosen on purpose: nothing to warn about
+        if not small and os.environ.get(RUNTIME_DIR_ENV) != "none":  # else nothing to warn about
             log.warning("ortseal: no RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; opening "
                         "in memory instead (higher peak memory)", RUNTIME_DIR_ENV, total >> 20)
         if total > INLINE_LIMIT:
