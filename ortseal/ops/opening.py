@@ -56,7 +56,6 @@ from .schema import DOMAIN
 log = logging.getLogger("ortseal")
 RUNTIME_DIR_ENV = "ORTSEAL_RUNTIME_DIR"
 RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
-ALIGNMENT = 4096
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
 INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through a RAM file
 SMALL_MODEL_BYTES = 16 << 20  # models whose weights to open are smaller go to ORT as bytes, in memory
@@ -278,11 +277,10 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
                   [functools.partial(_copy_to, t, base_dir) for t in externals]
         total = sum(sizes)
         # Small models skip the RAM folder: making, locking, filling and removing it costs more than
-        # handing ORT the bytes.
+        # handing ORT the bytes. $ORTSEAL_RUNTIME_DIR is still checked: a misconfiguration shows at once.
         small = total < SMALL_MODEL_BYTES
-        # $ORTSEAL_RUNTIME_DIR is checked even when unused: a misconfiguration is reported at once
         runtime_dirs = _runtime_dirs() if not small or os.environ.get(RUNTIME_DIR_ENV) else []
-        for runtime_dir in runtime_dirs if not small else []:
+        for runtime_dir in [] if small else runtime_dirs:
             remove_stale_folders(runtime_dir)
             with _private_folder(runtime_dir) as folder:
                 names = [f"t{i}.bin" for i in range(len(sizes))]

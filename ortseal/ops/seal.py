@@ -154,16 +154,22 @@ def _is_constant(node: NodeProto) -> bool:
     return node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1
 
 
+def _ortseal_own(name: str) -> bool:
+    """A sealed blob or a ``like`` tensor: ortseal's own, never a candidate."""
+    return name.endswith(SEALED_SUFFIX) or name.startswith(LIKE_PREFIX)
+
+
 def _candidates(model: ModelProto) -> Iterator[_Candidate]:
-    """Every constant tensor of every graph, subgraph and local function."""
+    """Every constant tensor of every graph, subgraph and local function (ortseal's own left out)."""
     for scope, b in iter_bodies(model):
         if isinstance(b, GraphProto):
             for t in b.initializer:
-                yield _Candidate(scope, t.name, t, False, helper.tensor_dtype_to_string(t.data_type).split(".")[-1])
+                if not _ortseal_own(t.name):
+                    yield _Candidate(scope, t.name, t, False, helper.tensor_dtype_to_string(t.data_type).split(".")[-1])
             for sp in b.sparse_initializer:
                 yield _Candidate(scope, sp.values.name, None, False, "sparse tensor")
         for n in b.node:
-            if _is_constant(n):
+            if _is_constant(n) and not _ortseal_own(n.output[0]):
                 t, kind = _constant_tensor(n)
                 if t is not None:
                     t = _copy(t)  # the node itself is replaced when sealed
@@ -180,13 +186,10 @@ def _copy(t: TensorProto) -> TensorProto:
 
 def _select(model: ModelProto, min_bytes: int, include: str | None,
             exclude: str | None) -> tuple[list[_Candidate], list[PlainTensor]]:
-    """The constant tensors to seal, and those left plaintext with the reason (ortseal's own blobs and
-    ``like`` tensors are neither)."""
+    """The constant tensors to seal, and those left plaintext with the reason."""
     inc, exc = _regex("include", include), _regex("exclude", exclude)
     chosen, plain = [], []
     for c in _candidates(model):
-        if c.name.endswith(SEALED_SUFFIX) or c.name.startswith(LIKE_PREFIX):
-            continue
         source = "Constant" if c.constant else "initializer"
         nbytes = c.nbytes
         if (inc and not inc.search(c.name)) or (exc and exc.search(c.name)):
@@ -257,7 +260,7 @@ def _rewrite_nodes(model: ModelProto, scope: str, items: list[_Candidate], lengt
     nodes = [unseal(c) for c in items if not c.constant]
     constants = {c.name: c for c in items if c.constant}
     if isinstance(b, FunctionProto):  # no initializers in a function: its ``like`` inputs are Constants too
-        for dtype in sorted({c.tensor.data_type for c in constants.values()} - {None}):  # type: ignore[union-attr]
+        for dtype in sorted({c.tensor.data_type for c in constants.values() if c.tensor is not None}):
             if _like_name(dtype) not in taken:
                 nodes.append(helper.make_node("Constant", [], [_like_name(dtype)], name=_like_name(dtype),
                                               value=TensorProto(name=_like_name(dtype), data_type=dtype, dims=[0])))
