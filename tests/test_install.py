@@ -153,3 +153,30 @@ def test_cli_modules_import_on_their_own(module):
     """No import circle: each command module imports first without the others."""
     r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_protected_keyset_asks_for_its_passphrase_on_a_terminal(tmp_path):
+    import pty
+
+    secret = tmp_path / "pass.txt"
+    secret.write_text("typed at the prompt\n")
+    keys = tmp_path / "k.json"
+    assert cli("keygen", "-o", str(keys), "--passphrase-file", str(secret)).returncode == 0
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: ortseal on a terminal
+        os.execv(sys.executable, [sys.executable, "-m", "ortseal", "pubkey", str(keys), "-o", str(tmp_path / "p.json")])
+    out, answered = b"", False
+    while True:
+        try:
+            data = os.read(fd, 1024)
+        except OSError:  # the terminal closed: the child is done
+            break
+        if not data:
+            break
+        out += data
+        if b"passphrase for" in out and not answered:
+            os.write(fd, b"typed at the prompt\n")
+            answered = True
+    _, status = os.waitpid(pid, 0)
+    assert answered and os.waitstatus_to_exitcode(status) == 0, out
+    assert (tmp_path / "p.json").exists() and b"typed at the prompt" not in out  # hidden input
