@@ -81,7 +81,9 @@ class InferenceSession(ort.InferenceSession):
                                            f"Runtime gave it {self.get_providers()}")
 
     def _refuse_plaintext_outputs(self) -> None:
-        if self._sess_options is not None and self._sess_options.optimized_model_filepath:
+        """Options that would write opened weights (sealed model) or a compiled engine (either) in plain."""
+        if self._ortseal_model is not None and self._sess_options is not None and \
+                self._sess_options.optimized_model_filepath:
             raise UnsafeOptionError("sess_options.optimized_model_filepath is refused for a sealed model: ORT would "
                                     "write the opened weights to that file in plaintext")
         if _config_entry(self._sess_options, "ep.context_enable") not in (None, "0"):
