@@ -440,14 +440,17 @@ class Opener:
     def verify_stored(self) -> None:
         """Check the stored bytes against the commitment (signed digest) by hashing alone: no content key
         is used and nothing is decrypted. Raises TamperedError; a blob with no commitment fails too."""
-        h = self.header
         if self.expected_digest is None:
             raise TamperedError("nothing commits to this blob's content (unsigned): it can only be checked by "
                                 "decrypting it with the content key")
-        digests = bytearray(h.segment_count * DIGEST_SIZE)
-        self._each_segment(lambda i, stored: _put_digest(digests, i, stored), decrypt=False)
-        if not hmac.compare_digest(_content_digest(h, digests), self.expected_digest):
+        if not hmac.compare_digest(self._stored_digest(), self.expected_digest):
             raise TamperedError("the stored bytes differ from those that were signed: the file was altered")
+
+    def _stored_digest(self) -> bytes:
+        """The content digest of the stored bytes (one hash pass on all cores, nothing decrypted)."""
+        digests = bytearray(self.header.segment_count * DIGEST_SIZE)
+        self._each_segment(lambda i, stored: _put_digest(digests, i, stored), decrypt=False)
+        return _content_digest(self.header, digests)
 
     def _verify_signature(self, keys: KeySet, purpose: str, kind: str) -> bytes:
         h = self.header
@@ -458,9 +461,7 @@ class Opener:
         if public is None:
             raise TamperedError(f"sealed {kind} is signed by {h.signer_id!r}, which this keyset does not trust "
                                 f"for {purpose!r}")
-        digests = bytearray(h.segment_count * DIGEST_SIZE)
-        self._each_segment(lambda i, stored: _put_digest(digests, i, stored), decrypt=False)
-        digest = _content_digest(h, digests)
+        digest = self._stored_digest()
         signature = bytes(self._source.read(h.body_length, SIGNATURE_SIZE))
         try:
             public.verify(signature, _signature_input(digest))

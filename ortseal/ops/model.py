@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +37,12 @@ def iter_graphs(graph: GraphProto, scope: str = "") -> Iterator[tuple[str, Graph
     unnamed, which stays stable when nodes are inserted) and ``.attribute``.
     """
     yield scope, graph
-    for node in graph.node:
+    yield from _subgraphs(graph.node, scope)
+
+
+def _subgraphs(nodes: Iterable[NodeProto], scope: str) -> Iterator[tuple[str, GraphProto]]:
+    """Every subgraph owned by ``nodes`` (and theirs), scoped as :func:`iter_graphs` says."""
+    for node in nodes:
         owner = node.name or (node.output[0] if node.output else node.op_type)
         for attr in node.attribute:
             if attr.type == AttributeProto.GRAPH:
@@ -57,14 +62,7 @@ def iter_bodies(model: ModelProto) -> Iterator[tuple[str, Body]]:
     for fn in model.functions:
         scope = f"fn:{fn.domain}:{fn.name}" + (f":{fn.overload}" if fn.overload else "")
         yield scope, fn
-        for node in fn.node:
-            owner = node.name or (node.output[0] if node.output else node.op_type)
-            for attr in node.attribute:
-                if attr.type == AttributeProto.GRAPH:
-                    yield from iter_graphs(attr.g, f"{scope}/{owner}.{attr.name}")
-                elif attr.type == AttributeProto.GRAPHS:
-                    for j, sub in enumerate(attr.graphs):
-                        yield from iter_graphs(sub, f"{scope}/{owner}.{attr.name}[{j}]")
+        yield from _subgraphs(fn.node, scope)
 
 
 def body(model: ModelProto, scope: str) -> Body:

@@ -171,8 +171,6 @@ def _candidates(model: ModelProto) -> Iterator[_Candidate]:
         for n in b.node:
             if _is_constant(n) and not _ortseal_own(n.output[0]):
                 t, kind = _constant_tensor(n)
-                if t is not None:
-                    t = _copy(t)  # the node itself is replaced when sealed
                 if t is not None and _nbytes(t) is None:
                     kind = helper.tensor_dtype_to_string(t.data_type).split(".")[-1]
                 yield _Candidate(scope, n.output[0], t, True, kind)
@@ -202,6 +200,8 @@ def _select(model: ModelProto, min_bytes: int, include: str | None,
         elif nbytes < min_bytes:
             plain.append(PlainTensor(c.name, c.scope, source, nbytes, REASON_SMALL))
         else:
+            if c.constant and c.tensor is not None:
+                c.tensor = _copy(c.tensor)  # its node is replaced when sealed: keep the value
             chosen.append(c)
     return chosen, plain
 
