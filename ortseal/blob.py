@@ -470,15 +470,18 @@ class Opener:
         return digest
 
     def _each_segment(self, sink: Callable[[int, memoryview], None], *, decrypt: bool,
-                      scratch_for: Callable[[int], memoryview] | None = None, workers: int | None = None) -> None:
-        """For each segment ``i``, on all cores: read it, record its digest when a commitment is checked,
-        decrypt it (into ``scratch_for(i)`` or a per-thread scratch buffer) when ``decrypt``, and call
-        ``sink(i, plaintext or stored bytes)``. Stops early once any segment fails; raises TamperedError."""
+                      scratch_for: Callable[[int], memoryview] | None = None, workers: int | None = None,
+                      check: bool = True) -> None:
+        """For each segment ``i``, on all cores: read it, record its digest when a commitment is checked
+        (and ``check``), decrypt it (into ``scratch_for(i)`` or a per-thread scratch buffer) when ``decrypt``,
+        and call ``sink(i, plaintext or stored bytes)``. Stops early once any segment fails; raises
+        TamperedError."""
         h = self.header
         aead = self._aead
         if decrypt and aead is None:
             raise KeyNotFoundError("this blob was opened for checking only (need_key=False): it cannot be decrypted")
-        digests = bytearray(h.segment_count * DIGEST_SIZE) if decrypt and self.expected_digest is not None else None
+        checked = decrypt and check and self.expected_digest is not None
+        digests = bytearray(h.segment_count * DIGEST_SIZE) if checked else None
         failed = threading.Event()
 
         def work(a: int, b: int) -> None:
@@ -508,9 +511,8 @@ class Opener:
             run_split(h.segment_count, work, workers)
         except InvalidTag:
             raise TamperedError("sealed blob failed authentication: wrong key, or the data was altered") from None
-        if digests is not None and not hmac.compare_digest(_content_digest(h, digests), self.expected_digest):
-            raise TamperedError("sealed blob's content does not match its signed digest: it was rewritten by "
-                                "someone holding the content key, or changed while it was being read")
+        if digests is not None:
+            self.check_segment_digests(digests)
 
     def decrypt_into(self, out: memoryview) -> None:
         """Decrypt every segment into ``out`` on all cores; on failure ``out`` is zeroed and TamperedError raised."""
@@ -532,10 +534,14 @@ class Opener:
         """Authenticate every segment (and the commitment) without keeping any plaintext."""
         self._each_segment(lambda i, plain: None, decrypt=True)
 
-    def decrypt_to_file(self, fd: int, offset: int, *, workers: int | None = None) -> None:
+    def decrypt_to_file(self, fd: int, offset: int, *, workers: int | None = None, check: bool = True) -> None:
         """Decrypt into file ``fd`` at ``offset`` with ``pwrite`` (for a RAM-backed file: no mapping, no
         page pre-zeroing), on at most ``workers`` threads (default: all cores). On failure the region holds
-        partial plaintext: the caller removes the file."""
+        partial plaintext: the caller removes the file.
+
+        ``check=False`` authenticates each segment (GCM) but leaves the signed digest unchecked: the caller
+        must then check what the file holds with :meth:`digest_from_plaintext` and
+        :meth:`check_segment_digests` before anything is accepted."""
         seg = self.header.segment_size
 
         def write(i: int, plain: memoryview) -> None:
@@ -543,7 +549,27 @@ class Opener:
             while done < len(plain):
                 done += os.pwrite(fd, plain[done:], at + done)
 
-        self._each_segment(write, decrypt=True, workers=workers)
+        self._each_segment(write, decrypt=True, workers=workers, check=check)
+
+    def digest_from_plaintext(self, index: int, plaintext: memoryview, scratch: memoryview) -> bytes:
+        """The digest of segment ``index`` as stored, recomputed from its plaintext by encrypting it again
+        (into ``scratch``, at least ``len(plaintext) + TAG_SIZE`` bytes). Encryption is deterministic (the
+        blob key, nonce and header are fixed), so this is the digest of exactly the stored bytes that
+        decrypt to ``plaintext``: checking it checks the plaintext itself, wherever it has been kept."""
+        if self._aead is None:
+            raise KeyNotFoundError("this blob was opened for checking only (need_key=False)")
+        out = scratch[:len(plaintext) + TAG_SIZE]
+        self._aead.encrypt_into(self.header.nonce(index), plaintext, self.header.raw, out)
+        return hashlib.sha256(out).digest()
+
+    def check_segment_digests(self, digests: bytes | bytearray) -> None:
+        """Check every segment's digest (in order, concatenated) against the commitment; raises TamperedError."""
+        if self.expected_digest is None:
+            raise TamperedError("nothing commits to this blob's content (unsigned)")
+        if len(digests) != self.header.segment_count * DIGEST_SIZE or \
+                not hmac.compare_digest(_content_digest(self.header, digests), self.expected_digest):
+            raise TamperedError("sealed blob's content does not match its signed digest: it was rewritten by "
+                                "someone holding the content key, or changed while it was being read")
 
 
 def _put_digest(digests: bytearray, index: int, stored: memoryview) -> None:

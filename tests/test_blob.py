@@ -20,6 +20,8 @@ from ortseal.blob import (
     MIN_SEGMENT_SIZE,
     SIGNATURE_SIZE,
     TAG_SIZE,
+    BlobSource,
+    Opener,
     Sealer,
     parse_header,
     seal_bytes,
@@ -226,6 +228,42 @@ def test_content_key_holder_cannot_forge_a_signed_blob(keys):
     for opener in (keys, device):
         with pytest.raises(TamperedError, match="does not verify"):
             unseal_bytes(forged, opener, context="w")
+
+
+def test_checking_plaintext_after_decryption_finds_a_forgery(keys, tmp_path):
+    """``decrypt_to_file(check=False)`` authenticates segments but leaves the signed digest to a later
+    check of the plaintext where it was put (re-encrypted: the same bytes as stored). That check passes
+    for the true plaintext and refuses a forgery that kept its GCM tag, and an edit made afterwards."""
+    data = os.urandom(3 * SEG + 100)
+    blob = seal_bytes(data, keys, context="w", segment_size=SEG)
+    forged = keep_tag_rewrite(blob, keys.content_key(keys.content_key_ids[0]), 2, bytes(SEG))
+    signed = _signed_digest(blob, keys)  # as a verified manifest gives it
+    for stored, edit, ok in ((blob, False, True), (forged, False, False), (blob, True, False)):
+        opener = Opener(BlobSource(stored), keys, context="w", expected_digest=signed)
+        out = tmp_path / "plain.bin"
+        fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            opener.decrypt_to_file(fd, 0, check=False)  # GCM still authenticates: the forgery decrypts
+        finally:
+            os.close(fd)
+        plain = bytearray(out.read_bytes())
+        if edit:
+            plain[SEG + 3] ^= 0x80
+        h = opener.header
+        scratch = memoryview(bytearray(SEG + TAG_SIZE))
+        digests = b"".join(opener.digest_from_plaintext(i, memoryview(plain)[i * SEG:i * SEG + h.segment_span(i)[1]],
+                                                        scratch) for i in range(h.segment_count))
+        if ok:
+            opener.check_segment_digests(digests)
+            assert bytes(plain) == data
+        else:
+            with pytest.raises(TamperedError, match="signed digest"):
+                opener.check_segment_digests(digests)
+
+
+def _signed_digest(blob: bytes, keys: KeySet) -> bytes:
+    """The content digest the blob's signature commits to (checked: the signature must verify)."""
+    return Opener(BlobSource(blob), keys, context="w")._verify_signature(keys, "blob", "blob")
 
 
 def test_sealer_takes_no_caller_salt_or_nonce(keys):

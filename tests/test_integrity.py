@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import unlocked_opening_folders
 from forge import keep_tag_rewrite
 from models import big_embedding, transformer_like
 
@@ -25,7 +26,7 @@ from ortseal.blob import Sealer
 from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
 from ortseal.ep_plugin.vault import engine_context
 from ortseal.ops.model import SEALED_SUFFIX, external_location, load_model
-from ortseal.ops.opening import FOLDER_PREFIX, _private_folder, remove_stale_folders
+from ortseal.ops.opening import FOLDER_PREFIX, _private_folder, open_sealed_model, remove_stale_folders
 
 CPU = ["CPUExecutionProvider"]
 ROOT = Path(__file__).parents[1]
@@ -368,3 +369,126 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, keys, locat
         ortseal.InferenceSession(str(folder / "moved.onnx"), providers=["CPUExecutionProvider"], keys=keys)
     with pytest.raises(ortseal.FormatError, match="outside the model folder"):
         ortseal.verify_model(folder / "moved.onnx", keys.public())
+
+
+# -- issue 9: large weights checked while ORT opens them ----------------------------------------------
+@pytest.fixture(scope="module")
+def mid_sealed(tmp_path_factory):
+    """A sealed model above SMALL_MODEL_BYTES (20 MiB of float32), so it opens through RAM files."""
+    d = tmp_path_factory.mktemp("mid")
+    table = np.array(big_embedding(d / "model.onnx", rows=5120, dim=1024))
+    keys = KeySet.generate()
+    ortseal.seal_model(d / "model.onnx", d / "sealed.onnx", keys, progress=False)
+    return d, keys, table
+
+
+class OrtCreations:
+    """Counts ORT's own session creations (ORT runs for real: nothing is replaced)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import onnxruntime as ort
+
+        self.count, real = 0, ort.InferenceSession._create_inference_session
+
+        def counted(session, *args, **kwargs):
+            self.count += 1
+            return real(session, *args, **kwargs)
+
+        monkeypatch.setattr(ort.InferenceSession, "_create_inference_session", counted)
+
+
+def forge_table(d: Path, keys: KeySet, table: np.ndarray, segment: int) -> Path:
+    """A copy of the sealed model whose ``table`` segment was rewritten by a content-key holder, tag kept."""
+    path = copy_sealed(d / "sealed.onnx", d / f"forged{segment}")
+    data, offset, length = blob_span(path, "table")
+    raw = bytearray(data.read_bytes())
+    seg = 1 << 20
+    chosen = bytearray(table.tobytes()[segment * seg:(segment + 1) * seg])
+    chosen[:4096] = np.full(1024, 1e30, np.float32).tobytes()  # the attacker's weights
+    raw[offset:offset + length] = keep_tag_rewrite(bytes(raw[offset:offset + length]), content_key(keys), segment,
+                                                   bytes(chosen))
+    data.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("verify_first", [False, True], ids=["checked-while-opening", "verify-first"])
+def test_device_forgery_of_a_large_weight_is_refused(mid_sealed, monkeypatch, verify_first):
+    """On the CPU EP the table's digest is re-computed from its RAM file while ORT initialises (ORT is
+    created, then discarded); with verify_first, before ORT is created at all. Both refuse the forgery."""
+    d, keys, table = mid_sealed
+    forged = forge_table(d, keys, table, segment=7)
+    before = unlocked_opening_folders()
+    creations = OrtCreations(monkeypatch)
+    with pytest.raises(TamperedError, match="'table'.*signed digest"):
+        ortseal.InferenceSession(str(forged), providers=CPU, keys=device_of(keys), verify_first=verify_first)
+    assert creations.count == (0 if verify_first else 1)
+    assert unlocked_opening_folders() <= before
+    sess = ortseal.InferenceSession(str(d / "sealed.onnx"), providers=CPU, keys=device_of(keys),
+                                    verify_first=verify_first)
+    ids = np.array([0, 5119, 77], np.int64)
+    assert sess.run(None, {"ids": ids})[0].tobytes() == table[ids].tobytes()
+
+
+def test_sessions_that_may_write_files_verify_first(mid_sealed, monkeypatch):
+    """An EP outside the CPU and CUDA EPs (here OpenVINO, which keeps a model cache), or EPs chosen by the
+    session options, may write what it compiles during session creation: ORT is never created."""
+    d, keys, table = mid_sealed
+    forged = forge_table(d, keys, table, segment=2)
+    creations = OrtCreations(monkeypatch)
+    with pytest.raises(TamperedError, match="signed digest"):
+        ortseal.InferenceSession(str(forged), providers=["OpenVINOExecutionProvider", "CPUExecutionProvider"],
+                                 keys=device_of(keys))
+    so = ort_options_with_a_policy()
+    with pytest.raises(TamperedError, match="signed digest"):
+        ortseal.InferenceSession(str(forged), so, keys=device_of(keys))
+    assert creations.count == 0
+
+
+def ort_options_with_a_policy():
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.set_provider_selection_policy(ort.OrtExecutionProviderDevicePolicy.PREFER_CPU)
+    return so
+
+
+def _flip_in_opened_file(opened, name: str = "t0.bin") -> None:
+    """Flip a bit of the opened table in place (ORT and the check map the file), in its last segment: the
+    check, which began on segment 0, reaches it only after the change."""
+    with open(Path(opened.path).parent / name, "r+b") as fh:
+        fh.seek(-4096, os.SEEK_END)
+        byte = fh.read(1)[0]
+        fh.seek(-4096, os.SEEK_END)
+        fh.write(bytes([byte ^ 0x01]))
+
+
+def test_the_check_covers_the_bytes_ort_reads(mid_sealed):
+    """The digest is re-computed from the RAM file ORT reads, not from the sealed file: a change made to
+    the opened plaintext itself (after its authenticated decryption) is refused."""
+    d, keys, _ = mid_sealed
+    model, base = load_model(d / "sealed.onnx")
+    with pytest.raises(TamperedError, match="'table'"):
+        with open_sealed_model(model, base, keys, "model.onnx", check_while_opening=True) as opened:
+            _flip_in_opened_file(opened)
+    assert not Path(opened.path).parent.exists()
+    with open_sealed_model(model, base, keys, "model.onnx", check_while_opening=True) as opened:
+        pass  # untouched: the check passes
+
+
+def test_tampering_outranks_an_ort_failure(mid_sealed):
+    """If ORT fails on forged weights, the error says they were forged; if the weights are sound, ORT's
+    own error comes through."""
+    d, keys, _ = mid_sealed
+    model, base = load_model(d / "sealed.onnx")
+    with pytest.raises(TamperedError) as caught:
+        with open_sealed_model(model, base, keys, "model.onnx", check_while_opening=True) as opened:
+            _flip_in_opened_file(opened)
+            raise RuntimeError("ORT refused the weights")
+    chain, exc = [], caught.value
+    while exc is not None:
+        chain.append(exc)
+        exc = exc.__context__
+    assert any(isinstance(e, RuntimeError) for e in chain)  # ORT's error is kept in the chain
+    with pytest.raises(RuntimeError, match="ORT refused"):
+        with open_sealed_model(model, base, keys, "model.onnx", check_while_opening=True):
+            raise RuntimeError("ORT refused the weights")

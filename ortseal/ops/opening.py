@@ -4,7 +4,8 @@ Route (``docs/sealed-models.md``, "Opening"): the sealed blobs are read with ``p
 straight into one 0600 file per tensor, several at once, inside a private 0700 folder on a RAM-backed file
 system (``/dev/shm``), next to a copy of the graph whose tensors point at them as external data. ORT
 copies them into its own memory, and the folder is removed (its RAM freed, a file per core) as soon as the
-session exists. Models with under 16 MiB of weights, and any model where no RAM-backed folder has room,
+session exists. For sessions that can have no effect outside the process, large weights' signed digests
+are checked from those files while ORT initialises (``_FileCheck``) rather than before. Models with under 16 MiB of weights, and any model where no RAM-backed folder has room,
 are decrypted into memory and given to ORT inline as bytes (models under 2 GiB; for large ones, more
 peak memory). Plaintext never
 reaches a persistent disk.
@@ -16,6 +17,7 @@ import contextlib
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -32,8 +34,8 @@ import numpy as np
 from onnx import GraphProto, ModelProto, TensorProto, helper
 
 from .._atomic import lock_held
-from ..blob import Opener, available_cores
-from ..errors import OrtsealError, UnsafeOptionError
+from ..blob import DIGEST_SIZE, TAG_SIZE, Opener, available_cores
+from ..errors import OrtsealError, TamperedError, UnsafeOptionError
 from ..keys import KeySet
 from .binding import check_model, open_tensor
 from .model import (
@@ -59,6 +61,10 @@ RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
 INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through a RAM file
 SMALL_MODEL_BYTES = 16 << 20  # models whose weights to open are smaller go to ORT as bytes, in memory
+# Tensor types whose digests may be checked while ORT opens them (check_while_opening): weights, whose
+# values ORT's initialisation only computes with. Integer index and shape types are always checked first.
+CHECKED_WHILE_OPENING = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
+                                   TensorProto.INT8, TensorProto.UINT8})
 FOLDER_PREFIX = "ortseal-open-"
 NEW_PREFIX = ".ortseal-open-new-"
 T = TypeVar("T")
@@ -165,19 +171,24 @@ def _remove_folder(folder: str) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _parallel(fn: Callable[[T], None], items: Sequence[T]) -> None:
-    """``fn(item)`` for every item on the opening pool (one thread per core, started once per process);
-    the first error is raised after every item has finished."""
+def _pool() -> ThreadPoolExecutor:
+    """The opening pool: one thread per core, started once per process."""
     global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="ortseal-open")
+    return _POOL
+
+
+def _parallel(fn: Callable[[T], None], items: Sequence[T]) -> None:
+    """``fn(item)`` for every item on the opening pool; the first error is raised after every item has
+    finished."""
     if len(items) <= 1 or available_cores() <= 1:
         for item in items:
             fn(item)
         return
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="ortseal-open")
     errors = []
-    for future in [_POOL.submit(fn, item) for item in items]:
+    for future in [_pool().submit(fn, item) for item in items]:
         try:
             future.result()
         except Exception as exc:  # noqa: BLE001 - re-raised below, once nothing is still writing
@@ -250,10 +261,17 @@ def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> tuple[list[Tensor
 
 @contextlib.contextmanager
 def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, name: str, *,
-                      min_release: int = 0) -> Iterator[Opened]:
+                      min_release: int = 0, check_while_opening: bool = False) -> Iterator[Opened]:
     """Check the manifest, binding and every blob's header, length, context and key before decrypting any
     (decryption re-checks each blob's signed digest), then yield what ORT should load. Everything
-    plaintext is removed when the block ends."""
+    plaintext is removed when the block ends.
+
+    ``check_while_opening``: large weight tensors (:data:`CHECKED_WHILE_OPENING`) that go through RAM
+    files are authenticated (GCM) as they are decrypted, and their signed digests are recomputed from the
+    files themselves on the spare cores while the block runs (ORT reading them). The block's end waits for
+    that check and raises TamperedError if it failed, whatever the block did. Only for callers whose block
+    has no effect outside the process (``docs/sealed-models.md``, "Checking while ORT opens").
+    """
     checked = check_model(model, base_dir, keys, min_release=min_release)
     sealed = checked.sealed
     with contextlib.ExitStack() as blobs:
@@ -273,7 +291,10 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
         targets = [t for t in targets if not t.HasField("raw_data")]
         externals = [t for t in externals if is_external(t)]
         sizes = [op.header.plaintext_length for op in openers] + [external_location(t, base_dir)[2] for t in externals]
-        writers = [functools.partial(_decrypt_to, op) for op in openers] + \
+        late = [check_while_opening and available_cores() > 1 and op.expected_digest is not None
+                and t.data_type in CHECKED_WHILE_OPENING for t, op in zip(targets, openers)]
+        writers = [functools.partial(_decrypt_to, op, not defer, t.name)
+                   for t, op, defer in zip(targets, openers, late)] + \
                   [functools.partial(_copy_to, t, base_dir) for t in externals]
         total = sum(sizes)
         # Small models skip the RAM folder: making, locking, filling and removing it costs more than
@@ -292,7 +313,12 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
                     with os.fdopen(fd, "wb") as fh:
                         fh.write(plain.SerializeToString())
                     log.debug("ortseal: opened %d sealed tensors into %s", len(sealed), folder)
-                    yield Opened(model_path, None)
+                    check = _FileCheck(folder, [(file_name, op, t.name) for file_name, op, t, defer
+                                                in zip(names, openers, targets, late) if defer])
+                    try:
+                        yield Opened(model_path, None)
+                    finally:
+                        check.finish()  # before the folder goes: the check reads its files
                     return
         if not small and os.environ.get(RUNTIME_DIR_ENV) != "none":  # else nothing to warn about
             log.warning("ortseal: no RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; opening "
@@ -309,14 +335,98 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
         yield Opened(None, serialized)
 
 
+@contextlib.contextmanager
+def _naming(tensor: str) -> Iterator[None]:
+    """Prefix a TamperedError (or RollbackError) with the sealed tensor it is about."""
+    try:
+        yield
+    except TamperedError as exc:
+        raise type(exc)(f"sealed tensor {tensor!r}: {exc}") from None
+
+
 def _decrypt_inline(target: TensorProto, opener: Opener) -> None:
     buf = np.empty(opener.header.plaintext_length, np.uint8)
-    opener.decrypt_into(memoryview(buf))
+    with _naming(target.name):
+        opener.decrypt_into(memoryview(buf))
     target.raw_data = buf.tobytes()
 
 
-def _decrypt_to(opener: Opener, fd: int, workers: int) -> None:
-    opener.decrypt_to_file(fd, 0, workers=workers)
+def _decrypt_to(opener: Opener, check: bool, tensor: str, fd: int, workers: int) -> None:
+    with _naming(tensor):
+        opener.decrypt_to_file(fd, 0, workers=workers, check=check)
+
+
+def _map_file(path: str, size: int) -> mmap.mmap:
+    """A read-only mapping of an opening file, which must hold ``size`` bytes."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if os.fstat(fd).st_size != size:
+            raise OrtsealError(f"the opening file {path} does not hold the {size} bytes written to it")
+        return mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+
+
+class _FileCheck:
+    """Recomputes the signed digests of tensors decrypted into RAM files (``check=False``) from the files
+    themselves, segment by segment: on every core but one from creation (ORT's session initialisation runs
+    on one), then on the caller's thread too in :meth:`finish`, which raises TamperedError unless every
+    digest matched."""
+
+    def __init__(self, folder: str, items: list[tuple[str, Opener, str]]) -> None:
+        self._folder, self._items = folder, items
+        self._digests = [bytearray(op.header.segment_count * DIGEST_SIZE) for _, op, _ in items]
+        self._segments = [(k, i) for k, (_, op, _) in enumerate(items) for i in range(op.header.segment_count)]
+        self._next, self._lock, self._stop = 0, threading.Lock(), threading.Event()
+        self._futures = [_pool().submit(self._work) for _ in range(available_cores() - 1)] if items else []
+
+    def _take(self) -> tuple[int, int] | None:
+        with self._lock:
+            if self._stop.is_set() or self._next == len(self._segments):
+                return None
+            self._next += 1
+            return self._segments[self._next - 1]
+
+    def _work(self) -> None:
+        # Read through a mapping (tmpfs reads cost more than the check itself), one file at a time: segments
+        # come in file order, and a mapped page counts towards the process's RSS until it is unmapped.
+        mapped: tuple[int, mmap.mmap] | None = None
+        scratch = bytearray(max((op.header.segment_size for _, op, _ in self._items), default=0) + TAG_SIZE)
+        try:
+            while (job := self._take()) is not None:
+                k, i = job
+                file_name, op, _ = self._items[k]
+                if mapped is None or mapped[0] != k:
+                    if mapped is not None:
+                        mapped[1].close()
+                    mapped = k, _map_file(os.path.join(self._folder, file_name), op.header.plaintext_length)
+                start, n = i * op.header.segment_size, op.header.segment_span(i)[1]
+                with memoryview(mapped[1])[start:start + n] as plain:
+                    self._digests[k][i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = \
+                        op.digest_from_plaintext(i, plain, memoryview(scratch))
+        except BaseException:
+            self._stop.set()
+            raise
+        finally:
+            if mapped is not None:
+                mapped[1].close()
+
+    def finish(self) -> None:
+        """Help until every segment is done, then compare; raises TamperedError naming the first tensor
+        whose digest differs."""
+        if not self._items:
+            return
+        errors = []
+        for work in [self._work, *(f.result for f in self._futures)]:
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 - raised below, once no thread reads the files
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        for (_, op, name), digests in zip(self._items, self._digests):
+            with _naming(name):
+                op.check_segment_digests(digests)
 
 
 def _copy_to(tensor: TensorProto, base_dir: str | None, fd: int, workers: int) -> None:

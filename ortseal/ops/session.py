@@ -17,6 +17,9 @@ from .model import is_sealed_model, load_model
 from .opening import open_sealed_model
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+# EPs whose session creation writes nothing outside the process (no engine or EP cache, no compiled
+# model): for them large weights are checked while ORT opens them (docs/sealed-models.md).
+NO_SIDE_EFFECT_PROVIDERS = frozenset({"CPUExecutionProvider", "CUDAExecutionProvider"})
 
 
 class InferenceSession(ort.InferenceSession):
@@ -27,16 +30,22 @@ class InferenceSession(ort.InferenceSession):
 
         sess = ortseal.InferenceSession("model.sealed.onnx", providers=["CPUExecutionProvider"], keys=keys)
         sess.run(None, {"x": x})
+
+    With only the CPU and CUDA EPs, large weights' signed digests are recomputed from the opened
+    plaintext on the spare cores while ORT initialises the session; the constructor returns only once
+    every one matched (else TamperedError, and the session is discarded). ``verify_first=True`` checks
+    everything before ORT reads any weight (slower on few cores). See docs/sealed-models.md.
     """
 
     def __init__(self, path_or_bytes: str | bytes | os.PathLike[str], sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple[str, dict[Any, Any]]] | None = None,
                  provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet | None = None,
-                 min_release: int = 0, **kwargs: Any) -> None:
+                 min_release: int = 0, verify_first: bool = False, **kwargs: Any) -> None:
         if keys is not None and not isinstance(keys, KeySet):
             raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
         self._ortseal_keys = keys
         self._ortseal_min_release = min_release
+        self._ortseal_verify_first = verify_first
         self._ortseal_model = None
         try:
             model, base_dir = load_model(path_or_bytes)
@@ -68,8 +77,10 @@ class InferenceSession(ort.InferenceSession):
             super()._create_inference_session(providers, provider_options, disabled_optimizers)
         else:
             origin = self._model_path, self._model_bytes
+            check_while_opening = not self._ortseal_verify_first and _no_side_effects(providers, self._sess_options)
             with open_sealed_model(self._ortseal_model, self._ortseal_base_dir, self._ortseal_keys,  # type: ignore[arg-type]
-                                   self._ortseal_name, min_release=self._ortseal_min_release) as opened:
+                                   self._ortseal_name, min_release=self._ortseal_min_release,
+                                   check_while_opening=check_while_opening) as opened:
                 self._model_path, self._model_bytes = opened.path, opened.model_bytes
                 try:
                     super()._create_inference_session(providers, provider_options, disabled_optimizers)
@@ -90,6 +101,15 @@ class InferenceSession(ort.InferenceSession):
             raise UnsafeOptionError("the session option ep.context_enable is refused for a sealed model or engine "
                                     "cache: the EP-context model it writes holds the compiled engine or its weights "
                                     "in plaintext")
+
+
+def _no_side_effects(providers: Any, sess_options: ort.SessionOptions | None) -> bool:
+    """True when creating the session can leave nothing outside the process: every EP named is in
+    :data:`NO_SIDE_EFFECT_PROVIDERS` (none named: ORT's CPU EP) and the options choose no other."""
+    if sess_options is not None and sess_options.has_providers():
+        return False  # EPs picked by the options (add_provider*, a selection policy): any kind
+    names = {p[0] if isinstance(p, (tuple, list)) else p for p in providers or []}
+    return names <= NO_SIDE_EFFECT_PROVIDERS
 
 
 def _asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
