@@ -1,6 +1,7 @@
 """Opening a model with external data: plain ORT vs ortseal vs the no-crypto floors vs the naive way.
 
-    python benchmarks/bench_open.py [--mib 1024] [--rounds 3] [--shape tanh|chain|both] [--providers CUDAExecutionProvider,CPUExecutionProvider]
+    python benchmarks/bench_open.py [--mib 1024] [--rounds 3] [--shape tanh|chain|both] [--ways ortseal,floor-parallel]
+        [--providers CUDAExecutionProvider,CPUExecutionProvider]
 
 Every measurement runs in a fresh child process (so peak RSS is that open's alone), the ways alternating,
 in one run; the table gives medians and ratios to plain ORT. Two model shapes of 4096x4096 float32
