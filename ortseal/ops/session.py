@@ -106,7 +106,8 @@ class InferenceSession(ort.InferenceSession):
 def _no_side_effects(providers: Any, sess_options: ort.SessionOptions | None) -> bool:
     """True when creating the session can leave nothing outside the process: every EP named is in
     :data:`NO_SIDE_EFFECT_PROVIDERS` (none named: ORT's CPU EP) and the options choose no other."""
-    if sess_options is not None and sess_options.has_providers():
+    chosen_by_options = getattr(sess_options, "has_providers", None)  # ORT 1.22+; older ones cannot
+    if chosen_by_options is not None and chosen_by_options():
         return False  # EPs picked by the options (add_provider*, a selection policy): any kind
     names = {p[0] if isinstance(p, (tuple, list)) else p for p in providers or []}
     return names <= NO_SIDE_EFFECT_PROVIDERS
