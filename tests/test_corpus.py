@@ -10,15 +10,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 from corpus import MODELS, CorpusModel, feeds, fetch_model
+from forge import keep_tag_rewrite
 from onnx import AttributeProto, numpy_helper
 
 import ortseal
-from ortseal import KeySet
-from ortseal.ops.model import load_model
+from ortseal import KeySet, TamperedError
+from ortseal.blob import parse_header
+from ortseal.ops.model import external_location, find_sealed, load_model
 from ortseal.ops.schema import SEALABLE_TYPES
 from ortseal.ops import plaintext_report
 
-from conftest import contains_run
+from conftest import contains_run, unlocked_opening_folders
 
 CPU = ["CPUExecutionProvider"]
 MIN_BYTES = 1024  # seal_model's default
@@ -89,3 +91,35 @@ def test_real_model_seals_verifies_and_opens_bit_identical(tmp_path, publisher, 
     secret = b"".join(data for _, data in weights)
     for path in tmp_path.iterdir():
         assert not contains_run(path.read_bytes(), secret, 64), f"a slice of a weight is readable in {path.name}"
+
+
+@pytest.mark.parametrize("entry", [m for m in MODELS if m.id in ("nudenet", "ppocr-v4-rec")], ids=lambda m: m.id)
+def test_real_model_checked_while_ort_opens(tmp_path, publisher, monkeypatch, entry: CorpusModel):
+    """Forced through RAM files (the route of models over 16 MiB), a real model's weights (initializers for
+    nudenet, Constant nodes for PP-OCR) are checked while ORT opens them: outputs stay bit-identical, and a
+    device-key holder's tag-keeping rewrite of its largest weight, or a flipped bit, is refused."""
+    monkeypatch.setattr("ortseal.ops.opening.SMALL_MODEL_BYTES", 0)
+    src = fetch_model(entry)
+    dst = tmp_path / "model.sealed.onnx"
+    ortseal.seal_model(src, dst, publisher, progress=False)
+    device = KeySet.merge(publisher.without_signing(), publisher.public())
+    inputs = feeds(entry)
+    want = ort.InferenceSession(str(src), providers=CPU).run(None, inputs)
+    got = ortseal.InferenceSession(str(dst), providers=CPU, keys=device).run(None, inputs)
+    assert [a.tobytes() for a in got] == [b.tobytes() for b in want]
+
+    model, base = load_model(dst)
+    largest = max(find_sealed(model), key=lambda st: st.plaintext_bytes)
+    data, offset, length = external_location(largest.blob, base)
+    original = data.read_bytes()
+    blob = original[offset:offset + length]
+    forged = keep_tag_rewrite(blob, publisher.content_key(publisher.content_key_ids[0]), 0,
+                              bytes(parse_header(blob).segment_span(0)[1]))
+    flipped = bytearray(blob)
+    flipped[len(parse_header(blob).raw) + 100] ^= 0x01
+    before = unlocked_opening_folders()
+    for attack, reason in ((forged, "signed digest"), (bytes(flipped), "authentication")):
+        data.write_bytes(original[:offset] + attack + original[offset + length:])
+        with pytest.raises(TamperedError, match=f"{largest.name!r}.*{reason}"):
+            ortseal.InferenceSession(str(dst), providers=CPU, keys=device)
+    assert unlocked_opening_folders() <= before
