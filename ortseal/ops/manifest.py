@@ -117,10 +117,6 @@ def write_manifest(model: ModelProto, manifest: Manifest, keys: KeySet, sign: bo
         (props[key] if key in props else model.metadata_props.add(key=key)).value = value
 
 
-def has_manifest(model: ModelProto) -> bool:
-    return any(p.key == MANIFEST_KEY for p in model.metadata_props)
-
-
 def read_manifest(model: ModelProto) -> tuple[Manifest, str, bytes | None]:
     """The manifest, its exact stored text, and its raw signature (None if unsigned); not verified."""
     props = {p.key: p.value for p in model.metadata_props}
