@@ -4,11 +4,13 @@ ORT never constant-folds a custom-domain node, and an onnxruntime-extensions Pyt
 output element by element on every ``run()``: each run pays for the size of every sealed weight. Use
 ``ortseal.InferenceSession`` wherever you can; this path exists for code that must keep a plain session.
 
-The kernel decrypts nothing. :func:`fallback_session_options` verifies the whole model (manifest
-signature, release, graph binding, every blob) and opens its tensors when it is called; the kernel only
-hands out tensors of models verified that way, looked up by their blob's random salt. onnxruntime-extensions
-turns any exception raised by a Python kernel into ``std::terminate``, so the kernel never raises: a blob
-nobody verified gets zeros of its declared shape and an error on the ``ortseal`` logger, never plaintext.
+The kernel decrypts nothing and reads no file. :func:`fallback_session_options` reads the sealed model once,
+verifies all of it and opens its tensors into this process's memory, then hands the application the model
+bytes to load: the verified graph, its plain tensors inline, its blobs emptied, and every Unseal node
+stamped with a random secret made for this set-up, which no file holds. The kernel serves a tensor only to a
+node that carries that secret and the tensor's identity. onnxruntime-extensions turns any exception raised
+by a Python kernel into ``std::terminate``, so the kernel never raises: any other node gets zeros of its
+declared shape and an error on the ``ortseal`` logger, never plaintext.
 """
 
 from __future__ import annotations
@@ -16,49 +18,57 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
-from onnx import helper
+from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, helper
 
-from ..blob import parse_header
 from ..errors import FormatError
 from ..keys import KeySet
-from .binding import check_model, open_tensor
-from .model import load_model
+from .model import is_external, is_unseal, iter_bodies, load_model
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE
+from .verified import verify_sealed
 
 log = logging.getLogger("ortseal")
+SECRET_ATTRIBUTE = "secret"
 _lock = threading.Lock()
-_opened: dict[tuple[bytes, str], np.ndarray] = {}  # (blob salt, tensor identity) -> verified plaintext
+_opened: dict[tuple[str, str], np.ndarray] = {}  # (set-up secret, tensor identity) -> verified plaintext
 _state = {"registered": False, "warned": False}
+
+
+@dataclass(frozen=True)
+class FallbackModel:
+    """What a plain ``onnxruntime.InferenceSession`` loads: the verified model's bytes and the session
+    options that register the Unseal kernel. ``onnxruntime.InferenceSession(fb.model_bytes, fb.sess_options)``."""
+
+    model_bytes: bytes
+    sess_options: ort.SessionOptions
 
 
 def _zeros(identity: str) -> np.ndarray:
     try:
         spec = json.loads(identity)
-        return np.zeros(spec["shape"], helper.tensor_dtype_to_np_dtype(spec["dtype"]))
+        dtype = spec["dtype"] if spec["dtype"] in FALLBACK_TYPES else TensorProto.FLOAT
+        return np.zeros(spec["shape"], helper.tensor_dtype_to_np_dtype(dtype))
     except Exception:  # noqa: BLE001 - never raise into onnxruntime-extensions
         return np.zeros(0, np.float32)
 
 
-def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "", fallback_supported: int = 0
-            ) -> np.ndarray:
-    try:
-        salt = parse_header(np.ascontiguousarray(sealed).reshape(-1)[:256].tobytes(), kind="model").salt
-    except Exception:  # noqa: BLE001
-        salt = b""
+def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "", fallback_supported: int = 0,
+            secret: str = "") -> np.ndarray:
     with _lock:
-        opened = _opened.get((salt, tensor))
+        opened = _opened.get((secret, tensor)) if secret else None
         if opened is not None and not _state["warned"]:
             _state["warned"] = True
             log.warning("ortseal: running sealed weights through the Unseal fallback kernel; every run() copies "
                         "every sealed weight, so per-run cost grows with weight size. Open the model with "
                         "ortseal.InferenceSession instead: it decrypts once and runs at plain-model speed.")
     if opened is None:
-        log.error("ortseal: the Unseal fallback kernel refused a sealed tensor %s of a model nobody verified with "
-                  "ortseal.fallback_session_options(keys, model=...); it returned zeros, so this run's outputs are "
+        log.error("ortseal: the Unseal fallback kernel refused a sealed tensor %s of a model it did not verify "
+                  "(load fallback_session_options(...).model_bytes); it returned zeros, so this run's outputs are "
                   "meaningless", tensor[:200])
         return _zeros(tensor)
     return opened
@@ -75,40 +85,77 @@ def _register_kernel() -> str:
     onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
             outputs=[PyCustomOpDef.undefined],
             attrs={"dtype": PyCustomOpDef.dt_int64, "tensor": PyCustomOpDef.dt_string,
-                   # absent on float16/bfloat16 nodes: ORT then refuses the session cleanly
-                   "fallback_supported": PyCustomOpDef.dt_int64})(_unseal)
+                   # absent on nodes of other types: ORT then refuses the session cleanly
+                   "fallback_supported": PyCustomOpDef.dt_int64,
+                   SECRET_ATTRIBUTE: PyCustomOpDef.dt_string})(_unseal)
     return get_library_path()
 
 
 def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | None = None, *,
-                             model: str | os.PathLike[str] | bytes, min_release: int = 0) -> ort.SessionOptions:
-    """SessionOptions with the Unseal Python kernel registered, so a plain ``onnxruntime.InferenceSession``
-    can run the sealed ``model``.
+                             model: str | os.PathLike[str] | bytes, min_release: int = 0,
+                             data_dir: str | None = None) -> FallbackModel:
+    """Verify the sealed ``model`` in full (read once: signature over the whole file, release, every sealed
+    and plain external tensor), open its tensors into this process's memory for the life of the process, and
+    return the model bytes and session options a plain ``onnxruntime.InferenceSession`` needs::
 
-    ``model`` is verified in full now (manifest signature and release, graph binding, every blob) and its
-    tensors are opened into this process's memory for the life of the process. The kernel serves only
-    tensors opened this way. Limits, by the nature of a kernel that sees only its own node: a session that
-    loads an *edited copy* of a verified model in this same process (for example one that adds a sealed
-    weight as a graph output) obtains that weight. ``ortseal.InferenceSession`` has no such limit.
+        fb = ortseal.fallback_session_options(keys, model="model.sealed.onnx")
+        sess = onnxruntime.InferenceSession(fb.model_bytes, fb.sess_options)
+
+    Load ``fb.model_bytes``, never the file again: the bytes are what was verified. ``data_dir`` is where the
+    external data of a model given as bytes lives. Only models under 2 GiB (the bytes hold every plain tensor).
     """
     if not isinstance(keys, KeySet):
         raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
-    loaded, base_dir = load_model(model)
-    checked = check_model(loaded, base_dir, keys, min_release=min_release)
-    for st in checked.sealed:
-        if st.dtype not in FALLBACK_TYPES:
-            raise FormatError(f"sealed tensor {st.name!r} is {helper.tensor_dtype_to_string(st.dtype)}, which the "
-                              "fallback kernel cannot return; use ortseal.InferenceSession")
-    opened = {}
-    for st in checked.sealed:
-        with open_tensor(checked, st, keys) as opener:
+    loaded = load_model(model, data_dir)
+    secret = secrets.token_hex(16)
+    opened: dict[tuple[str, str], np.ndarray] = {}
+    with verify_sealed(loaded, keys, min_release=min_release) as verified:
+        for st in verified.sealed:
+            if st.dtype not in FALLBACK_TYPES:
+                raise FormatError(f"sealed tensor {st.name!r} is {helper.tensor_dtype_to_string(st.dtype)}, which the "
+                                  "fallback kernel cannot return; use ortseal.InferenceSession")
+        for st in verified.sealed:
             out = np.empty(st.shape, helper.tensor_dtype_to_np_dtype(st.dtype))
-            opener.decrypt_into(memoryview(out.reshape(-1).view(np.uint8)))
+            verified.opener(st, keys).decrypt_into(memoryview(out.reshape(-1).view(np.uint8)))
             out.setflags(write=False)
-            opened[(opener.header.salt, st.identity)] = out
+            opened[(secret, st.identity)] = out
+        plain = [verified.read_external(t, entry) for t, entry in verified.externals]
+        handed = ModelProto()
+        handed.CopyFrom(verified.model)
+    _stamp(handed, secret, plain)
     library = _register_kernel()
     with _lock:
         _opened.update(opened)
     so = sess_options if sess_options is not None else ort.SessionOptions()
     so.register_custom_ops_library(library)
-    return so
+    return FallbackModel(handed.SerializeToString(), so)
+
+
+def _stamp(model: ModelProto, secret: str, plain_data: list[bytes]) -> None:
+    """Give every Unseal node the set-up secret, empty every blob, and put the verified plain external bytes
+    inline (they come in walk order, as :func:`verify_sealed` lists them), so ORT reads nothing but these bytes."""
+    externals = iter(plain_data)
+    for _, b in iter_bodies(model):
+        blobs = {n.input[0] for n in b.node if is_unseal(n)}
+        for n in b.node:
+            if is_unseal(n):
+                n.attribute.append(helper.make_attribute(SECRET_ATTRIBUTE, secret))
+            elif n.op_type == "Constant" and n.output and n.output[0] in blobs:
+                for a in n.attribute:
+                    if a.type == AttributeProto.TENSOR:
+                        _empty(a.t)
+        for t in b.initializer if isinstance(b, GraphProto) else []:
+            if t.name in blobs:
+                _empty(t)
+            elif is_external(t):
+                del t.external_data[:]
+                t.data_location = TensorProto.DEFAULT
+                t.raw_data = next(externals)
+
+
+def _empty(t: TensorProto) -> None:
+    del t.external_data[:]
+    t.data_location = TensorProto.DEFAULT
+    t.raw_data = b""
+    del t.dims[:]
+    t.dims.append(0)

@@ -8,12 +8,14 @@ from typing import Any
 
 from onnx import helper
 
-from ..errors import FormatError, OrtsealError
+from ..blob import BlobSource, read_header
+from ..errors import FormatError
 from ..keys import KeySet
-from .binding import check_model, open_tensor
-from .manifest import read_manifest
-from .model import find_sealed, load_model, read_blob_header
+from .manifest import MANIFEST_KEY, Manifest, read_record
+from .model import DataFiles, find_sealed, is_external, load_model
+from .opening import open_sealed_model
 from .seal import PlainTensor, plaintext_report
+from .verified import verify_sealed
 
 
 @dataclass
@@ -38,20 +40,28 @@ class SealedTensorInfo:
 
 
 def inspect_model(path_or_bytes: str | os.PathLike[str] | bytes) -> list[SealedTensorInfo]:
-    """The sealed tensors of a model, read from its manifest and blob headers (no keys needed, nothing
-    decrypted or verified: the signer shown is the one the manifest names). What it holds in plaintext:
-    :func:`ortseal.ops.seal.plaintext_report`."""
-    model, base_dir = load_model(path_or_bytes)
-    sealed = find_sealed(model)
+    """The sealed tensors of a model, read from its manifest, seal record and blob headers (no keys needed,
+    nothing decrypted or verified: the signer shown is the one the seal record names). What it holds in
+    plaintext: :func:`ortseal.ops.seal.plaintext_report`."""
+    loaded = load_model(path_or_bytes)
+    sealed = find_sealed(loaded.model)
     if not sealed:
         return []
-    manifest, _, _ = read_manifest(model)
+    manifests = [p.value for p in loaded.model.metadata_props if p.key == MANIFEST_KEY]
+    if len(manifests) != 1:
+        raise FormatError("the sealed model does not hold exactly one ortseal manifest")
+    manifest = Manifest.from_json(manifests[0])
+    record = read_record(loaded.data)
     infos = []
-    for st in sealed:
-        header, size = read_blob_header(st, base_dir)
-        infos.append(SealedTensorInfo(st.name, st.scope or "/", "Constant" if st.constant else "initializer",
-                                      helper.tensor_dtype_to_string(st.dtype).split(".")[-1], st.shape, header.plaintext_length, size, header.key_id, manifest.signer,
-                                      header.version, manifest.model, manifest.release))
+    with DataFiles(loaded.base_dir) as files:
+        for st in sealed:
+            source = files.source(st.blob) if is_external(st.blob) else BlobSource(st.blob.raw_data)
+            header = read_header(source, kind="model")
+            infos.append(SealedTensorInfo(st.name, st.scope or "/", "Constant" if st.constant else "initializer",
+                                          helper.tensor_dtype_to_string(st.dtype).split(".")[-1], st.shape,
+                                          header.plaintext_length, source.size, header.key_id,
+                                          record.signer_id if record else None, header.version, manifest.model,
+                                          manifest.release))
     return infos
 
 
@@ -72,40 +82,39 @@ class VerifyReport:
 
 
 def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet, *, min_release: int = 0,
-                 sess_options: Any = None) -> VerifyReport:
-    """Check a sealed model as a device would open it, and keep nothing.
+                 sess_options: Any = None, data_dir: str | None = None) -> VerifyReport:
+    """Check a sealed model as a device opens it, and keep nothing.
 
-    With content keys: exactly what ``ortseal.InferenceSession`` does (manifest signature and release,
-    graph binding, every blob against its signed digest, decryption into RAM) and then ONNX Runtime
-    opening the graph on the CPU EP (``sess_options``, for custom op libraries), so it fails exactly when
-    opening would. With public keys only: the manifest signature and release, the graph binding, and every
-    blob's stored bytes against the signed digests (hashing only: decryption is not checked).
+    The file is read once and checked in the order ``ortseal.InferenceSession`` checks it (signature over the
+    whole file, release, every sealed and plain external tensor against the signed digests). With content
+    keys, every tensor is then decrypted into RAM and ONNX Runtime opens the graph on the CPU EP
+    (``sess_options``, for custom op libraries), so it fails exactly when opening would. With public keys
+    only, the stored bytes are hashed against the signed digests (decryption is not checked). ``data_dir``:
+    where the external data of a model given as bytes lives.
 
     Raises ``TamperedError`` (``RollbackError``), ``KeyNotFoundError`` or ``FormatError`` naming what failed.
     """
-    model, base_dir = load_model(path_or_bytes)
-    checked = check_model(model, base_dir, keys, min_release=min_release)
+    loaded = load_model(path_or_bytes, data_dir)
     decrypted = keys.has_content_keys
-    if decrypted:
-        _open_like_a_session(path_or_bytes, keys, min_release, sess_options)
-    else:
-        for st in checked.sealed:
-            with open_tensor(checked, st, keys, need_key=False) as opener:
-                opener.verify_stored()
-    manifest = checked.manifest
-    return VerifyReport(manifest.model, manifest.release, manifest.signer if checked.signature_checked else None,
-                        len(checked.sealed), sum(st.plaintext_bytes for st in checked.sealed), decrypted,
-                        plaintext_report(model))
+    with verify_sealed(loaded, keys, min_release=min_release) as verified:
+        if decrypted:
+            with open_sealed_model(verified, keys) as opened:
+                _ort_opens(opened.path or opened.model_bytes, sess_options)
+        else:
+            for st in verified.sealed:
+                verified.opener(st, keys, need_key=False).verify_stored()
+            for t, entry in verified.externals:
+                for _ in verified.external_chunks(t, entry):
+                    pass
+    manifest = verified.manifest
+    return VerifyReport(manifest.model, manifest.release, verified.signer, len(verified.sealed),
+                        sum(st.plaintext_bytes for st in verified.sealed), decrypted, plaintext_report(loaded.model))
 
 
-def _open_like_a_session(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet, min_release: int,
-                         sess_options: Any) -> None:
-    from .session import InferenceSession  # imports onnxruntime: only verification that opens needs it
+def _ort_opens(model: str | bytes | None, sess_options: Any) -> None:
+    import onnxruntime as ort  # only verification that opens needs ONNX Runtime
 
     try:
-        InferenceSession(path_or_bytes, sess_options, providers=["CPUExecutionProvider"], keys=keys,
-                         min_release=min_release)
-    except OrtsealError:
-        raise
+        ort.InferenceSession(model, sess_options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types
         raise FormatError(f"the model verifies, but ONNX Runtime cannot open its graph: {exc}") from exc

@@ -1,4 +1,5 @@
-"""The structure of a sealed model: finding sealed tensors, the graph-binding digest, blob access.
+"""The structure of an ONNX model as ortseal reads it: its file read once, its graphs walked, its sealed
+tensors found, its external data files opened once.
 
 Shared by sealing, opening, the fallback kernel, ``inspect`` and ``verify``. Spec: ``docs/sealed-models.md``.
 """
@@ -6,28 +7,30 @@ Shared by sealing, opening, the fallback kernel, ``inspect`` and ``verify``. Spe
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
 from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
 
-from ..blob import BlobSource, Header, read_header
+from ..blob import BlobSource
 from ..errors import FormatError
 from .schema import DOMAIN, OP_TYPE, register_schema
 
 register_schema()
 
-DIGEST_LABEL = b"ortseal graph v2\x00"
-CONTEXT_LABEL = b"ortseal/initializer/v2\x00"
+CONTEXT_LABEL = b"ortseal/tensor/v3\x00"
+MAX_MODEL_FILE = (1 << 31) - 1  # protobuf's limit for one message
+MAX_OFFSET = (1 << 63) - 1
 SEALED_SUFFIX = ".ortseal_sealed"
 LIKE_PREFIX = "ortseal.like."
 METADATA_KEY = "ortseal.sealed"
-SELECTION_KEY = "ortseal.selection"  # the seal's --min-bytes/--include/--exclude, for inspect (not signed)
+SELECTION_KEY = "ortseal.selection"  # the seal's --min-bytes/--include/--exclude, for inspect
 
 
 def iter_graphs(graph: GraphProto, scope: str = "") -> Iterator[tuple[str, GraphProto]]:
@@ -115,10 +118,9 @@ def tensor_identity(scope: str, name: str, dtype: int, shape: list[int]) -> str:
                       sort_keys=True, separators=(",", ":"))
 
 
-def tensor_context(seal_id: str, digest_hex: str, identity: str) -> bytes:
-    """The sealed-blob context of one tensor: bound to the seal, the graph digest and the tensor's identity."""
-    return (CONTEXT_LABEL + seal_id.encode("ascii") + b"\x00" + digest_hex.encode("ascii") + b"\x00"
-            + identity.encode("utf-8"))
+def tensor_context(seal_id: str, identity: str) -> bytes:
+    """The sealed-blob context of one tensor: bound to its seal and to the tensor's identity."""
+    return CONTEXT_LABEL + seal_id.encode("ascii") + b"\x00" + identity.encode("utf-8")
 
 
 @dataclass
@@ -148,58 +150,130 @@ def _attr(node: NodeProto, name: str) -> AttributeProto:
     raise FormatError(f"Unseal node {node.name!r} has no {name!r} attribute: the sealed model is damaged")
 
 
-def find_sealed(model: ModelProto) -> list[SealedTensor]:
-    """Every sealed tensor of ``model`` (all graphs), checked for a consistent Unseal node."""
+def sealed_in(scope: str, b: Body) -> list[SealedTensor]:
+    """The sealed tensors of one graph or function, each checked for a consistent Unseal node."""
     found = []
-    for scope, b in iter_bodies(model):
-        blobs = blob_tensors(b)
-        for node in b.node:
-            if not is_unseal(node):
-                continue
-            if len(node.input) != 2 or len(node.output) != 1 or node.input[0] not in blobs:
-                raise FormatError(f"Unseal node {node.name!r} does not read a sealed blob of its own graph")
-            if any(a.name == "graph_digest" for a in node.attribute):
-                raise FormatError("this model was sealed by ortseal format v1, which is refused (its signatures do "
-                                  "not commit to the content); re-seal the original model: "
-                                  "ortseal seal ORIGINAL.onnx -o SEALED.onnx --keys KEYS")
-            dtype, shape = _attr(node, "dtype").i, list(_attr(node, "shape").ints)
+    blobs = blob_tensors(b)
+    for node in b.node:
+        if not is_unseal(node):
+            continue
+        if len(node.input) != 2 or len(node.output) != 1 or node.input[0] not in blobs:
+            raise FormatError(f"Unseal node {node.name!r} does not read a sealed blob of its own graph")
+        if any(a.name == "graph_digest" for a in node.attribute):
+            raise FormatError("this model was sealed by ortseal format v1, which is refused (its signatures do "
+                              "not commit to the content); re-seal the original model: "
+                              "ortseal seal ORIGINAL.onnx -o SEALED.onnx --keys KEYS")
+        dtype, shape = _attr(node, "dtype").i, list(_attr(node, "shape").ints)
+        try:
             identity = _attr(node, "tensor").s.decode("utf-8")
-            if identity != tensor_identity(scope, node.output[0], dtype, shape):
-                raise FormatError(f"Unseal node for {node.output[0]!r}: attributes do not match its tensor identity")
-            blob, constant = blobs[node.input[0]]
-            if blob.data_type != TensorProto.UINT8:
-                raise FormatError(f"sealed blob {node.input[0]!r} is not uint8")
-            found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity, constant))
+        except UnicodeDecodeError:
+            raise FormatError(f"Unseal node {node.name!r}: its tensor attribute is not UTF-8") from None
+        if identity != tensor_identity(scope, node.output[0], dtype, shape):
+            raise FormatError(f"Unseal node for {node.output[0]!r}: attributes do not match its tensor identity")
+        blob, constant = blobs[node.input[0]]
+        if blob.data_type != TensorProto.UINT8:
+            raise FormatError(f"sealed blob {node.input[0]!r} is not uint8")
+        found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity, constant))
     return found
 
 
-def external_location(tensor: TensorProto, base_dir: str | os.PathLike[str] | None) -> tuple[Path, int, int]:
-    """``(file, offset, length)`` of an external-data tensor (a missing length runs to the end of the file),
-    refusing paths outside ``base_dir``."""
-    if base_dir is None:
-        raise FormatError(f"tensor {tensor.name!r} is stored in an external file; open the model from its path")
+def find_sealed(model: ModelProto) -> list[SealedTensor]:
+    """Every sealed tensor of ``model`` (all graphs and functions)."""
+    return [st for scope, b in iter_bodies(model) for st in sealed_in(scope, b)]
+
+
+def _open_regular(path: str | os.PathLike[str], what: str) -> tuple[int, os.stat_result]:
+    """Open ``path`` read-only without blocking on a FIFO or device, and refuse anything but a regular file
+    before any byte is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FormatError(f"{what} {os.fspath(path)} does not exist") from None
+    except OSError as exc:
+        raise FormatError(f"cannot open {what} {os.fspath(path)}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise FormatError(f"{what} {os.fspath(path)} is not a regular file (a FIFO, device, socket or folder): refused")
+    os.set_blocking(fd, True)
+    return fd, st
+
+
+def read_model_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a model file, read once from one checked descriptor into memory ortseal owns."""
+    fd, st = _open_regular(path, "model file")
+    try:
+        if st.st_size > MAX_MODEL_FILE:
+            raise FormatError(f"model file {os.fspath(path)} is over 2 GiB: ONNX keeps large weights as external data")
+        with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh:
+            data = fh.read(MAX_MODEL_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_MODEL_FILE:
+        raise FormatError(f"model file {os.fspath(path)} is over 2 GiB")
+    return data
+
+
+def parse_model(data: bytes, where: str) -> ModelProto:
+    """``data`` parsed as an ONNX ModelProto (its external data not loaded); FormatError on anything else."""
+    model = ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
+        raise FormatError(f"not an ONNX model: {where} ({type(exc).__name__})") from None
+    if model.ir_version <= 0 or not model.HasField("graph"):
+        raise FormatError(f"not an ONNX model: {where}")
+    return model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model file read once: its bytes, their parse, and the folder its external data is relative to."""
+
+    data: bytes
+    model: ModelProto
+    base_dir: str | None
+    name: str  # the file name (``model.onnx`` for bytes), for messages and the opened copy
+
+
+def load_model(path_or_bytes: str | os.PathLike[str] | bytes, base_dir: str | None = None) -> LoadedModel:
+    """Read (a path) and parse a model, without its external data. For bytes, ``base_dir`` is where their
+    external data lives (None: they may have none)."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        data = bytes(path_or_bytes)
+        return LoadedModel(data, parse_model(data, "<bytes>"), base_dir, "model.onnx")
+    if not isinstance(path_or_bytes, (str, os.PathLike)):
+        raise TypeError(f"a model is a path or bytes, got {type(path_or_bytes).__name__}")
+    path = Path(path_or_bytes)
+    data = read_model_file(path)
+    return LoadedModel(data, parse_model(data, str(path)), str(path.absolute().parent), path.name)
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """Where an external-data tensor's bytes are: ``length`` bytes (None: to the end) of ``location`` at ``offset``."""
+
+    location: str
+    offset: int
+    length: int | None
+
+
+def external_ref(tensor: TensorProto) -> ExternalRef:
+    """The external-data entry of ``tensor``, checked: a relative location inside the model folder, integer
+    offset and length in range. FormatError naming the tensor otherwise."""
     info = {e.key: e.value for e in tensor.external_data}
     location = info.get("location", "")
-    base = os.path.realpath(base_dir)
-    path = os.path.realpath(os.path.join(base, location))
-    if not location or os.path.isabs(location) or not path.startswith(base.rstrip("/") + "/"):
+    parts = location.replace("\\", "/").split("/")
+    if not location or "\x00" in location or os.path.isabs(location) or ".." in parts:
         raise FormatError(f"tensor {tensor.name!r} has an external-data location outside the model folder: {location!r}")
-    offset = int(info.get("offset", 0))
-    length = int(info["length"]) if "length" in info else os.stat(path).st_size - offset
-    return Path(path), offset, length
-
-
-def iter_external(tensor: TensorProto, base_dir: str | None, chunk: int = 1 << 22) -> Iterator[bytes]:
-    """The bytes of an external-data tensor, in chunks; FormatError if the file is shorter."""
-    path, offset, length = external_location(tensor, base_dir)
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        while length > 0:
-            data = fh.read(min(chunk, length))
-            if not data:
-                raise FormatError(f"tensor {tensor.name!r}: external data file {path} is shorter than the tensor")
-            length -= len(data)
-            yield data
+    try:
+        offset = int(info.get("offset", "0"))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        raise FormatError(f"tensor {tensor.name!r} has a non-integer external-data offset or length") from None
+    if not 0 <= offset <= MAX_OFFSET or (length is not None and not 0 <= length <= MAX_OFFSET):
+        raise FormatError(f"tensor {tensor.name!r} has an external-data offset or length out of range")
+    return ExternalRef(location, offset, length)
 
 
 def is_external(tensor: TensorProto) -> bool:
@@ -216,103 +290,69 @@ def set_external(tensor: TensorProto, location: str, offset: int, length: int) -
 
 
 class DataFiles(contextlib.AbstractContextManager):
-    """Each external data file opened once, however many blobs it holds (a model can seal thousands of
-    tensors into one file: one descriptor per blob would run out of descriptors)."""
+    """The external data files of one model, each opened once (however many tensors it holds: a model can
+    seal thousands of tensors into one file), checked to be a regular file inside the model folder, and read
+    with ``pread`` at the offsets the model names (never mapped, never re-opened by path)."""
 
-    def __init__(self) -> None:
-        self._fds: dict[Path, int] = {}
+    def __init__(self, base_dir: str | None) -> None:
+        self._base = base_dir
+        self._files: dict[str, tuple[int, int]] = {}
 
-    def fd(self, path: Path) -> int:
-        if path not in self._fds:
-            self._fds[path] = os.open(path, os.O_RDONLY)
-        return self._fds[path]
+    def _file(self, tensor: TensorProto, ref: ExternalRef) -> tuple[int, int]:
+        if ref.location not in self._files:
+            if self._base is None:
+                raise FormatError(f"tensor {tensor.name!r} is stored in the external file {ref.location!r}: open the "
+                                  "model from its path (or, for bytes, say where its data is: the session option "
+                                  "session.model_external_initializers_file_folder_path)")
+            path = os.path.join(self._base, ref.location)
+            base = os.path.realpath(self._base)
+            if not os.path.realpath(path).startswith(base.rstrip("/") + "/"):
+                raise FormatError(f"tensor {tensor.name!r} has an external-data location outside the model folder: "
+                                  f"{ref.location!r}")
+            if not os.path.lexists(path):
+                raise FormatError(f"the model names the data file {ref.location!r} (in {self._base}), which is missing; "
+                                  "a sealed model's data file keeps the name it was sealed with")
+            fd, st = _open_regular(path, "data file")
+            self._files[ref.location] = fd, st.st_size
+        return self._files[ref.location]
+
+    def span(self, tensor: TensorProto) -> tuple[int, int, int]:
+        """``(fd, offset, length)`` of an external tensor's bytes, checked to lie inside its file."""
+        ref = external_ref(tensor)
+        fd, size = self._file(tensor, ref)
+        length = size - ref.offset if ref.length is None else ref.length
+        if ref.offset + length > size or length < 0:
+            raise FormatError(f"tensor {tensor.name!r}: its data file {ref.location!r} is shorter than the tensor")
+        return fd, ref.offset, length
+
+    def source(self, tensor: TensorProto) -> BlobSource:
+        """The bytes of an external tensor as a :class:`BlobSource` (``pread`` on the shared descriptor)."""
+        fd, offset, length = self.span(tensor)
+        return BlobSource(fd=fd, offset=offset, length=length)
+
+    def chunks(self, tensor: TensorProto, chunk: int = 1 << 22) -> Iterator[bytes]:
+        """The bytes of an external tensor, in chunks read once each."""
+        fd, offset, length = self.span(tensor)
+        end = offset + length
+        while offset < end:
+            data = os.pread(fd, min(chunk, end - offset), offset)
+            if not data:
+                raise FormatError(f"tensor {tensor.name!r}: its data file is shorter than the tensor")
+            offset += len(data)
+            yield data
+
+    def read(self, tensor: TensorProto) -> bytes:
+        return b"".join(self.chunks(tensor))
 
     def __exit__(self, *exc: object) -> None:
-        for fd in self._fds.values():
+        for fd, _ in self._files.values():
             os.close(fd)
-        self._fds.clear()
+        self._files.clear()
 
 
-@contextlib.contextmanager
-def blob_source(st: SealedTensor, base_dir: str | None, files: DataFiles | None = None) -> Iterator[BlobSource]:
-    """The bytes of ``st``'s blob: inline, or read from its external file with ``pread`` (never mapped),
-    through ``files`` when given (else a descriptor of its own)."""
-    if not is_external(st.blob):
-        yield BlobSource(st.blob.raw_data)
-        return
-    path, offset, length = external_location(st.blob, base_dir)
-    with contextlib.ExitStack() as own:
-        yield BlobSource(fd=(files or own.enter_context(DataFiles())).fd(path), offset=offset, length=length)
-
-
-def read_blob_header(st: SealedTensor, base_dir: str | None) -> tuple[Header, int]:
-    """``(header, blob length)`` of a sealed tensor's blob, without keys."""
-    with blob_source(st, base_dir) as source:
-        return read_header(source, kind="model"), source.size
-
-
-def load_inline(tensor: TensorProto, base_dir: str | None) -> None:
+def load_inline(tensor: TensorProto, files: DataFiles) -> None:
     """Move an external-data tensor's bytes into the tensor itself."""
-    data = b"".join(iter_external(tensor, base_dir))
+    data = files.read(tensor)
     del tensor.external_data[:]
     tensor.data_location = TensorProto.DEFAULT
     tensor.raw_data = data
-
-
-def _content_digest(tensor: TensorProto, base_dir: str | None) -> bytes:
-    h = hashlib.sha256()
-    for chunk in iter_external(tensor, base_dir) if is_external(tensor) else [tensor.raw_data]:
-        h.update(chunk)
-    return h.digest()
-
-
-def graph_digest(model: ModelProto, base_dir: str | None) -> str:
-    """Hex SHA-256 binding digest of a sealed model's structure.
-
-    Covers ir_version, opsets, functions, and every graph's nodes, attributes, inputs, outputs and plain
-    initializers (their raw bytes by SHA-256, whether inline or external). Leaves out what sealing cannot
-    know in advance or what does not change behaviour: the sealed blobs' bytes (the signed manifest names
-    their digests), value_info, and model metadata (where the manifest lives).
-    """
-    canon = ModelProto()
-    canon.ir_version = model.ir_version
-    canon.opset_import.extend(model.opset_import)
-    canon.functions.extend(model.functions)
-    canon.graph.CopyFrom(model.graph)
-    for _, b in iter_bodies(canon):
-        for t, _ in blob_tensors(b).values():
-            for field in ("raw_data", "external_data", "data_location"):
-                t.ClearField(field)
-    for _, graph in iter_graphs(canon.graph):
-        graph.ClearField("value_info")
-        blobs = {n.input[0] for n in graph.node if is_unseal(n) and n.input}
-        for t in graph.initializer:
-            if t.name in blobs:
-                continue
-            if is_external(t) or t.HasField("raw_data"):
-                # Bound by content, wherever it is stored (sealing may move a tensor inline or out).
-                content = _content_digest(t, base_dir)
-                t.ClearField("external_data")
-                t.ClearField("data_location")
-                t.raw_data = b"sha256:" + content
-    return hashlib.sha256(DIGEST_LABEL + canon.SerializeToString(deterministic=True)).hexdigest()
-
-
-def load_model(path_or_bytes: str | os.PathLike[str] | bytes) -> tuple[ModelProto, str | None]:
-    """Load an ONNX model without its external data; returns ``(model, base_dir or None)``."""
-    try:
-        if isinstance(path_or_bytes, (bytes, bytearray)):
-            model, base = onnx.load_model_from_string(bytes(path_or_bytes)), None
-        else:
-            path = Path(path_or_bytes)
-            if not path.is_file():
-                raise FileNotFoundError(f"no model file at {path}")
-            model, base = onnx.load(str(path), load_external_data=False), str(path.resolve().parent)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - protobuf raises several types on garbage
-        raise FormatError(f"not an ONNX model: {path_or_bytes if not isinstance(path_or_bytes, bytes) else '<bytes>'}"
-                          f" ({type(exc).__name__})") from exc
-    if model.ir_version <= 0 or not model.HasField("graph"):
-        raise FormatError(f"not an ONNX model: {path_or_bytes if not isinstance(path_or_bytes, bytes) else '<bytes>'}")
-    return model, base

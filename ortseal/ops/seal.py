@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import mmap
@@ -16,6 +17,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_helper
@@ -25,20 +27,18 @@ from .._atomic import atomic_writer
 from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, Sealer, check_release
 from ..errors import FormatError
 from ..keys import KeySet
-from .manifest import Manifest, TensorEntry, write_manifest
+from .manifest import MANIFEST_KEY, MODEL_FORMAT_VERSION, ExternalEntry, Manifest, TensorEntry, body_digest, make_record
 from .model import (
     LIKE_PREFIX,
     METADATA_KEY,
     SEALED_SUFFIX,
     SELECTION_KEY,
+    DataFiles,
     blob_tensors,
     body,
-    external_location,
-    graph_digest,
     is_external,
     is_sealed_model,
     iter_bodies,
-    iter_external,
     iter_graphs,
     load_inline,
     load_model,
@@ -113,18 +113,15 @@ def _nbytes(t: TensorProto) -> int | None:
     return n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
 
 
-def _tensor_bytes(t: TensorProto, base_dir: str, nbytes: int, stack: contextlib.ExitStack) -> memoryview:
+def _tensor_bytes(t: TensorProto, files: DataFiles, nbytes: int, stack: contextlib.ExitStack) -> memoryview:
     """A tensor's raw little-endian bytes: a read-only mapping of its external file, or its inline data."""
     if is_external(t):
-        path, offset, length = external_location(t, base_dir)
+        fd, offset, length = files.span(t)
         if length != nbytes:
             raise FormatError(f"tensor {t.name!r}: external length {length} does not match its shape ({nbytes} bytes)")
-        with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_size < offset + nbytes:
-                raise FormatError(f"tensor {t.name!r}: external data file {path} is shorter than the tensor")
-            if nbytes == 0:
-                return memoryview(b"")
-            mapped = stack.enter_context(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        if nbytes == 0:
+            return memoryview(b"")
+        mapped = stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
         view = memoryview(mapped)[offset:offset + nbytes]
         stack.callback(view.release)
         return view
@@ -358,8 +355,8 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     model_name = src_path.stem if model_name is None else model_name
     if not isinstance(model_name, str) or not model_name:
         raise ValueError("model_name must be a non-empty string")
-    model, base_dir = load_model(src_path)
-    assert base_dir is not None
+    loaded = load_model(src_path)
+    model = loaded.model
     if is_sealed_model(model):
         raise FormatError(f"{src_path} is already sealed by ortseal")
     if dst_path.resolve() == src_path.resolve():
@@ -370,65 +367,75 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
                                   "(Python: overwrite=True)")
     if min_bytes < 0:
         raise ValueError("min_bytes must be >= 0")
-    _inline_attribute_tensors(model, base_dir)
-    chosen, left_plain = _select(model, min_bytes, include, exclude)
-    if not chosen:
-        raise ValueError(f"no constant tensor of {src_path} to seal with --min-bytes {min_bytes}, --include "
-                         f"{include!r}, --exclude {exclude!r}; smaller tensors are sealed with a lower --min-bytes")
-    keys.sealing_key()
+    key_id, _ = keys.sealing_key()
     if sign and keys.signing_key() is None:
         raise ValueError("this keyset has no signing key; seal with the publisher's keyset, or pass --no-sign "
                          "(Python: sign=False) for devices whose keyset allows unsigned models")
     if not sign and keys.requires_signature:
         raise ValueError("--no-sign (Python: sign=False) writes a model this keyset could never open, since it "
                          "requires signatures; sign it, or use a keyset made with allow_unsigned=True")
-    selected = _rewrite(model, chosen, keys, segment_size)
-    if not any(o.domain == DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
-    meta = {p.key: p for p in model.metadata_props}
-    (meta[METADATA_KEY] if METADATA_KEY in meta else model.metadata_props.add(key=METADATA_KEY)).value = "2"
-    (meta[SELECTION_KEY] if SELECTION_KEY in meta else model.metadata_props.add(key=SELECTION_KEY)).value = \
-        json.dumps({"min_bytes": min_bytes, "include": include, "exclude": exclude}, sort_keys=True)
-    digest = graph_digest(model, base_dir)
-    manifest = Manifest(model_name, release, secrets.token_hex(16), digest)
-    total = sum(s.nbytes for s in selected)
-    if not external_data and total > (1 << 31) - (64 << 20):
-        raise ValueError("sealed payloads over 2 GiB need external_data=True")
-    data_path = dst_path.with_name(dst_path.name + ".data") if external_data else None
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"sealing {src_path.name}", leave=False,
-               disable=not progress or total < PROGRESS_MIN_BYTES or not sys.stderr.isatty())
-    with bar, contextlib.ExitStack() as stack:
-        inline = io.BytesIO()
-        data = stack.enter_context(atomic_writer(data_path, mode=0o644, overwrite=overwrite)) if data_path else inline
-        blobs = stack.enter_context(BlobWriter(data, keys, segment_size=segment_size))
-        for s in selected:
-            with contextlib.ExitStack() as source:
-                offset = data.tell()
-                tensor = s.candidate.tensor
-                assert tensor is not None
-                info = blobs.write(_tensor_bytes(tensor, base_dir, s.nbytes, source), sign=False, release=release,
-                                   context=tensor_context(manifest.seal_id, digest, s.identity), progress=bar.update)
-            manifest.tensors[s.identity] = TensorEntry(info.header.key_id, info.digest, s.nbytes)
-            if data_path:
-                set_external(s.blob, data_path.name, offset, info.length)
-            else:
-                s.blob.raw_data = inline.getbuffer()[offset:offset + info.length].tobytes()
-        _move_plain_external(model, base_dir, data if data_path else None, data_path.name if data_path else "")
-        write_manifest(model, manifest, keys, sign)
-        serialized = model.SerializeToString()
+    with DataFiles(loaded.base_dir) as files:
+        _inline_attribute_tensors(model, files)
+        chosen, left_plain = _select(model, min_bytes, include, exclude)
+        if not chosen:
+            raise ValueError(f"no constant tensor of {src_path} to seal with --min-bytes {min_bytes}, --include "
+                             f"{include!r}, --exclude {exclude!r}; smaller tensors are sealed with a lower --min-bytes")
+        selected = _rewrite(model, chosen, keys, segment_size)
+        if not any(o.domain == DOMAIN for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
+        manifest = Manifest(model_name, release, secrets.token_hex(16), key_id)
+        total = sum(s.nbytes for s in selected)
+        if not external_data and total > (1 << 31) - (64 << 20):
+            raise ValueError("sealed payloads over 2 GiB need external_data=True")
+        data_path = dst_path.with_name(dst_path.name + ".data") if external_data else None
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"sealing {src_path.name}", leave=False,
+                   disable=not progress or total < PROGRESS_MIN_BYTES or not sys.stderr.isatty())
+        with bar, contextlib.ExitStack() as stack:
+            inline = io.BytesIO()
+            data = stack.enter_context(atomic_writer(data_path, mode=0o644, overwrite=overwrite)) if data_path else inline
+            blobs = stack.enter_context(BlobWriter(data, keys, segment_size=segment_size))
+            for s in selected:
+                with contextlib.ExitStack() as source:
+                    offset = data.tell()
+                    tensor = s.candidate.tensor
+                    assert tensor is not None
+                    info = blobs.write(_tensor_bytes(tensor, files, s.nbytes, source), sign=False, release=release,
+                                       context=tensor_context(manifest.seal_id, s.identity), progress=bar.update)
+                manifest.tensors[s.identity] = TensorEntry(info.digest, s.nbytes)
+                if data_path:
+                    set_external(s.blob, data_path.name, offset, info.length)
+                else:
+                    s.blob.raw_data = inline.getbuffer()[offset:offset + info.length].tobytes()
+            manifest.external = _move_plain_external(model, files, data if data_path else None,
+                                                     data_path.name if data_path else "")
+            _set_metadata(model, {METADATA_KEY: str(MODEL_FORMAT_VERSION), MANIFEST_KEY: manifest.to_json(),
+                                  SELECTION_KEY: json.dumps({"min_bytes": min_bytes, "include": include,
+                                                             "exclude": exclude}, sort_keys=True)})
+            body = model.SerializeToString()
+            record = make_record(body_digest(body), keys, sign=sign, key_id=key_id)
     with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
-        fh.write(serialized)
+        fh.write(body)
+        fh.write(record)
     return SealSummary(dst_path, data_path, [s.candidate.name for s in selected], total, manifest, left_plain)
 
 
-def _inline_attribute_tensors(model: ModelProto, base_dir: str) -> None:
+def _set_metadata(model: ModelProto, entries: dict[str, str]) -> None:
+    """Set ortseal's metadata entries, dropping any ``ortseal.*`` entry the source carried."""
+    kept = [p for p in model.metadata_props if not p.key.startswith("ortseal.")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in entries.items():
+        model.metadata_props.add(key=key, value=value)
+
+
+def _inline_attribute_tensors(model: ModelProto, files: DataFiles) -> None:
     """Load attribute tensors stored as external data (Constant values saved with ``convert_attribute``)
     into the model: sealed ones are then read like any other, plain ones stay where sealing binds them."""
     for _, b in iter_bodies(model):
         for n in b.node:
             for a in n.attribute:
                 if a.type == AttributeProto.TENSOR and is_external(a.t):
-                    load_inline(a.t, base_dir)
+                    load_inline(a.t, files)
 
 
 def plaintext_report(model: ModelProto) -> list[PlainTensor]:
@@ -469,18 +476,24 @@ def format_size(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def _move_plain_external(model: ModelProto, base_dir: str, out, location: str) -> None:
+def _move_plain_external(model: ModelProto, files: DataFiles, out: BinaryIO | None, location: str) -> list[ExternalEntry]:
     """Give plain (unsealed) external tensors a home in the sealed model: copied page-aligned into its data
-    file ``out``, or inline when there is no data file."""
+    file ``out``, or inline when there is no data file. Returns their manifest entries (with SHA-256), in walk
+    order."""
+    entries = []
     for _, graph in iter_graphs(model.graph):
         for t in graph.initializer:
             if not is_external(t) or t.name.endswith(SEALED_SUFFIX):
                 continue
             if out is None:
-                load_inline(t, base_dir)
+                load_inline(t, files)
                 continue
             out.write(b"\0" * (-out.tell() % PLAIN_ALIGNMENT))
             start = out.tell()
-            for chunk in iter_external(t, base_dir):
+            h = hashlib.sha256()
+            for chunk in files.chunks(t):
+                h.update(chunk)
                 out.write(chunk)
             set_external(t, location, start, out.tell() - start)
+            entries.append(ExternalEntry(location, start, out.tell() - start, h.digest()))
+    return entries

@@ -2,98 +2,127 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
 from ..ep_plugin.preflight import PROVIDER as TENSORRT
 from ..ep_plugin.shim import shim_path
-from ..errors import FormatError, KeyNotFoundError, OrtsealError, ProviderUnavailableError, UnsafeOptionError
+from ..blob import check_release
+from ..errors import (
+    FormatError,
+    KeyNotFoundError,
+    OrtsealError,
+    ProviderUnavailableError,
+    TamperedError,
+    UnsafeOptionError,
+)
 from ..keys import KeySet
-from .model import is_sealed_model, load_model
+from .manifest import read_record
+from .model import LoadedModel, is_sealed_model, load_model
 from .opening import open_sealed_model
+from .verified import verify_sealed
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
-# EPs whose session creation writes nothing outside the process (no engine or EP cache, no compiled
-# model): for them large weights are checked while ORT opens them (docs/sealed-models.md).
-NO_SIDE_EFFECT_PROVIDERS = frozenset({"CPUExecutionProvider", "CUDAExecutionProvider"})
 
 
 class InferenceSession(ort.InferenceSession):
-    """Like ``onnxruntime.InferenceSession``, plus ``keys=`` and ``min_release=``: a sealed model's signed
-    manifest, release, graph binding and every blob are verified and its tensors decrypted in memory
-    before ORT sees the graph, so ORT's optimizers and every EP see plain constant weights. Unsealed models
-    pass through unchanged (``keys`` is then not needed).
+    """Like ``onnxruntime.InferenceSession``, plus ``keys=`` and ``min_release=``: a sealed model file is read
+    once, its signature over the whole file, its release and every sealed and plain external tensor are
+    checked against what the publisher signed, and its tensors decrypted in memory, all before ORT sees any
+    of it; ORT's optimizers and every EP then see plain constant weights.
 
         sess = ortseal.InferenceSession("model.sealed.onnx", providers=["CPUExecutionProvider"], keys=keys)
         sess.run(None, {"x": x})
 
-    With only the CPU and CUDA EPs, large weights' signed digests are recomputed from the opened
-    plaintext on the spare cores while ORT initialises the session; the constructor returns only once
-    every one matched (else TamperedError, and the session is discarded). ``verify_first=True`` checks
-    everything before ORT reads any weight (slower on few cores). See docs/sealed-models.md.
+    ``keys`` is a :class:`ortseal.KeySet` (or a keyset file's path). Given keys, an unsealed model is refused
+    (a device that expects sealed models must not run a plain one put in their place); without keys, unsealed
+    models pass through unchanged. A refusal leaves no session: the constructor raises, and ``set_providers``
+    (which opens the model again, verifying it again) keeps the previous session. ORT's own fallback to
+    other EPs never runs for a sealed model.
     """
 
     def __init__(self, path_or_bytes: str | bytes | os.PathLike[str], sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple[str, dict[Any, Any]]] | None = None,
-                 provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet | None = None,
-                 min_release: int = 0, verify_first: bool = False, **kwargs: Any) -> None:
+                 provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet | str | os.PathLike[str] |
+                 None = None, min_release: int = 0, **kwargs: Any) -> None:
         if keys is not None and not isinstance(keys, KeySet):
             raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
         self._ortseal_keys = keys
-        self._ortseal_min_release = min_release
-        self._ortseal_verify_first = verify_first
-        self._ortseal_model = None
+        self._ortseal_min_release = check_release(min_release, "min_release")
+        self._ortseal_loaded: LoadedModel | None = None
+        self._ortseal_source: str | bytes | None = None
+        base_dir = _config_entry(sess_options, EXTERNAL_FOLDER_KEY) or None
         try:
-            model, base_dir = load_model(path_or_bytes)
+            loaded = load_model(path_or_bytes, base_dir)
         except FormatError:
-            model = None  # not ONNX protobuf (an .ort file, or garbage): ORT itself decides
-        if model is not None and is_sealed_model(model):
+            loaded = None  # not ONNX protobuf (an .ort file, or garbage): ORT itself decides
+        sealed = loaded is not None and (is_sealed_model(loaded.model) or read_record(loaded.data) is not None)
+        if sealed:
             if keys is None:
                 raise KeyNotFoundError("this model is sealed: pass keys= (the keyset that opens it)")
-            if base_dir is None:  # bytes: ORT reads their external data from this session option, so do we
-                base_dir = _config_entry(sess_options, EXTERNAL_FOLDER_KEY) or None
-            self._ortseal_model, self._ortseal_base_dir = model, base_dir
-            self._ortseal_name = Path(path_or_bytes).name if not isinstance(path_or_bytes, bytes) else "model.onnx"
+            # The first session is made from these very bytes; set_providers() reads the file again.
+            self._ortseal_loaded = loaded
+            self._ortseal_source = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
+            self._ortseal_base_dir = base_dir
+        elif keys is not None:
+            name = loaded.name if loaded else "<bytes>" if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
+            raise TamperedError(f"{name} is not a sealed model, but keys= was "
+                                "given: a device that expects sealed models refuses a plain one (open unsealed models "
+                                "without keys=)")
         super().__init__(path_or_bytes, sess_options, providers, provider_options, **kwargs)
 
     @property
     def is_sealed(self) -> bool:
         """True if this session was opened from a sealed model."""
-        return self._ortseal_model is not None
+        return self._ortseal_source is not None
 
     def _create_inference_session(self, providers, provider_options, disabled_optimizers=None) -> None:
         sealed_cache = _asks_sealed_engine_cache(providers, provider_options)
-        if sealed_cache:
-            # ORT's Python API would print "EP Error ... Falling back" and run on CUDA or CPU, the sealed
-            # engine cache unused: a session that asked for TensorRT through ortseal gets it or fails.
+        if sealed_cache or self.is_sealed:
+            # ORT's Python API would print "EP Error ... Falling back" and retry elsewhere: a sealed model or a
+            # session that asked for the sealed engine cache gets what it asked for or fails.
             self._enable_fallback = False
-        if self._ortseal_model is not None or sealed_cache:
             self._refuse_plaintext_outputs()
-        if self._ortseal_model is None:
+        if not self.is_sealed:
             super()._create_inference_session(providers, provider_options, disabled_optimizers)
         else:
-            origin = self._model_path, self._model_bytes
-            check_while_opening = not self._ortseal_verify_first and _no_side_effects(providers, self._sess_options)
-            with open_sealed_model(self._ortseal_model, self._ortseal_base_dir, self._ortseal_keys,  # type: ignore[arg-type]
-                                   self._ortseal_name, min_release=self._ortseal_min_release,
-                                   check_while_opening=check_while_opening) as opened:
-                self._model_path, self._model_bytes = opened.path, opened.model_bytes
-                try:
-                    super()._create_inference_session(providers, provider_options, disabled_optimizers)
-                finally:
-                    # Keep no reference to the opened model: only the sealed source stays.
-                    self._model_path, self._model_bytes = origin
+            self._create_sealed(providers, provider_options, disabled_optimizers)
         if sealed_cache and TENSORRT not in self.get_providers():
             raise ProviderUnavailableError(f"the session was asked for {TENSORRT} with a sealed engine cache but ONNX "
                                            f"Runtime gave it {self.get_providers()}")
 
+    def _create_sealed(self, providers, provider_options, disabled_optimizers) -> None:
+        """Verify and open the sealed model, then let ORT build the session from what was opened. Every check
+        runs before ORT sees a byte; if one fails, ORT's previous session (if any) stays bound."""
+        loaded, self._ortseal_loaded = self._ortseal_loaded, None
+        keys = self._ortseal_keys
+        assert isinstance(keys, KeySet) and self._ortseal_source is not None
+        with contextlib.ExitStack() as stack:
+            try:
+                if loaded is None:
+                    loaded = load_model(self._ortseal_source, self._ortseal_base_dir)
+                verified = stack.enter_context(verify_sealed(loaded, keys, min_release=self._ortseal_min_release))
+                opened = stack.enter_context(open_sealed_model(verified, keys))
+            except OrtsealError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any other failure on these bytes is a malformed model
+                raise FormatError(f"the sealed model {loaded.name if loaded else ''} is malformed: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            origin = self._model_path, self._model_bytes
+            self._model_path, self._model_bytes = opened.path, opened.model_bytes
+            try:
+                super()._create_inference_session(providers, provider_options, disabled_optimizers)
+            finally:
+                # Keep no reference to the opened model: only the sealed source stays.
+                self._model_path, self._model_bytes = origin
+
     def _refuse_plaintext_outputs(self) -> None:
         """Options that would write opened weights (sealed model) or a compiled engine (either) in plain."""
-        if self._ortseal_model is not None and self._sess_options is not None and \
+        if self.is_sealed and self._sess_options is not None and \
                 self._sess_options.optimized_model_filepath:
             raise UnsafeOptionError("sess_options.optimized_model_filepath is refused for a sealed model: ORT would "
                                     "write the opened weights to that file in plaintext")
@@ -101,16 +130,6 @@ class InferenceSession(ort.InferenceSession):
             raise UnsafeOptionError("the session option ep.context_enable is refused for a sealed model or engine "
                                     "cache: the EP-context model it writes holds the compiled engine or its weights "
                                     "in plaintext")
-
-
-def _no_side_effects(providers: Any, sess_options: ort.SessionOptions | None) -> bool:
-    """True when creating the session can leave nothing outside the process: every EP named is in
-    :data:`NO_SIDE_EFFECT_PROVIDERS` (none named: ORT's CPU EP) and the options choose no other."""
-    chosen_by_options = getattr(sess_options, "has_providers", None)  # ORT 1.22+; older ones cannot
-    if chosen_by_options is not None and chosen_by_options():
-        return False  # EPs picked by the options (add_provider*, a selection policy): any kind
-    names = {p[0] if isinstance(p, (tuple, list)) else p for p in providers or []}
-    return names <= NO_SIDE_EFFECT_PROVIDERS
 
 
 def _asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:

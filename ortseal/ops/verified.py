@@ -1,0 +1,147 @@
+"""File bytes -> one verified sealed model (spec: ``docs/format.md``, "Sealed model v3", "Opening").
+
+:func:`verify_sealed` takes a model file read once (:class:`~ortseal.ops.model.LoadedModel`) and checks, in
+order and before any content key is used for decryption: the seal record at the end of the file over every
+other byte of it (signature by a trusted key, or the HMAC of an unsigned model), the release, then, in one
+walk of the graph, that the sealed tensors are exactly those the manifest names and the plain external tensors
+exactly those it lists. The :class:`VerifiedModel` it returns holds the bytes, the manifest and every tensor's
+place; its blobs and plain external bytes are checked against their signed digests as they are read, once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+
+from onnx import AttributeProto, GraphProto, TensorProto
+
+from ..blob import BlobSource, Opener, read_header
+from ..errors import FormatError, TamperedError
+from ..keys import KeySet
+from .manifest import (
+    MANIFEST_KEY,
+    MODEL_FORMAT_VERSION,
+    RECORD_KEY,
+    RESEAL,
+    ExternalEntry,
+    Manifest,
+    body_digest,
+    check_record,
+    read_record,
+)
+from .model import DataFiles, LoadedModel, SealedTensor, is_external, iter_bodies, sealed_in, tensor_context
+
+
+@dataclass
+class VerifiedModel(contextlib.AbstractContextManager):
+    """A sealed model whose seal record, release and structure passed. Its data files stay open (once each)
+    until the block ends; :meth:`opener` and :meth:`read_external` check each blob and plain tensor against
+    the manifest as it is read."""
+
+    loaded: LoadedModel
+    manifest: Manifest
+    signer: str | None  # the signer whose signature was checked; None for an unsigned (HMAC) model
+    sealed: list[SealedTensor]
+    externals: list[tuple[TensorProto, ExternalEntry]]  # plain external tensors and what the manifest says
+    files: DataFiles = field(repr=False)
+
+    @property
+    def model(self):  # noqa: ANN201 - onnx.ModelProto
+        return self.loaded.model
+
+    def context(self, st: SealedTensor) -> bytes:
+        return tensor_context(self.manifest.seal_id, st.identity)
+
+    def opener(self, st: SealedTensor, keys: KeySet, *, need_key: bool = True) -> Opener:
+        """An :class:`Opener` for one sealed tensor once its header names the manifest's key and size;
+        decrypting recomputes the blob's content digest against the manifest's in the same pass.
+        ``need_key=False`` (public keys only) gives an opener that can hash the stored bytes but not decrypt."""
+        entry = self.manifest.tensors[st.identity]
+        source = self.files.source(st.blob) if is_external(st.blob) else BlobSource(st.blob.raw_data)
+        header = read_header(source, kind="model")
+        if header.key_id != self.manifest.key_id:
+            raise TamperedError(f"sealed tensor {st.name!r} names key {header.key_id!r}, its manifest "
+                                f"{self.manifest.key_id!r}")
+        if header.plaintext_length != entry.plaintext_bytes:
+            raise TamperedError(f"sealed tensor {st.name!r} holds {header.plaintext_length} bytes, its manifest "
+                                f"{entry.plaintext_bytes}")
+        return Opener(source, keys, context=self.context(st), expected_digest=entry.digest, kind="model",
+                      need_key=need_key)
+
+    def external_chunks(self, tensor: TensorProto, entry: ExternalEntry):  # noqa: ANN201 - Iterator[bytes]
+        """The bytes of a plain external tensor, read once in chunks and hashed as they go; the last chunk
+        is yielded only after the whole digest matched the manifest's (TamperedError otherwise), so a caller
+        that stops at an error has accepted nothing."""
+        h = hashlib.sha256()
+        pending = None
+        for chunk in self.files.chunks(tensor):
+            h.update(chunk)
+            if pending is not None:
+                yield pending
+            pending = chunk
+        if not hmac.compare_digest(h.digest(), entry.sha256):
+            raise TamperedError(f"plain tensor {tensor.name!r}: the bytes in {entry.location!r} differ from those "
+                                "that were signed (the data file was changed after sealing)")
+        if pending is not None:
+            yield pending
+
+    def read_external(self, tensor: TensorProto, entry: ExternalEntry) -> bytes:
+        return b"".join(self.external_chunks(tensor, entry))
+
+    def __exit__(self, *exc: object) -> None:
+        self.files.__exit__(*exc)
+
+
+def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0) -> VerifiedModel:
+    """Check a sealed model file: seal record over the body, release, and the tensors it holds against its
+    manifest. Raises FormatError, TamperedError (RollbackError) or KeyNotFoundError naming what failed."""
+    model = loaded.model
+    props = [p for p in model.metadata_props]
+    manifests = [p.value for p in props if p.key == MANIFEST_KEY]
+    records = [p for p in props if p.key == RECORD_KEY]
+    record = read_record(loaded.data)
+    if record is None or len(records) != 1 or props[-1].key != RECORD_KEY:
+        if not records and len(manifests) == 1 and '"version":2' in manifests[0]:
+            raise FormatError(f"this model was sealed by ortseal model format v2, which is refused (its signature "
+                              f"does not cover the whole file); {RESEAL}")
+        raise FormatError(f"the model holds Unseal nodes but does not end with an ortseal v{MODEL_FORMAT_VERSION} "
+                          f"seal record: it was damaged, edited, or sealed by an older ortseal; {RESEAL}")
+    if len(manifests) != 1:
+        raise FormatError("the sealed model does not hold exactly one ortseal manifest")
+    manifest = Manifest.from_json(manifests[0])
+    body = memoryview(loaded.data)[:len(loaded.data) - record.size]
+    check_record(record, body_digest(body), manifest, keys, min_release=min_release)
+    sealed: list[SealedTensor] = []
+    externals: list[TensorProto] = []
+    for scope, b in iter_bodies(model):
+        here = sealed_in(scope, b)
+        sealed += here
+        blobs = {id(st.blob) for st in here}
+        if isinstance(b, GraphProto):
+            externals += [t for t in b.initializer if is_external(t) and id(t) not in blobs]
+            if any(is_external(t) for sp in b.sparse_initializer for t in (sp.values, sp.indices)):
+                raise FormatError("a sealed model's sparse initializers must not be stored as external data")
+        for node in b.node:
+            for a in node.attribute:
+                if (a.type == AttributeProto.TENSOR and is_external(a.t) and id(a.t) not in blobs) or \
+                        (a.type == AttributeProto.TENSORS and any(is_external(t) for t in a.tensors)):
+                    raise FormatError(f"node {node.name!r}: a sealed model's attribute tensors must be stored inline")
+    identities = [st.identity for st in sealed]
+    if not sealed or len(set(identities)) != len(identities) or set(identities) != set(manifest.tensors):
+        raise TamperedError("the model's sealed tensors differ from those its manifest names")
+    for st in sealed:
+        if manifest.tensors[st.identity].plaintext_bytes != st.plaintext_bytes:
+            raise TamperedError(f"sealed tensor {st.name!r}: the manifest's size differs from its shape's")
+    if len(externals) != len(manifest.external):
+        raise TamperedError("the model's plain external tensors differ from those its manifest lists")
+    files = DataFiles(loaded.base_dir)
+    paired = []
+    for t, entry in zip(externals, manifest.external):
+        info = {e.key: e.value for e in t.external_data}
+        if (info.get("location"), info.get("offset", "0"), info.get("length")) != \
+                (entry.location, str(entry.offset), str(entry.length)):
+            raise TamperedError(f"plain external tensor {t.name!r} is not where the manifest says")
+        paired.append((t, entry))
+    return VerifiedModel(loaded, manifest, record.signer_id, sealed, paired, files)
