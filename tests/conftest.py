@@ -9,7 +9,7 @@ import pytest
 
 from ortseal import KeySet
 from ortseal._atomic import lock_held
-from ortseal.ops.opening import FOLDER_PREFIX
+from ortseal.ops.ramdir import FOLDER_PREFIX
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from models import big_embedding, constants_everywhere, control_flow, transforme
 
 import ortseal
 from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError, UnsafeOptionError
-from ortseal.ops.model import SEALED_SUFFIX, graph_digest, load_model
+from ortseal.ops.model import SEALED_SUFFIX, load_model
 
 from conftest import contains_run, unlocked_opening_folders
 
@@ -61,13 +61,13 @@ def assert_fallback_matches(sealed, plain, feeds, keys) -> None:
     (pre-packed GEMM, fusions) but not Unseal outputs, so float32 sums are reassociated: each output of a
     length-k dot product may differ by about k * 2**-24 relative; the transformer's longest reduction is
     k = 512, so rtol 1e-4 leaves a 3x margin. With optimizations and pre-packing off, bit-identical."""
-    so = ortseal.fallback_session_options(keys, model=sealed)
-    fast = ort.InferenceSession(str(sealed), so, providers=CPU).run(None, feeds)
+    fb = ortseal.fallback_session_options(keys, model=sealed)
+    fast = ort.InferenceSession(fb.model_bytes, fb.sess_options, providers=CPU).run(None, feeds)
     want = run_plain(plain, feeds)
     for got, ref in zip(fast, want):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
-    exact = ort.InferenceSession(str(sealed), plain_options(ortseal.fallback_session_options(keys, model=sealed)),
-                                 providers=CPU).run(None, feeds)
+    fb = ortseal.fallback_session_options(keys, model=sealed)
+    exact = ort.InferenceSession(fb.model_bytes, plain_options(fb.sess_options), providers=CPU).run(None, feeds)
     assert_identical(exact, ort.InferenceSession(str(plain), plain_options(), providers=CPU).run(None, feeds))
 
 
@@ -103,8 +103,11 @@ def test_ort_example_models_without_weights(tmp_path, keys, name):
     with pytest.raises(ValueError, match="no constant tensor"):
         ortseal.seal_model(src, tmp_path / "x.onnx", keys)
     assert not list(tmp_path.iterdir())
-    sess = ortseal.InferenceSession(src, providers=CPU, keys=keys)  # unsealed models pass through
+    sess = ortseal.InferenceSession(src, providers=CPU)  # unsealed models pass through without keys
     assert not sess.is_sealed and sess.get_inputs()
+    # a device given keys refuses a plain model put where it expects a sealed one
+    with pytest.raises(TamperedError, match="not a sealed model"):
+        ortseal.InferenceSession(src, providers=CPU, keys=keys)
 
 
 def test_transformer_bit_identical_and_valid_onnx(tiny):
@@ -212,9 +215,9 @@ def test_ep_context_dump_refused(tiny, tmp_path):
 def test_fallback_kernel_same_outputs(tiny, caplog):
     d, keys, _, _, feeds = tiny
     sealed = str(d / "sealed" / "model.onnx")
-    so = ortseal.fallback_session_options(keys, model=sealed)
+    fb = ortseal.fallback_session_options(keys, model=sealed)
     with caplog.at_level("WARNING", logger="ortseal"):
-        sess = ort.InferenceSession(sealed, so, providers=CPU)
+        sess = ort.InferenceSession(fb.model_bytes, fb.sess_options, providers=CPU)
         first = sess.run(None, feeds)
         second = sess.run(None, feeds)
     assert_identical(second, first)
@@ -262,8 +265,8 @@ def test_constant_nodes_sealed_in_graphs_subgraphs_and_functions(tmp_path, keys)
         feeds = {"x_in": x, "flag": np.array(flag)}
         want = run_plain(src, feeds)
         assert_identical(run_sealed(dst, feeds, keys), want)
-        exact = ort.InferenceSession(str(dst), plain_options(ortseal.fallback_session_options(keys, model=dst)),
-                                     providers=CPU).run(None, feeds)
+        fb = ortseal.fallback_session_options(keys, model=dst)
+        exact = ort.InferenceSession(fb.model_bytes, plain_options(fb.sess_options), providers=CPU).run(None, feeds)
         plain = ort.InferenceSession(str(src), plain_options(), providers=CPU).run(None, feeds)
         assert exact[0].tobytes() == plain[0].tobytes() and list(exact[1]) == list(plain[1])
     report = ortseal.verify_model(dst, keys)
@@ -337,14 +340,14 @@ def _edit_opset(m):
     m.opset_import[0].version = 18
 
 
-def _edit_and_fix_digest(m):
-    """An attacker who also recomputes the digest attribute: the blobs' contexts still refuse."""
-    _edit_output_weight(m)
-    digest = graph_digest(m, None)
-    for n in m.graph.node:
-        for a in n.attribute:
-            if a.name == "graph_digest":
-                a.s = digest.encode()
+def _edit_metadata(m):
+    """Metadata is signed too: an application's class labels swapped."""
+    next(p for p in m.metadata_props if p.key == "author").value = "someone else"
+
+
+def _edit_doc_string(m):
+    m.graph.node[0].doc_string = "edited"
+    m.producer_name = "edited"
 
 
 def _swap_blobs(m):
@@ -357,7 +360,7 @@ def _swap_blobs(m):
 
 
 @pytest.mark.parametrize("edit", [_edit_output_weight, _edit_attribute, _edit_plain_initializer, _edit_remove_node,
-                                  _edit_opset, _edit_and_fix_digest, _swap_blobs])
+                                  _edit_opset, _edit_metadata, _edit_doc_string, _swap_blobs])
 def test_graph_edits_are_refused_before_any_plaintext(tiny, edit):
     d, keys, *_ = tiny
     path = d / "sealed" / f"edited_{edit.__name__}.onnx"
@@ -438,7 +441,7 @@ def _no_temp_files(directory: Path) -> bool:
 
 def test_sealing_errors_leave_nothing(tmp_path, keys, tiny):
     d, *_ = tiny
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FormatError, match="does not exist"):
         ortseal.seal_model(tmp_path / "missing.onnx", tmp_path / "out.onnx", keys)
     (tmp_path / "junk.onnx").write_bytes(os.urandom(1000))
     with pytest.raises(FormatError, match="not an ONNX model"):
@@ -480,7 +483,7 @@ def test_model_loaded_whole_is_not_needed_for_sealing(tiny):
     """The sealed model file itself stays small: payloads are streamed to the data file."""
     d, *_ = tiny
     assert (d / "sealed" / "model.onnx").stat().st_size < 16 * 1024
-    model, _ = load_model(d / "sealed" / "model.onnx")
+    model = load_model(d / "sealed" / "model.onnx").model
     assert all(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer if t.name.endswith(SEALED_SUFFIX))
 
 
@@ -523,9 +526,9 @@ def test_float16_weights(tmp_path, keys):
         ortseal.fallback_session_options(keys, model=tmp_path / "f16.sealed.onnx")
     # a session given the kernel for another model still refuses the float16 node cleanly at creation
     ortseal.seal_model(onnxruntime.datasets.get_example("mul_1.onnx"), tmp_path / "mul.sealed.onnx", keys, min_bytes=1)
-    so = ortseal.fallback_session_options(keys, model=tmp_path / "mul.sealed.onnx")
+    fb = ortseal.fallback_session_options(keys, model=tmp_path / "mul.sealed.onnx")
     with pytest.raises(Exception, match="fallback_supported"):
-        ort.InferenceSession(str(tmp_path / "f16.sealed.onnx"), so, providers=CPU)
+        ort.InferenceSession(str(tmp_path / "f16.sealed.onnx"), fb.sess_options, providers=CPU)
 
 
 def test_scalar_initializers_and_bad_selections(tmp_path, keys):

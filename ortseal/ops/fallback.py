@@ -6,15 +6,18 @@ output element by element on every ``run()``: each run pays for the size of ever
 
 The kernel decrypts nothing and reads no file. :func:`fallback_session_options` reads the sealed model once,
 verifies all of it and opens its tensors into this process's memory, then hands the application the model
-bytes to load: the verified graph, its plain tensors inline, its blobs emptied, and every Unseal node
-stamped with a random secret made for this set-up, which no file holds. The kernel serves a tensor only to a
-node that carries that secret and the tensor's identity. onnxruntime-extensions turns any exception raised
-by a Python kernel into ``std::terminate``, so the kernel never raises: any other node gets zeros of its
-declared shape and an error on the ``ortseal`` logger, never plaintext.
+bytes to load: the verified graph, its plain tensors inline, its blobs emptied, and every Unseal node renamed
+to an op type made for this set-up from a random secret (``Unseal_<secret>``), which no file holds. Only that
+op type has a kernel, and it serves only the tensors this set-up verified: a graph a caller writes (a node
+named ``Unseal``, or any other guess) finds no kernel, and ORT refuses it when the session is created, before
+onnxruntime-extensions could abort the process on a type it cannot convert. onnxruntime-extensions turns any
+exception raised by a Python kernel into ``std::terminate``, so the kernel never raises: a node of the right
+op type but an identity it did not verify gets zeros and an error on the ``ortseal`` logger, never plaintext.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -33,10 +36,9 @@ from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE
 from .verified import verify_sealed
 
 log = logging.getLogger("ortseal")
-SECRET_ATTRIBUTE = "secret"
 _lock = threading.Lock()
 _opened: dict[tuple[str, str], np.ndarray] = {}  # (set-up secret, tensor identity) -> verified plaintext
-_state = {"registered": False, "warned": False}
+_state = {"warned": False}
 
 
 @dataclass(frozen=True)
@@ -57,10 +59,10 @@ def _zeros(identity: str) -> np.ndarray:
         return np.zeros(0, np.float32)
 
 
-def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "", fallback_supported: int = 0,
-            secret: str = "") -> np.ndarray:
+def _unseal(secret: str, sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "",
+            fallback_supported: int = 0) -> np.ndarray:
     with _lock:
-        opened = _opened.get((secret, tensor)) if secret else None
+        opened = _opened.get((secret, tensor))
         if opened is not None and not _state["warned"]:
             _state["warned"] = True
             log.warning("ortseal: running sealed weights through the Unseal fallback kernel; every run() copies "
@@ -74,20 +76,14 @@ def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = 
     return opened
 
 
-def _register_kernel() -> str:
-    """Register the Python kernel once per process; returns the extensions library to load."""
+def _register_kernel(secret: str) -> str:
+    """Register this set-up's kernel, op type ``Unseal_<secret>``; returns the extensions library to load."""
     from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op  # only the fallback needs it
 
-    with _lock:
-        if _state["registered"]:
-            return get_library_path()
-        _state["registered"] = True
-    onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
+    onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}_{secret}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
             outputs=[PyCustomOpDef.undefined],
             attrs={"dtype": PyCustomOpDef.dt_int64, "tensor": PyCustomOpDef.dt_string,
-                   # absent on nodes of other types: ORT then refuses the session cleanly
-                   "fallback_supported": PyCustomOpDef.dt_int64,
-                   SECRET_ATTRIBUTE: PyCustomOpDef.dt_string})(_unseal)
+                   "fallback_supported": PyCustomOpDef.dt_int64})(functools.partial(_unseal, secret))
     return get_library_path()
 
 
@@ -123,7 +119,7 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
         handed = ModelProto()
         handed.CopyFrom(verified.model)
     _stamp(handed, secret, plain)
-    library = _register_kernel()
+    library = _register_kernel(secret)
     with _lock:
         _opened.update(opened)
     so = sess_options if sess_options is not None else ort.SessionOptions()
@@ -132,14 +128,14 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
 
 
 def _stamp(model: ModelProto, secret: str, plain_data: list[bytes]) -> None:
-    """Give every Unseal node the set-up secret, empty every blob, and put the verified plain external bytes
+    """Rename every Unseal node to this set-up's op type, empty every blob, and put the verified plain external bytes
     inline (they come in walk order, as :func:`verify_sealed` lists them), so ORT reads nothing but these bytes."""
     externals = iter(plain_data)
     for _, b in iter_bodies(model):
         blobs = {n.input[0] for n in b.node if is_unseal(n)}
         for n in b.node:
             if is_unseal(n):
-                n.attribute.append(helper.make_attribute(SECRET_ATTRIBUTE, secret))
+                n.op_type = f"{OP_TYPE}_{secret}"
             elif n.op_type == "Constant" and n.output and n.output[0] in blobs:
                 for a in n.attribute:
                     if a.type == AttributeProto.TENSOR:

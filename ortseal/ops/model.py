@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError
 from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from ..blob import BlobSource
-from ..errors import FormatError
+from ..errors import FormatError, OrtsealError, TamperedError
 from .schema import DOMAIN, OP_TYPE, register_schema
 
 register_schema()
@@ -294,9 +294,11 @@ class DataFiles(contextlib.AbstractContextManager):
     seal thousands of tensors into one file), checked to be a regular file inside the model folder, and read
     with ``pread`` at the offsets the model names (never mapped, never re-opened by path)."""
 
-    def __init__(self, base_dir: str | None) -> None:
+    def __init__(self, base_dir: str | None, *, sealed: bool = False) -> None:
         self._base = base_dir
         self._files: dict[str, tuple[int, int]] = {}
+        # In a sealed model a data file shorter than the model says was truncated after sealing.
+        self._short: type[OrtsealError] = TamperedError if sealed else FormatError
 
     def _file(self, tensor: TensorProto, ref: ExternalRef) -> tuple[int, int]:
         if ref.location not in self._files:
@@ -322,7 +324,7 @@ class DataFiles(contextlib.AbstractContextManager):
         fd, size = self._file(tensor, ref)
         length = size - ref.offset if ref.length is None else ref.length
         if ref.offset + length > size or length < 0:
-            raise FormatError(f"tensor {tensor.name!r}: its data file {ref.location!r} is shorter than the tensor")
+            raise self._short(f"tensor {tensor.name!r}: its data file {ref.location!r} is shorter than the tensor")
         return fd, ref.offset, length
 
     def source(self, tensor: TensorProto) -> BlobSource:
@@ -337,7 +339,7 @@ class DataFiles(contextlib.AbstractContextManager):
         while offset < end:
             data = os.pread(fd, min(chunk, end - offset), offset)
             if not data:
-                raise FormatError(f"tensor {tensor.name!r}: its data file is shorter than the tensor")
+                raise self._short(f"tensor {tensor.name!r}: its data file is shorter than the tensor")
             offset += len(data)
             yield data
 

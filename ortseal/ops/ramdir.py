@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 RUNTIME_DIR_ENV = "ORTSEAL_RUNTIME_DIR"
+FOLDER_PREFIX = "ortseal-open-"
 
 
 def runtime_dirs() -> list[str]:

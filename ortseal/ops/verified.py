@@ -102,7 +102,10 @@ def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0) ->
     manifests = [p.value for p in props if p.key == MANIFEST_KEY]
     records = [p for p in props if p.key == RECORD_KEY]
     record = read_record(loaded.data)
-    if record is None or len(records) != 1 or props[-1].key != RECORD_KEY:
+    if records and (record is None or len(records) != 1 or props[-1].key != RECORD_KEY):
+        raise TamperedError("the sealed model file was rewritten after sealing: its seal record is no longer the "
+                            "last thing in the file")
+    if record is None:
         if not records and len(manifests) == 1 and '"version":2' in manifests[0]:
             raise FormatError(f"this model was sealed by ortseal model format v2, which is refused (its signature "
                               f"does not cover the whole file); {RESEAL}")
@@ -136,7 +139,7 @@ def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0) ->
             raise TamperedError(f"sealed tensor {st.name!r}: the manifest's size differs from its shape's")
     if len(externals) != len(manifest.external):
         raise TamperedError("the model's plain external tensors differ from those its manifest lists")
-    files = DataFiles(loaded.base_dir)
+    files = DataFiles(loaded.base_dir, sealed=True)
     paired = []
     for t, entry in zip(externals, manifest.external):
         info = {e.key: e.value for e in t.external_data}
