@@ -236,17 +236,31 @@ class LoadedModel:
     name: str  # the file name (``model.onnx`` for bytes), for messages and the opened copy
 
 
-def load_model(path_or_bytes: str | os.PathLike[str] | bytes, base_dir: str | None = None) -> LoadedModel:
-    """Read (a path) and parse a model, without its external data. For bytes, ``base_dir`` is where their
-    external data lives (None: they may have none)."""
+def read_model(path_or_bytes: str | os.PathLike[str] | bytes, base_dir: str | None = None) -> LoadedModel:
+    """Read a model (a path: once, from one checked descriptor) and parse it, without its external data.
+    ``model`` is None when the bytes are not ONNX protobuf. For bytes, ``base_dir`` is where their external
+    data lives (None: they may have none)."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        data = bytes(path_or_bytes)
-        return LoadedModel(data, parse_model(data, "<bytes>"), base_dir, "model.onnx")
-    if not isinstance(path_or_bytes, (str, os.PathLike)):
+        data, name = bytes(path_or_bytes), "model.onnx"
+    elif isinstance(path_or_bytes, (str, os.PathLike)):
+        path = Path(path_or_bytes)
+        data, name, base_dir = read_model_file(path), path.name, str(path.absolute().parent)
+    else:
         raise TypeError(f"a model is a path or bytes, got {type(path_or_bytes).__name__}")
-    path = Path(path_or_bytes)
-    data = read_model_file(path)
-    return LoadedModel(data, parse_model(data, str(path)), str(path.absolute().parent), path.name)
+    try:
+        model = parse_model(data, name)
+    except FormatError:
+        model = None
+    return LoadedModel(data, model, base_dir, name)  # type: ignore[arg-type]
+
+
+def load_model(path_or_bytes: str | os.PathLike[str] | bytes, base_dir: str | None = None) -> LoadedModel:
+    """:func:`read_model`, refusing anything that is not an ONNX model (FormatError)."""
+    loaded = read_model(path_or_bytes, base_dir)
+    if loaded.model is None:
+        parse_model(loaded.data, loaded.name if not isinstance(path_or_bytes, (str, os.PathLike)) else
+                    os.fspath(path_or_bytes))  # raises, naming the file
+    return loaded
 
 
 @dataclass(frozen=True)

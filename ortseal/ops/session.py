@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import onnxruntime as ort
@@ -22,8 +22,8 @@ from ..errors import (
 )
 from ..keys import KeySet
 from .manifest import read_record
-from .model import LoadedModel, is_sealed_model, load_model
-from .opening import open_sealed_model
+from .model import LoadedModel, is_sealed_model, load_model, read_model
+from .opening import Opened, open_sealed_model
 from .verified import verify_sealed
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
@@ -56,12 +56,8 @@ class InferenceSession(ort.InferenceSession):
         self._ortseal_loaded: LoadedModel | None = None
         self._ortseal_source: str | bytes | None = None
         base_dir = _config_entry(sess_options, EXTERNAL_FOLDER_KEY) or None
-        try:
-            loaded = load_model(path_or_bytes, base_dir)
-        except FormatError:
-            loaded = None  # not ONNX protobuf (an .ort file, or garbage): ORT itself decides
-        sealed = loaded is not None and (is_sealed_model(loaded.model) or read_record(loaded.data) is not None)
-        if sealed:
+        loaded = read_model(path_or_bytes, base_dir)  # model None: not ONNX protobuf (an .ort file): ORT decides
+        if loaded.model is not None and (is_sealed_model(loaded.model) or read_record(loaded.data) is not None):
             if keys is None:
                 raise KeyNotFoundError("this model is sealed: pass keys= (the keyset that opens it)")
             # The first session is made from these very bytes; set_providers() reads the file again.
@@ -69,10 +65,9 @@ class InferenceSession(ort.InferenceSession):
             self._ortseal_source = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
             self._ortseal_base_dir = base_dir
         elif keys is not None:
-            name = loaded.name if loaded else "<bytes>" if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
-            raise TamperedError(f"{name} is not a sealed model, but keys= was "
-                                "given: a device that expects sealed models refuses a plain one (open unsealed models "
-                                "without keys=)")
+            raise TamperedError(f"{loaded.name} is not a sealed model, but keys= was given: a device that expects "
+                                "sealed models refuses a plain one (open unsealed models without keys=)")
+        self._ortseal_opened: Opened | None = None
         super().__init__(path_or_bytes, sess_options, providers, provider_options, **kwargs)
 
     @property
@@ -95,9 +90,23 @@ class InferenceSession(ort.InferenceSession):
             raise ProviderUnavailableError(f"the session was asked for {TENSORRT} with a sealed engine cache but ONNX "
                                            f"Runtime gave it {self.get_providers()}")
 
-    def _create_sealed(self, providers, provider_options, disabled_optimizers) -> None:
-        """Verify and open the sealed model, then let ORT build the session from what was opened. Every check
-        runs before ORT sees a byte; if one fails, ORT's previous session (if any) stays bound."""
+    def _reset_session(self, providers, provider_options) -> None:
+        """``set_providers`` and ORT's retries: ORT drops its session before making the next, so a sealed
+        model is verified and opened first; if that fails, the previous session stays as it was."""
+        if not self.is_sealed:
+            return super()._reset_session(providers, provider_options)
+        self._refuse_plaintext_outputs()
+        with self._open_sealed() as opened:
+            self._ortseal_opened = opened
+            try:
+                super()._reset_session(providers, provider_options)
+            finally:
+                self._ortseal_opened = None
+
+    @contextlib.contextmanager
+    def _open_sealed(self) -> Iterator[Opened]:
+        """Read (unless the constructor just did), verify and open the sealed model; every check runs before
+        anything is yielded. Any failure on these bytes is an OrtsealError."""
         loaded, self._ortseal_loaded = self._ortseal_loaded, None
         keys = self._ortseal_keys
         assert isinstance(keys, KeySet) and self._ortseal_source is not None
@@ -112,6 +121,12 @@ class InferenceSession(ort.InferenceSession):
             except Exception as exc:  # noqa: BLE001 - any other failure on these bytes is a malformed model
                 raise FormatError(f"the sealed model {loaded.name if loaded else ''} is malformed: "
                                   f"{type(exc).__name__}: {exc}") from exc
+            yield opened
+
+    def _create_sealed(self, providers, provider_options, disabled_optimizers) -> None:
+        """Let ORT build the session from the verified, opened model."""
+        with contextlib.ExitStack() as stack:
+            opened = self._ortseal_opened or stack.enter_context(self._open_sealed())
             origin = self._model_path, self._model_bytes
             self._model_path, self._model_bytes = opened.path, opened.model_bytes
             try:
