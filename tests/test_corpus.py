@@ -16,7 +16,7 @@ from onnx import AttributeProto, numpy_helper
 import ortseal
 from ortseal import KeySet, TamperedError
 from ortseal.blob import parse_header
-from ortseal.ops.model import external_location, find_sealed, load_model
+from ortseal.ops.model import DataFiles, find_sealed, load_model
 from ortseal.ops.schema import SEALABLE_TYPES
 from ortseal.ops import plaintext_report
 
@@ -70,7 +70,7 @@ def test_real_model_seals_verifies_and_opens_bit_identical(tmp_path, publisher, 
                if dtype in SEALABLE_TYPES and len(data) >= MIN_BYTES]
     assert weights, "the corpus model has weights"
     assert Counter(summary.sealed) == Counter(name for name, _ in weights)  # every weight, Constant ones too
-    left = plaintext_report(load_model(dst)[0])
+    left = plaintext_report(load_model(dst).model)
     assert sorted((p.name, p.reason) for p in left) == sorted((p.name, p.reason) for p in summary.left_plain)
     assert all(p.reason != "not sealed" for p in left)
 
@@ -94,10 +94,10 @@ def test_real_model_seals_verifies_and_opens_bit_identical(tmp_path, publisher, 
 
 
 @pytest.mark.parametrize("entry", [m for m in MODELS if m.id in ("nudenet", "ppocr-v4-rec")], ids=lambda m: m.id)
-def test_real_model_checked_while_ort_opens(tmp_path, publisher, monkeypatch, entry: CorpusModel):
+def test_real_model_through_ram_files(tmp_path, publisher, monkeypatch, entry: CorpusModel):
     """Forced through RAM files (the route of models over 16 MiB), a real model's weights (initializers for
-    nudenet, Constant nodes for PP-OCR) are checked while ORT opens them: outputs stay bit-identical, and a
-    device-key holder's tag-keeping rewrite of its largest weight, or a flipped bit, is refused."""
+    nudenet, Constant nodes for PP-OCR) open bit-identical, and a device-key holder's tag-keeping rewrite of
+    its largest weight, or a flipped bit, is refused before ORT sees anything."""
     monkeypatch.setattr("ortseal.ops.opening.SMALL_MODEL_BYTES", 0)
     src = fetch_model(entry)
     dst = tmp_path / "model.sealed.onnx"
@@ -108,9 +108,11 @@ def test_real_model_checked_while_ort_opens(tmp_path, publisher, monkeypatch, en
     got = ortseal.InferenceSession(str(dst), providers=CPU, keys=device).run(None, inputs)
     assert [a.tobytes() for a in got] == [b.tobytes() for b in want]
 
-    model, base = load_model(dst)
-    largest = max(find_sealed(model), key=lambda st: st.plaintext_bytes)
-    data, offset, length = external_location(largest.blob, base)
+    loaded = load_model(dst)
+    largest = max(find_sealed(loaded.model), key=lambda st: st.plaintext_bytes)
+    with DataFiles(loaded.base_dir) as files:
+        _, offset, length = files.span(largest.blob)
+    data = dst.with_name(dst.name + ".data")
     original = data.read_bytes()
     blob = original[offset:offset + length]
     forged = keep_tag_rewrite(blob, publisher.content_key(publisher.content_key_ids[0]), 0,

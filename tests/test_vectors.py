@@ -4,10 +4,12 @@ generate_model_vectors.py)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import onnxruntime.datasets
 import pytest
@@ -83,11 +85,12 @@ def test_sealed_model_vector_still_opens():
     assert sealed.run(None, {"X": x})[0].tobytes() == plain.run(None, {"X": x})[0].tobytes()
 
 
-def test_v1_sealed_model_is_refused_with_the_reseal_command():
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_sealed_models_are_refused_with_the_reseal_command(version):
     for attempt in (lambda p: ortseal.verify_model(p, gen.keyset()),
                     lambda p: ortseal.InferenceSession(str(p), providers=["CPUExecutionProvider"], keys=gen.keyset())):
-        with pytest.raises(FormatError, match="format v1.*ortseal seal ORIGINAL.onnx"):
-            attempt(HERE / "fail_v1_mul_1.sealed.onnx")
+        with pytest.raises(FormatError, match=f"format v{version}.*ortseal seal ORIGINAL.onnx"):
+            attempt(HERE / f"fail_v{version}_mul_1.sealed.onnx")
     assert issubclass(ortseal.RollbackError, TamperedError)
 
 
@@ -141,3 +144,88 @@ def test_a_second_implementation_from_the_spec_opens_the_vectors():
     forged = next(v for v in VECTORS["invalid"] if v["name"] == "fail_rewritten_with_content_key_tags_kept")
     with pytest.raises(InvalidSignature):
         _spec_open(bytes.fromhex(forged["blob"]), key, public, forged["context"].encode())
+
+
+def _spec_open_model(path: Path, content_key: bytes, public: bytes) -> dict[str, bytes]:
+    """A second implementation of opening a sealed model v3, written from docs/format.md alone (no ortseal
+    code): find the seal record at the end of the file, verify the signature over the rest, read the
+    manifest, then check and decrypt each sealed tensor's blob. Returns ``{tensor name: plaintext}``."""
+    import base64
+    import hashlib
+    import json
+    import re
+    import struct
+
+    import onnx
+    import rfc8785
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    data = path.read_bytes()
+    record = data[-137:]
+    head = b"\x72\x86\x01\x0a\x11ortseal.signature\x12\x71"
+    match = re.fullmatch(rb"ed25519:([0-9a-f]{16}):([A-Za-z0-9+/]{86}==)", record[len(head):])
+    assert record[:len(head)] == head and match
+    body = data[:-137]
+    digest = hashlib.sha256(b"ortseal v3 model\x00" + body).digest()
+    Ed25519PublicKey.from_public_bytes(public).verify(base64.b64decode(match[2]),
+                                                      b"ortseal v3 model signature\x00" + digest)
+    model = onnx.load_from_string(data)
+    text = next(p.value for p in model.metadata_props if p.key == "ortseal.manifest")
+    manifest = json.loads(text)
+    assert rfc8785.dumps(manifest).decode() == text and manifest["version"] == 3
+    digests = {e["tensor"]: e["digest"] for e in manifest["tensors"]}
+    inits = {t.name: t for t in model.graph.initializer}
+    opened = {}
+    for node in model.graph.node:
+        if node.domain != "ai.ortseal" or node.op_type != "Unseal":
+            continue
+        identity = next(a.s for a in node.attribute if a.name == "tensor").decode()
+        ext = {e.key: e.value for e in inits[node.input[0]].external_data}
+        with open(path.parent / ext["location"], "rb") as fh:
+            fh.seek(int(ext["offset"]))
+            blob = fh.read(int(ext["length"]))
+        kid_len, sid_len = blob[11], blob[103]
+        segment_size, length = struct.unpack_from("<IQ", blob, 12)
+        header, n = blob[:104 + kid_len + sid_len], max(1, -(-length // segment_size))
+        context = b"ortseal/tensor/v3\x00" + manifest["seal_id"].encode() + b"\x00" + identity.encode()
+        assert blob[71:103] == hashlib.sha256(b"ortseal v2 context\x00" + context).digest()
+        assert header[104:104 + kid_len].decode() == manifest["key_id"]
+        segments, at = [], len(header)
+        for i in range(n):
+            size = min(segment_size, length - i * segment_size) + 16
+            segments.append(blob[at:at + size])
+            at += size
+        content = hashlib.sha256(b"ortseal v2 content\x00" + header + b"".join(hashlib.sha256(s).digest()
+                                                                              for s in segments)).hexdigest()
+        assert content == digests[identity]
+        key = HKDF(hashes.SHA256(), 32, blob[32:64], b"ortseal v2 blob key\x00" + blob[71:103]).derive(content_key)
+        opened[node.output[0]] = b"".join(AESGCM(key).decrypt(blob[64:71] + struct.pack(">IB", i, int(i == n - 1)), s,
+                                                              header) for i, s in enumerate(segments))
+    assert set(opened) and {json.loads(i)["name"] for i in digests} == set(opened)
+    return opened
+
+
+def test_a_second_implementation_from_the_spec_opens_the_model_vector(tmp_path):
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    public = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(VECTORS["signing_key_seed"])).public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key = bytes.fromhex(VECTORS["content_key"])
+    opened = _spec_open_model(HERE / "mul_1.sealed.onnx", key, public)
+    plain = onnx.load(onnxruntime.datasets.get_example("mul_1.onnx"))
+    assert opened == {t.name: onnx.numpy_helper.to_array(t).tobytes() for t in plain.graph.initializer}
+    # one byte of metadata changed (the producer name): the second implementation refuses it too
+    data = bytearray((HERE / "mul_1.sealed.onnx").read_bytes())
+    at = data.index(b"ortseal.sealed")
+    data[at + len("ortseal.sealed") + 2] ^= 0x01
+    shutil.copy(HERE / "mul_1.sealed.onnx.data", tmp_path / "mul_1.sealed.onnx.data")
+    (tmp_path / "mul_1.sealed.onnx").write_bytes(bytes(data))
+    with pytest.raises(InvalidSignature):
+        _spec_open_model(tmp_path / "mul_1.sealed.onnx", key, public)
+    with pytest.raises(TamperedError):
+        ortseal.verify_model(tmp_path / "mul_1.sealed.onnx", gen.keyset())

@@ -4,8 +4,10 @@
   with the passphrase "ortseal vector passphrase" (scrypt salt and nonce are random: the file is the vector).
 - keyset_v1_public_scoped.json: the vector signing key as a device would trust it, scoped to "model:mul_*".
 - mul_1.sealed.onnx (+ .data): onnxruntime.datasets/mul_1.onnx sealed with those keys (model "mul_1",
-  release 1). Sealed models must keep opening: tests/test_vectors.py checks its manifest and outputs.
-- fail_v1_mul_1.sealed.onnx: the same model sealed by format v1, which must be refused with the re-seal command.
+  release 1), model format v3. Sealed models must keep opening: tests/test_vectors.py checks its manifest and
+  outputs, and opens it with a second implementation written from docs/format.md alone.
+- fail_v1_mul_1.sealed.onnx, fail_v2_mul_1.sealed.onnx: the same model sealed by model formats v1 and v2 (kept
+  from those versions, not regenerated), which must be refused with the re-seal command.
 """
 
 from __future__ import annotations
