@@ -14,9 +14,9 @@ data file like ``onnx.save(..., save_as_external_data=True)`` does.
 - floor-parallel: no crypto: each tensor copied into its own RAM file by a thread pool, then opened: the
                   least work any route that decrypts before ORT sees the graph must do (fill fresh memory
                   with the weights) done on every core. The row ortseal is measured against;
-- ortseal:        ``ortseal.InferenceSession`` on the sealed copy (verify, decrypt, open; the weights'
-                  signed digests re-computed on the spare cores while ORT initialises);
-- ortseal-first:  the same with ``verify_first=True``: every digest checked before ORT reads a weight;
+- ortseal:        ``ortseal.InferenceSession`` on the sealed copy: the file read once, its signature checked,
+                  every blob decrypted while its signed digest is recomputed in the same pass, all before
+                  ORT is created (verify first, the only order);
 - naive:          what a user does without ortseal: the weights file encrypted with AES-256-GCM (in 1 GiB
                   chunks: ``AESGCM`` takes at most 2**31-1 bytes), decrypted into memory, then
                   ``add_external_initializers_from_files_in_memory``.
@@ -129,10 +129,9 @@ def child(way: str, folder: Path, providers: list[str]) -> None:
             sess = ort.InferenceSession(str(ram / "model.onnx"), providers=providers)
         finally:
             shutil.rmtree(ram)
-    elif way in ("ortseal", "ortseal-first"):
+    elif way == "ortseal":
         keys = ortseal.KeySet.load(folder / "keys.json")
-        sess = ortseal.InferenceSession(str(folder / "sealed" / "model.onnx"), providers=providers, keys=keys,
-                                        verify_first=way == "ortseal-first")
+        sess = ortseal.InferenceSession(str(folder / "sealed" / "model.onnx"), providers=providers, keys=keys)
     else:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -164,7 +163,7 @@ def child(way: str, folder: Path, providers: list[str]) -> None:
                       "run_ms": 1000 * statistics.median(runs), "peak_mib": peak / 1024, "base_mib": base_rss / 1024}))
 
 
-WAYS = ["plain", "floor", "floor-parallel", "ortseal", "ortseal-first", "naive"]
+WAYS = ["plain", "floor", "floor-parallel", "ortseal", "naive"]
 
 
 def encrypt_naive(folder: Path) -> None:

@@ -73,7 +73,7 @@ def inspect(model: str, as_json: bool) -> None:
     """Show which tensors of MODEL are sealed (sizes, key ids, signer) and which are left plaintext, and why
     (no keys needed)."""
     infos = inspect_model(model)
-    left = plaintext_report(load_model(model)[0]) if infos else []
+    left = plaintext_report(load_model(model).model) if infos else []
     if as_json:
         click.echo(json.dumps({"model": model, "sealed": [i.as_dict() for i in infos],
                                "left_plain": [asdict(p) for p in left]}, indent=2))

@@ -7,17 +7,18 @@ output element by element on every ``run()``: each run pays for the size of ever
 The kernel decrypts nothing and reads no file. :func:`fallback_session_options` reads the sealed model once,
 verifies all of it and opens its tensors into this process's memory, then hands the application the model
 bytes to load: the verified graph, its plain tensors inline, its blobs emptied, and every Unseal node renamed
-to an op type made for this set-up from a random secret (``Unseal_<secret>``), which no file holds. Only that
-op type has a kernel, and it serves only the tensors this set-up verified: a graph a caller writes (a node
-named ``Unseal``, or any other guess) finds no kernel, and ORT refuses it when the session is created, before
-onnxruntime-extensions could abort the process on a type it cannot convert. onnxruntime-extensions turns any
+to an op type made from a random secret of this process (``Unseal_<secret>``), which no file holds, and
+stamped with this set-up's id. Only that op type has a kernel, and it serves only the tensors a set-up
+verified, to nodes carrying that set-up's id: a graph a caller writes (a node named ``Unseal``, or any other
+guess) finds no kernel, and ORT refuses it when the session is created, before onnxruntime-extensions could
+abort the process on a type it cannot convert. (One op type per process: onnxruntime-extensions crashes
+when a second Python op is registered after its library was loaded.) onnxruntime-extensions turns any
 exception raised by a Python kernel into ``std::terminate``, so the kernel never raises: a node of the right
 op type but an identity it did not verify gets zeros and an error on the ``ortseal`` logger, never plaintext.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -36,9 +37,10 @@ from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE
 from .verified import verify_sealed
 
 log = logging.getLogger("ortseal")
+SETUP_ATTRIBUTE = "setup"
 _lock = threading.Lock()
-_opened: dict[tuple[str, str], np.ndarray] = {}  # (set-up secret, tensor identity) -> verified plaintext
-_state = {"warned": False}
+_opened: dict[tuple[str, str], np.ndarray] = {}  # (set-up id, tensor identity) -> verified plaintext
+_state: dict[str, object] = {"warned": False, "op_type": None}
 
 
 @dataclass(frozen=True)
@@ -59,10 +61,10 @@ def _zeros(identity: str) -> np.ndarray:
         return np.zeros(0, np.float32)
 
 
-def _unseal(secret: str, sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "",
-            fallback_supported: int = 0) -> np.ndarray:
+def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "", fallback_supported: int = 0,
+            setup: str = "") -> np.ndarray:
     with _lock:
-        opened = _opened.get((secret, tensor))
+        opened = _opened.get((setup, tensor))
         if opened is not None and not _state["warned"]:
             _state["warned"] = True
             log.warning("ortseal: running sealed weights through the Unseal fallback kernel; every run() copies "
@@ -76,15 +78,19 @@ def _unseal(secret: str, sealed: np.ndarray, like: np.ndarray, dtype: int = 0, t
     return opened
 
 
-def _register_kernel(secret: str) -> str:
-    """Register this set-up's kernel, op type ``Unseal_<secret>``; returns the extensions library to load."""
-    from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op  # only the fallback needs it
+def _register_kernel() -> str:
+    """Register this process's kernel once, op type ``Unseal_<random secret>``; returns that op type."""
+    from onnxruntime_extensions import PyCustomOpDef, onnx_op  # only the fallback needs it
 
-    onnx_op(op_type=f"{DOMAIN}::{OP_TYPE}_{secret}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
-            outputs=[PyCustomOpDef.undefined],
-            attrs={"dtype": PyCustomOpDef.dt_int64, "tensor": PyCustomOpDef.dt_string,
-                   "fallback_supported": PyCustomOpDef.dt_int64})(functools.partial(_unseal, secret))
-    return get_library_path()
+    with _lock:
+        if _state["op_type"] is None:
+            op_type = f"{OP_TYPE}_{secrets.token_hex(16)}"
+            onnx_op(op_type=f"{DOMAIN}::{op_type}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
+                    outputs=[PyCustomOpDef.undefined],
+                    attrs={"dtype": PyCustomOpDef.dt_int64, "tensor": PyCustomOpDef.dt_string,
+                           "fallback_supported": PyCustomOpDef.dt_int64, SETUP_ATTRIBUTE: PyCustomOpDef.dt_string})(_unseal)
+            _state["op_type"] = op_type
+        return str(_state["op_type"])
 
 
 def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | None = None, *,
@@ -103,7 +109,7 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
     if not isinstance(keys, KeySet):
         raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
     loaded = load_model(model, data_dir)
-    secret = secrets.token_hex(16)
+    setup = secrets.token_hex(8)
     opened: dict[tuple[str, str], np.ndarray] = {}
     with verify_sealed(loaded, keys, min_release=min_release) as verified:
         for st in verified.sealed:
@@ -114,28 +120,30 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
             out = np.empty(st.shape, helper.tensor_dtype_to_np_dtype(st.dtype))
             verified.opener(st, keys).decrypt_into(memoryview(out.reshape(-1).view(np.uint8)))
             out.setflags(write=False)
-            opened[(secret, st.identity)] = out
+            opened[(setup, st.identity)] = out
         plain = [verified.read_external(t, entry) for t, entry in verified.externals]
         handed = ModelProto()
         handed.CopyFrom(verified.model)
-    _stamp(handed, secret, plain)
-    library = _register_kernel(secret)
+    _stamp(handed, _register_kernel(), setup, plain)
     with _lock:
         _opened.update(opened)
     so = sess_options if sess_options is not None else ort.SessionOptions()
-    so.register_custom_ops_library(library)
+    from onnxruntime_extensions import get_library_path
+
+    so.register_custom_ops_library(get_library_path())
     return FallbackModel(handed.SerializeToString(), so)
 
 
-def _stamp(model: ModelProto, secret: str, plain_data: list[bytes]) -> None:
-    """Rename every Unseal node to this set-up's op type, empty every blob, and put the verified plain external bytes
+def _stamp(model: ModelProto, op_type: str, setup: str, plain_data: list[bytes]) -> None:
+    """Rename every Unseal node to the kernel's op type and stamp it with the set-up id, empty every blob, and put the verified plain external bytes
     inline (they come in walk order, as :func:`verify_sealed` lists them), so ORT reads nothing but these bytes."""
     externals = iter(plain_data)
     for _, b in iter_bodies(model):
         blobs = {n.input[0] for n in b.node if is_unseal(n)}
         for n in b.node:
             if is_unseal(n):
-                n.op_type = f"{OP_TYPE}_{secret}"
+                n.op_type = op_type
+                n.attribute.append(helper.make_attribute(SETUP_ATTRIBUTE, setup))
             elif n.op_type == "Constant" and n.output and n.output[0] in blobs:
                 for a in n.attribute:
                     if a.type == AttributeProto.TENSOR:

@@ -106,7 +106,8 @@ def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0) ->
         raise TamperedError("the sealed model file was rewritten after sealing: its seal record is no longer the "
                             "last thing in the file")
     if record is None:
-        find_sealed(model)  # names format v1 (Unseal nodes of another shape) when that is what this is
+        if not find_sealed(model):  # (which names format v1, whose Unseal nodes have another shape)
+            raise FormatError("the model holds no sealed tensor (it is not sealed by ortseal)")
         if not records and len(manifests) == 1 and '"version":2' in manifests[0]:
             raise FormatError(f"this model was sealed by ortseal model format v2, which is refused (its signature "
                               f"does not cover the whole file); {RESEAL}")
