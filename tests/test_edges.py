@@ -347,3 +347,42 @@ def test_record_layout(tmp_path):
     model = onnx.load_from_string(data)
     assert model.metadata_props[-1].key == "ortseal.signature"
     onnx.checker.check_model(str(tmp_path / "s.onnx"))
+
+
+# -- bytes and renamed files: what is missing is named -----------------------------------------------
+def test_sealed_bytes_with_large_external_data_open_like_paths(mid, monkeypatch):
+    """Bytes whose weights take the RAM-file route (20 MiB) open with the folder option, and without it the
+    error names the model's data file, never an internal one."""
+    d, keys, table = mid
+    data = (d / "sealed.onnx").read_bytes()
+    ids = np.array([3, 4097], np.int64)
+    with pytest.raises(FormatError, match="'sealed.onnx.data'") as refused:
+        ortseal.InferenceSession(data, providers=CPU, keys=keys)
+    assert ".bin" not in str(refused.value)
+    so = ort.SessionOptions()
+    so.add_session_config_entry("session.model_external_initializers_file_folder_path", str(d))
+    assert ortseal.InferenceSession(data, so, providers=CPU, keys=keys).run(None, {"ids": ids})[0].tobytes() == \
+        table[ids].tobytes()
+    assert ortseal.verify_model(data, keys, data_dir=str(d)).decrypted
+
+
+def test_a_renamed_sealed_model_opens_and_a_renamed_data_file_is_named(mid, tmp_path):
+    d, keys, table = mid
+    shutil.copy(d / "sealed.onnx", tmp_path / "prod.onnx")  # the model file renamed: its data file kept
+    shutil.copy(d / "sealed.onnx.data", tmp_path / "sealed.onnx.data")
+    ids = np.array([1], np.int64)
+    assert ortseal.InferenceSession(str(tmp_path / "prod.onnx"), providers=CPU, keys=keys).run(
+        None, {"ids": ids})[0].tobytes() == table[ids].tobytes()
+    os.rename(tmp_path / "sealed.onnx.data", tmp_path / "prod.onnx.data")  # the pair renamed
+    for fn in (lambda: ortseal.verify_model(tmp_path / "prod.onnx", keys),
+               lambda: ortseal.InferenceSession(str(tmp_path / "prod.onnx"), providers=CPU, keys=keys)):
+        with pytest.raises(FormatError, match="names the data file 'sealed.onnx.data'.*missing"):
+            fn()
+
+
+def test_opening_logs_what_it_checks(mid, caplog):
+    d, keys, _ = mid
+    with caplog.at_level("INFO", logger="ortseal"):
+        ortseal.verify_model(d / "sealed.onnx", keys)
+    text = caplog.text
+    assert "1 sealed tensors" in text and "20.0 MiB" in text and "verified and decrypted in" in text

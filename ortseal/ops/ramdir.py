@@ -39,6 +39,8 @@ class PrivateFolder:
 def private_folder(base: str) -> Iterator[PrivateFolder]:
     path = tempfile.mkdtemp(prefix="ortseal-open-", dir=base)
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    import fcntl
+    fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         yield PrivateFolder(path, fd)
     finally:

@@ -129,11 +129,16 @@ class InferenceSession(ort.InferenceSession):
             opened = self._ortseal_opened or stack.enter_context(self._open_sealed())
             origin = self._model_path, self._model_bytes
             self._model_path, self._model_bytes = opened.path, opened.model_bytes
+            folder = _config_entry(self._sess_options, EXTERNAL_FOLDER_KEY)
+            if folder and opened.path:  # the opened tensors are beside the opened model, not where the option says
+                self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, os.path.dirname(opened.path))
             try:
                 super()._create_inference_session(providers, provider_options, disabled_optimizers)
             finally:
                 # Keep no reference to the opened model: only the sealed source stays.
                 self._model_path, self._model_bytes = origin
+                if folder and opened.path:
+                    self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, folder)
 
     def _refuse_plaintext_outputs(self) -> None:
         """Options that would write opened weights (sealed model) or a compiled engine (either) in plain."""
