@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import contains_run, unlocked_opening_folders
+from conftest import contains_run
 from forge import keep_tag_rewrite
 from models import big_embedding, transformer_like
 

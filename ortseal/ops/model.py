@@ -7,7 +7,6 @@ Shared by sealing, opening, the fallback kernel, ``inspect`` and ``verify``. Spe
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import stat
 from collections.abc import Iterable, Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+import rfc8785
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
 
@@ -113,9 +113,8 @@ def blob_tensors(b: Body) -> dict[str, tuple[TensorProto, bool]]:
 
 
 def tensor_identity(scope: str, name: str, dtype: int, shape: list[int]) -> str:
-    """Canonical JSON naming a sealed tensor: the ``tensor`` attribute and the tail of its blob context."""
-    return json.dumps({"dtype": dtype, "name": name, "scope": scope, "shape": list(shape)},
-                      sort_keys=True, separators=(",", ":"))
+    """RFC 8785 JSON naming a sealed tensor: the ``tensor`` attribute and the tail of its blob context."""
+    return rfc8785.dumps({"dtype": dtype, "name": name, "scope": scope, "shape": list(shape)}).decode("utf-8")
 
 
 def tensor_context(seal_id: str, identity: str) -> bytes:

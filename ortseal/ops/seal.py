@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import rfc8785
 from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_helper
 from tqdm import tqdm
 
@@ -409,8 +410,8 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
             manifest.external = _move_plain_external(model, files, data if data_path else None,
                                                      data_path.name if data_path else "")
             _set_metadata(model, {METADATA_KEY: str(MODEL_FORMAT_VERSION), MANIFEST_KEY: manifest.to_json(),
-                                  SELECTION_KEY: json.dumps({"min_bytes": min_bytes, "include": include,
-                                                             "exclude": exclude}, sort_keys=True)})
+                                  SELECTION_KEY: rfc8785.dumps({"min_bytes": min_bytes, "include": include,
+                                                                 "exclude": exclude}).decode("utf-8")})
             body = model.SerializeToString()
             record = make_record(body_digest(body), keys, sign=sign, key_id=key_id)
     with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
