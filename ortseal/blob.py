@@ -534,20 +534,24 @@ class Opener:
         """Authenticate every segment (and the commitment) without keeping any plaintext."""
         self._each_segment(lambda i, plain: None, decrypt=True)
 
-    def decrypt_to_file(self, fd: int, offset: int, *, workers: int | None = None, check: bool = True) -> None:
+    def decrypt_to_file(self, fd: int, offset: int, *, workers: int | None = None, check: bool = True,
+                        progress: Callable[[int], object] | None = None) -> None:
         """Decrypt into file ``fd`` at ``offset`` with ``pwrite`` (for a RAM-backed file: no mapping, no
         page pre-zeroing), on at most ``workers`` threads (default: all cores). On failure the region holds
         partial plaintext: the caller removes the file.
 
         ``check=False`` authenticates each segment (GCM) but leaves the signed digest unchecked: the caller
         must then check what the file holds with :meth:`digest_from_plaintext` and
-        :meth:`check_segment_digests` before anything is accepted."""
+        :meth:`check_segment_digests` before anything is accepted. ``progress(n)`` is called as each
+        segment of ``n`` bytes is written."""
         seg = self.header.segment_size
 
         def write(i: int, plain: memoryview) -> None:
             done, at = 0, offset + i * seg
             while done < len(plain):
                 done += os.pwrite(fd, plain[done:], at + done)
+            if progress is not None:
+                progress(len(plain))
 
         self._each_segment(write, decrypt=True, workers=workers, check=check)
 

@@ -386,3 +386,34 @@ def test_opening_logs_what_it_checks(mid, caplog):
         ortseal.verify_model(d / "sealed.onnx", keys)
     text = caplog.text
     assert "1 sealed tensors" in text and "20.0 MiB" in text and "verified and decrypted in" in text
+
+
+def test_verify_shows_progress_on_a_terminal(tmp_path):
+    """On a terminal, verifying (which opens) a large model draws a progress bar; redirected, it does not."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    big_embedding(tmp_path / "big.onnx", rows=18000)  # 70 MiB: above the progress bar's threshold
+    keys = KeySet.generate()
+    keys.save(tmp_path / "k.json")
+    ortseal.seal_model(tmp_path / "big.onnx", tmp_path / "s.onnx", keys, progress=False)
+    command = [sys.executable, "-m", "ortseal", "verify", str(tmp_path / "s.onnx"), "--keys", str(tmp_path / "k.json")]
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a terminal has a width
+    r = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, timeout=300)
+    os.close(follower)
+    shown = b""
+    os.set_blocking(leader, False)
+    try:
+        while chunk := os.read(leader, 1 << 16):
+            shown += chunk
+    except OSError:
+        pass
+    os.close(leader)
+    assert r.returncode == 0 and b"opening s.onnx" in shown and b"\r" in shown
+    redirected = subprocess.run(command, capture_output=True, timeout=300)
+    assert redirected.returncode == 0 and b"\r" not in redirected.stderr

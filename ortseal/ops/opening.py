@@ -17,7 +17,6 @@ import errno
 import functools
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -27,8 +26,8 @@ from typing import TypeVar
 
 import numpy as np
 from onnx import GraphProto, ModelProto, TensorProto, helper
-from tqdm import tqdm
 
+from .._progress import ByteProgress
 from ..blob import Opener, available_cores
 from ..errors import OrtsealError, TamperedError
 from ..keys import KeySet
@@ -42,7 +41,6 @@ log = logging.getLogger("ortseal")
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
 INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through a RAM file
 SMALL_MODEL_BYTES = 16 << 20  # models whose weights to open are smaller go to ORT as bytes, in memory
-PROGRESS_MIN_BYTES = 256 << 20  # a progress bar (on a terminal) for models that take a moment to open
 T = TypeVar("T")
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -159,8 +157,7 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
     log.info("ortseal: opening %s: %d sealed tensors, %d plain external, %.1f MiB (model %r release %d, %s)",
              verified.loaded.name, len(sealed), len(externals), total / (1 << 20), verified.manifest.model,
              verified.manifest.release, f"signed by {verified.signer}" if verified.signer else "unsigned, HMAC checked")
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"opening {verified.loaded.name}", leave=False,
-               disable=total < PROGRESS_MIN_BYTES or not sys.stderr.isatty())
+    bar = ByteProgress(total, f"opening {verified.loaded.name}")
     with bar:
         # Small tensors go inline: ORT reads shape-like inputs (Reshape shapes, axes, pads) while it resolves
         # the graph, before external data is loaded.
@@ -172,9 +169,9 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
                 _read_inline(t, entry, verified)
         large = [(t, op) for t, op in zip(targets, openers) if not t.HasField("raw_data")]
         large_plain = [(t, e) for t, e in externals if is_external(t)]
-        jobs = [(t, op.header.plaintext_length, functools.partial(_decrypt_to, op, t.name, bar.update))
+        jobs = [(t, op.header.plaintext_length, functools.partial(_decrypt_to, op, t.name, bar.add))
                 for t, op in large]
-        jobs += [(t, e.length, functools.partial(_copy_to, verified, t, e, bar.update)) for t, e in large_plain]
+        jobs += [(t, e.length, functools.partial(_copy_to, verified, t, e, bar.add)) for t, e in large_plain]
         weights = sum(size for _, size, _ in jobs)
         bases = runtime_dirs() if weights >= SMALL_MODEL_BYTES else []
         for base in bases:
@@ -201,10 +198,10 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
                                f"{RUNTIME_DIR_ENV} to a private tmpfs folder with room for them")
         for t, op in large:
             _decrypt_inline(t, op)
-            bar.update(op.header.plaintext_length)
+            bar.add(op.header.plaintext_length)
         for t, entry in large_plain:
             _read_inline(t, entry, verified)
-            bar.update(entry.length)
+            bar.add(entry.length)
     serialized = plain.SerializeToString()
     del plain, targets, large, jobs
     _opened_log(verified, started, None)
@@ -241,8 +238,7 @@ def _read_inline(target: TensorProto, entry: ExternalEntry, verified: VerifiedMo
 
 def _decrypt_to(opener: Opener, tensor: str, progress: Callable[[int], object], fd: int, workers: int) -> None:
     with _naming(tensor):
-        opener.decrypt_to_file(fd, 0, workers=workers)
-    progress(opener.header.plaintext_length)
+        opener.decrypt_to_file(fd, 0, workers=workers, progress=progress)
 
 
 def _copy_to(verified: VerifiedModel, tensor: TensorProto, entry: ExternalEntry, progress: Callable[[int], object],

@@ -13,7 +13,6 @@ import mmap
 import os
 import re
 import secrets
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +21,9 @@ from typing import BinaryIO
 import numpy as np
 import rfc8785
 from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_helper
-from tqdm import tqdm
 
 from .._atomic import atomic_writer
+from .._progress import ByteProgress
 from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, Sealer, check_release
 from ..errors import FormatError
 from ..keys import KeySet
@@ -49,7 +48,6 @@ from .model import (
 )
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, OPSET_VERSION, SEALABLE_TYPES
 
-PROGRESS_MIN_BYTES = 64 << 20  # no progress bar for models that seal in a blink
 PLAIN_ALIGNMENT = 4096  # plain external tensors copied to the data file stay page-aligned for mmap
 
 
@@ -389,8 +387,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
         if not external_data and total > (1 << 31) - (64 << 20):
             raise ValueError("sealed payloads over 2 GiB need external_data=True")
         data_path = dst_path.with_name(dst_path.name + ".data") if external_data else None
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"sealing {src_path.name}", leave=False,
-                   disable=not progress or total < PROGRESS_MIN_BYTES or not sys.stderr.isatty())
+        bar = ByteProgress(total, f"sealing {src_path.name}", enabled=progress)
         with bar, contextlib.ExitStack() as stack:
             inline = io.BytesIO()
             data = stack.enter_context(atomic_writer(data_path, mode=0o644, overwrite=overwrite)) if data_path else inline
