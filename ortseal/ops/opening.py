@@ -1,41 +1,35 @@
 """Opening a sealed model for ORT: verify everything, then hand ORT plain constant initializers.
 
 Route (``docs/sealed-models.md``, "Opening"): the sealed blobs are read with ``pread`` and decrypted
-straight into one 0600 file per tensor, several at once, inside a private 0700 folder on a RAM-backed file
-system (``/dev/shm``), next to a copy of the graph whose tensors point at them as external data. ORT
-copies them into its own memory, and the folder is removed (its RAM freed, a file per core) as soon as the
-session exists. For sessions that can have no effect outside the process, large weights' signed digests
-are checked from those files while ORT initialises (``_FileCheck``) rather than before. Models with under 16 MiB of weights, and any model where no RAM-backed folder has room,
-are decrypted into memory and given to ORT inline as bytes (models under 2 GiB; for large ones, more
-peak memory). Plaintext never
-reaches a persistent disk.
+straight into one 0600 file per tensor, several at once, inside a private 0700 folder in this user's own
+base folder on a RAM-backed file system (``ramdir``: ``$XDG_RUNTIME_DIR`` or ``/dev/shm/ortseal-<uid>``),
+next to a copy of the graph whose tensors point at them as external data. ORT copies them into its own
+memory, and the folder is removed (its RAM freed, a file per core) as soon as the session exists. For
+sessions that can have no effect outside the process, large weights' signed digests are checked from those
+files while ORT initialises (``_FileCheck``) rather than before. Models with under 16 MiB of weights, and
+any model where no RAM-backed folder has room, are decrypted into memory and given to ORT inline as bytes
+(models under 2 GiB; for large ones, more peak memory). Plaintext never reaches a persistent disk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import mmap
 import os
-import shutil
-import tempfile
 import functools
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 from onnx import GraphProto, ModelProto, TensorProto, helper
 
-from .._atomic import lock_held
 from ..blob import DIGEST_SIZE, TAG_SIZE, Opener, available_cores
-from ..errors import OrtsealError, TamperedError, UnsafeOptionError
+from ..errors import OrtsealError, TamperedError
 from ..keys import KeySet
 from .binding import check_model, open_tensor
 from .model import (
@@ -53,11 +47,11 @@ from .model import (
     load_inline,
     set_external,
 )
+from .ramdir import FOLDER_PREFIX  # noqa: F401 - re-exported: tests find opening folders by it
+from .ramdir import RUNTIME_DIR_ENV, PrivateFolder, private_folder, remove_stale_folders, runtime_dirs
 from .schema import DOMAIN
 
 log = logging.getLogger("ortseal")
-RUNTIME_DIR_ENV = "ORTSEAL_RUNTIME_DIR"
-RAM_FILESYSTEMS = {"tmpfs", "ramfs"}
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
 INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through a RAM file
 SMALL_MODEL_BYTES = 16 << 20  # models whose weights to open are smaller go to ORT as bytes, in memory
@@ -65,8 +59,6 @@ SMALL_MODEL_BYTES = 16 << 20  # models whose weights to open are smaller go to O
 # values ORT's initialisation only computes with. Integer index and shape types are always checked first.
 CHECKED_WHILE_OPENING = frozenset({TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16, TensorProto.DOUBLE,
                                    TensorProto.INT8, TensorProto.UINT8})
-FOLDER_PREFIX = "ortseal-open-"
-NEW_PREFIX = ".ortseal-open-new-"
 T = TypeVar("T")
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -78,97 +70,6 @@ class Opened:
 
     path: str | None
     model_bytes: bytes | None
-
-
-def _mount_fstype(path: str) -> str | None:
-    best, fstype = "", None
-    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            fields = line.split()
-            mount_point = fields[4].replace("\\040", " ")
-            fs = fields[fields.index("-") + 1]
-            if (path == mount_point or path.startswith(mount_point.rstrip("/") + "/")) and len(mount_point) >= len(best):
-                best, fstype = mount_point, fs
-    return fstype
-
-
-def _runtime_dirs() -> list[str]:
-    """RAM-backed folders to open into, best first. ``$ORTSEAL_RUNTIME_DIR`` must be RAM-backed if set;
-    ``none`` selects the in-memory route."""
-    chosen = os.environ.get(RUNTIME_DIR_ENV)
-    if chosen == "none":
-        return []  # the application asked for the in-memory route
-    if chosen:
-        real = os.path.realpath(chosen)
-        if _mount_fstype(real) not in RAM_FILESYSTEMS:
-            raise UnsafeOptionError(f"{RUNTIME_DIR_ENV}={chosen} is not on tmpfs or ramfs: plaintext weights would "
-                                    "reach a persistent disk")
-        return [real]
-    dirs = []
-    for candidate in ("/dev/shm", os.environ.get("XDG_RUNTIME_DIR")):
-        if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
-            real = os.path.realpath(candidate)
-            if _mount_fstype(real) in RAM_FILESYSTEMS:
-                dirs.append(real)
-    return dirs
-
-
-@contextlib.contextmanager
-def _private_folder(runtime_dir: str) -> Iterator[str]:
-    """A fresh 0700 folder in ``runtime_dir``, locked (``flock``) for as long as it exists.
-
-    The lock is the opening process's liveness: the kernel drops it when the process dies, in any PID
-    namespace, so :func:`remove_stale_folders` removes exactly the folders whose owner is gone.
-    """
-    # Made and locked under a name the cleanup leaves alone, then renamed: no one can see it unlocked.
-    unlocked = tempfile.mkdtemp(prefix=NEW_PREFIX, dir=runtime_dir)
-    lock = os.open(unlocked, os.O_RDONLY | os.O_DIRECTORY)
-    folder = unlocked
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        folder = os.path.join(runtime_dir, FOLDER_PREFIX + os.path.basename(unlocked)[len(NEW_PREFIX):])
-        os.rename(unlocked, folder)
-        yield folder
-    finally:
-        _remove_folder(folder)
-        os.close(lock)
-
-
-def remove_stale_folders(runtime_dir: str) -> list[str]:
-    """Remove opening folders whose process died before cleaning up (their lock is free)."""
-    removed = []
-    for entry in Path(runtime_dir).glob(f"{FOLDER_PREFIX}*"):
-        with contextlib.suppress(OSError):
-            if entry.stat().st_uid != os.getuid() or not entry.is_dir() or lock_held(entry):
-                continue  # not ours, or its process is still opening a model
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(str(entry))
-            log.warning("ortseal: removed %s, left by a process that ended while opening a model", entry)
-    for entry in Path(runtime_dir).glob(f"{NEW_PREFIX}*"):  # empty folders of a process killed at birth
-        with contextlib.suppress(OSError):
-            if entry.stat().st_uid == os.getuid() and time.time() - entry.stat().st_mtime > 60:
-                entry.rmdir()
-    return removed
-
-
-def _remove_folder(folder: str) -> None:
-    """Remove the private folder and give its RAM back now, a file per core.
-
-    Unlinking a tmpfs file frees its pages (~0.15 s per GiB on one core). Done here, in parallel, rather
-    than on a helper thread after the session exists: pages released behind the first ``run()`` calls
-    slowed them down.
-    """
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        names = []
-
-    def unlink(name: str) -> None:
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(folder, name))
-
-    _parallel(unlink, names)
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -300,19 +201,18 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
         # Small models skip the RAM folder: making, locking, filling and removing it costs more than
         # handing ORT the bytes. $ORTSEAL_RUNTIME_DIR is still checked: a misconfiguration shows at once.
         small = total < SMALL_MODEL_BYTES
-        runtime_dirs = _runtime_dirs() if not small or os.environ.get(RUNTIME_DIR_ENV) else []
-        for runtime_dir in [] if small else runtime_dirs:
-            remove_stale_folders(runtime_dir)
-            with _private_folder(runtime_dir) as folder:
+        bases = runtime_dirs() if not small or os.environ.get(RUNTIME_DIR_ENV) else []
+        for base in [] if small else bases:
+            remove_stale_folders(base)
+            with private_folder(base, parallel=_parallel) as folder:
                 names = [f"t{i}.bin" for i in range(len(sizes))]
                 if _fill_tensor_files(folder, list(zip(names, sizes, writers))):
                     for t, file_name, size in zip(targets + externals, names, sizes):
                         set_external(t, file_name, 0, size)
-                    model_path = os.path.join(folder, name)
-                    fd = os.open(model_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "wb") as fh:
+                    model_path = os.path.join(folder.path, name)
+                    with os.fdopen(folder.create(name), "wb") as fh:
                         fh.write(plain.SerializeToString())
-                    log.debug("ortseal: opened %d sealed tensors into %s", len(sealed), folder)
+                    log.debug("ortseal: opened %d sealed tensors into %s", len(sealed), folder.path)
                     check = _FileCheck(folder, [(file_name, op, t.name) for file_name, op, t, defer
                                                 in zip(names, openers, targets, late) if defer])
                     try:
@@ -321,11 +221,11 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
                         check.finish()  # before the folder goes: the check reads its files
                     return
         if not small and os.environ.get(RUNTIME_DIR_ENV) != "none":  # else nothing to warn about
-            log.warning("ortseal: no RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; opening "
-                        "in memory instead (higher peak memory)", RUNTIME_DIR_ENV, total >> 20)
+            log.warning("ortseal: no private RAM-backed folder ($%s, $XDG_RUNTIME_DIR, /dev/shm/ortseal-<uid>) with "
+                        "%d MiB free; opening in memory instead (higher peak memory)", RUNTIME_DIR_ENV, total >> 20)
         if total > INLINE_LIMIT:
             raise OrtsealError(f"the model's weights ({total >> 20} MiB) need a RAM-backed folder to open: set "
-                               f"{RUNTIME_DIR_ENV} to a tmpfs folder with room for them")
+                               f"{RUNTIME_DIR_ENV} to a tmpfs folder of your own (mode 0700) with room for them")
         for t, op in zip(targets, openers):
             _decrypt_inline(t, op)
         for t in externals:
@@ -356,12 +256,13 @@ def _decrypt_to(opener: Opener, check: bool, tensor: str, fd: int, workers: int)
         opener.decrypt_to_file(fd, 0, workers=workers, check=check)
 
 
-def _map_file(path: str, size: int) -> mmap.mmap:
+def _map_file(folder: PrivateFolder, name: str, size: int) -> mmap.mmap:
     """A read-only mapping of an opening file, which must hold ``size`` bytes."""
-    fd = os.open(path, os.O_RDONLY)
+    fd = folder.open(name)
     try:
         if os.fstat(fd).st_size != size:
-            raise OrtsealError(f"the opening file {path} does not hold the {size} bytes written to it")
+            raise OrtsealError(f"the opening file {os.path.join(folder.path, name)} does not hold the {size} "
+                               "bytes written to it")
         return mmap.mmap(fd, size, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
@@ -373,7 +274,7 @@ class _FileCheck:
     on one), then on the caller's thread too in :meth:`finish`, which raises TamperedError unless every
     digest matched."""
 
-    def __init__(self, folder: str, items: list[tuple[str, Opener, str]]) -> None:
+    def __init__(self, folder: PrivateFolder, items: list[tuple[str, Opener, str]]) -> None:
         self._folder, self._items = folder, items
         self._digests = [bytearray(op.header.segment_count * DIGEST_SIZE) for _, op, _ in items]
         self._segments = [(k, i) for k, (_, op, _) in enumerate(items) for i in range(op.header.segment_count)]
@@ -399,7 +300,7 @@ class _FileCheck:
                 if mapped is None or mapped[0] != k:
                     if mapped is not None:
                         mapped[1].close()
-                    mapped = k, _map_file(os.path.join(self._folder, file_name), op.header.plaintext_length)
+                    mapped = k, _map_file(self._folder, file_name, op.header.plaintext_length)
                 start, n = i * op.header.segment_size, op.header.segment_span(i)[1]
                 with memoryview(mapped[1])[start:start + n] as plain:
                     self._digests[k][i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE] = \
@@ -435,7 +336,7 @@ def _copy_to(tensor: TensorProto, base_dir: str | None, fd: int, workers: int) -
         offset += os.pwrite(fd, chunk, offset)
 
 
-def _fill_tensor_files(folder: str, jobs: list[tuple[str, int, Callable[[int, int], None]]]) -> bool:
+def _fill_tensor_files(folder: PrivateFolder, jobs: list[tuple[str, int, Callable[[int, int], None]]]) -> bool:
     """Write each tensor into its own 0600 file in ``folder``, several files at once; False if the folder
     lacks room.
 
@@ -444,14 +345,13 @@ def _fill_tensor_files(folder: str, jobs: list[tuple[str, int, Callable[[int, in
     The largest go first; a tensor gets several decryption threads only when there are fewer files than
     cores.
     """
-    stat = os.statvfs(folder)
-    if stat.f_bavail * stat.f_frsize < sum(size for _, size, _ in jobs) + (1 << 20):
+    if folder.free_bytes() < sum(size for _, size, _ in jobs) + (1 << 20):
         return False
     inner = max(1, available_cores() // max(1, len(jobs)))
 
     def fill(job: tuple[str, int, Callable[[int, int], None]]) -> None:
         file_name, _, write = job
-        fd = os.open(os.path.join(folder, file_name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = folder.create(file_name)
         try:
             write(fd, inner)
         finally:
