@@ -61,8 +61,12 @@ def _statfs_functions() -> tuple[Callable[..., int], Callable[..., int]] | None:
         return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        fstatfs, statfs = libc.fstatfs, libc.statfs
-    except (OSError, AttributeError):
+    except OSError:
+        return None
+    # The 64-bit variants where there are (32-bit ABIs: no EOVERFLOW on large file systems); same f_type.
+    fstatfs = getattr(libc, "fstatfs64", None) or getattr(libc, "fstatfs", None)
+    statfs = getattr(libc, "statfs64", None) or getattr(libc, "statfs", None)
+    if fstatfs is None or statfs is None:
         return None
     fstatfs.argtypes, statfs.argtypes = [ctypes.c_int, ctypes.c_void_p], [ctypes.c_char_p, ctypes.c_void_p]
     fstatfs.restype = statfs.restype = ctypes.c_int
