@@ -208,7 +208,8 @@ def test_is_ram_backed_agrees_with_stat_f(tmp_path):
 def test_is_ram_backed_knows_ramfs(tmp_path):
     mount = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
              'mount -t ramfs ortseal-test "$1" && shift && exec "$@"', "sh", str(tmp_path)]
-    if os.getuid() != 0 or shutil.which("unshare") is None or subprocess.run(mount + ["true"], capture_output=True).returncode != 0:
+    if os.getuid() != 0 or shutil.which("unshare") is None or \
+            subprocess.run(mount + ["true"], capture_output=True).returncode != 0:
         pytest.skip("needs root and mount namespaces to mount a ramfs")
     r = subprocess.run(mount + ["stat", "-f", "-c", "%t", str(tmp_path)], capture_output=True, text=True)
     assert int(r.stdout, 16) == 0x858458F6
