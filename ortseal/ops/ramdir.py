@@ -232,7 +232,8 @@ def runtime_dirs() -> list[str]:
             real = _usable(candidate, create=create)
         except (UnsafeOptionError, OSError) as exc:
             reason = exc if isinstance(exc, UnsafeOptionError) else f"{candidate}: {exc.strerror}"
-            _warn_once(f"not opening models in {candidate} ({reason})")
+            _warn_once(f"not opening models in {candidate} ({reason}); remove or fix it, or set {RUNTIME_DIR_ENV} "
+                       "to a tmpfs folder of your own (mode 0700)")
             continue
         if real not in dirs:
             dirs.append(real)
