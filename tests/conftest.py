@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from ortseal import KeySet
 from ortseal._atomic import lock_held
-from ortseal.ops.ramdir import FOLDER_PREFIX
+from ortseal.ops.ramdir import FOLDER_PREFIX, SHARED_RAM_DIR, USER_BASE_PREFIX
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +59,9 @@ def contains_run(haystack: bytes, secret: bytes, run: int = 32) -> bool:
     return False
 
 
-def unlocked_opening_folders(runtime_dir: str = "/dev/shm") -> set[str]:
-    """Opening folders in ``runtime_dir`` whose lock is free: left behind (a live opener holds its lock)."""
-    return {p.name for p in Path(runtime_dir).glob(FOLDER_PREFIX + "*") if not lock_held(p)}
+def unlocked_opening_folders(runtime_dir: str | None = None) -> set[str]:
+    """Opening folders in ``runtime_dir`` (default: this user's bases, whatever $ORTSEAL_RUNTIME_DIR says) whose
+    lock is free: left behind (a live opener holds its lock)."""
+    bases = [runtime_dir] if runtime_dir else \
+        [f"{SHARED_RAM_DIR}/{USER_BASE_PREFIX}{os.getuid()}", *filter(None, [os.environ.get("XDG_RUNTIME_DIR")])]
+    return {str(p) for base in bases for p in Path(base).glob(FOLDER_PREFIX + "*") if not lock_held(p)}

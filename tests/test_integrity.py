@@ -26,7 +26,7 @@ from ortseal.blob import Sealer
 from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
 from ortseal.ep_plugin.vault import engine_context
 from ortseal.ops.model import SEALED_SUFFIX
-from ortseal.ops.ramdir import FOLDER_PREFIX, private_folder, remove_stale_folders
+from ortseal.ops.ramdir import FOLDER_PREFIX, private_folder, remove_stale_folders, runtime_dirs
 
 CPU = ["CPUExecutionProvider"]
 ROOT = Path(__file__).parents[1]
@@ -278,8 +278,15 @@ OPENER = textwrap.dedent("""
 """)
 
 
+def _runtime_dir() -> str:
+    dirs = runtime_dirs()
+    if not dirs:
+        pytest.skip("no private RAM-backed folder here")
+    return dirs[0]
+
+
 def _ortseal_folders() -> set[str]:
-    return {p.name for p in Path("/dev/shm").glob(FOLDER_PREFIX + "*")}
+    return {p.name for p in Path(_runtime_dir()).glob(FOLDER_PREFIX + "*")}
 
 
 @pytest.fixture(scope="module")
@@ -294,8 +301,7 @@ def big_sealed(tmp_path_factory):
 
 @pytest.mark.parametrize("namespace", [False, True], ids=["same-pid-namespace", "own-pid-namespace"])
 def test_opener_killed_mid_open_is_cleaned_by_the_next_open(big_sealed, namespace):
-    if not Path("/dev/shm").is_dir():
-        pytest.skip("no /dev/shm")
+    runtime_dir = _runtime_dir()
     command = [sys.executable, "-c", OPENER, str(big_sealed / "keys.json"), str(big_sealed / "big.sealed.onnx")]
     if namespace:
         if subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True).returncode != 0:
@@ -317,19 +323,19 @@ def test_opener_killed_mid_open_is_cleaned_by_the_next_open(big_sealed, namespac
     removed: set[str] = set()
     deadline = time.monotonic() + 10  # the namespace's processes die (and drop their locks) asynchronously
     while not left & removed and time.monotonic() < deadline:
-        removed |= {Path(p).name for p in remove_stale_folders("/dev/shm")}
+        removed |= {Path(p).name for p in remove_stale_folders(runtime_dir)}
         time.sleep(0.05)
     # the killed child's folder is removed (``left`` may also hold a live opener's of another process)
     assert left & removed and not (_ortseal_folders() & removed)
 
 
 def test_a_live_openers_folder_is_not_removed():
-    if not Path("/dev/shm").is_dir():
-        pytest.skip("no /dev/shm")
-    with private_folder("/dev/shm") as folder:
-        r = subprocess.run([sys.executable, "-c", "from ortseal.ops.ramdir import remove_stale_folders as r; "
-                            "print(r('/dev/shm'))"], capture_output=True, text=True, timeout=120)
-        assert folder.path not in r.stdout and os.path.isdir(folder.path)
+    runtime_dir = _runtime_dir()
+    with private_folder(runtime_dir) as folder:
+        r = subprocess.run([sys.executable, "-c", "import sys; from ortseal.ops.ramdir import remove_stale_folders as r; "
+                            "print(r(sys.argv[1]))", runtime_dir], capture_output=True, text=True, timeout=120,
+                           cwd=ROOT)
+        assert r.returncode == 0 and folder.path not in r.stdout and os.path.isdir(folder.path)
     assert not os.path.exists(folder.path)
 
 

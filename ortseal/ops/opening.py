@@ -3,7 +3,8 @@
 Every sealed blob is decrypted while its content digest is recomputed in the same pass, and every plain
 external tensor is hashed as it is read, once, into memory ortseal owns; only when every digest matched the
 signed manifest does ORT get anything. Large models go to ORT as one 0600 file per tensor in a private folder
-on a RAM-backed file system (:mod:`ortseal.ops.ramdir`), filled several at once, next to a copy of the graph
+on a RAM-backed file system in this user's own private base folder (:mod:`ortseal.ops.ramdir`:
+``$XDG_RUNTIME_DIR`` or ``/dev/shm/ortseal-<uid>``), filled several at once, next to a copy of the graph
 whose tensors point at them; ORT copies them into its own memory and the folder is removed (its RAM freed, a
 file per core) as soon as the session exists. Models with under 16 MiB of weights, and any model where no
 RAM-backed folder has room, go to ORT as serialized bytes, in memory (models under 2 GiB). Plaintext never
@@ -173,10 +174,13 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
                 for t, op in large]
         jobs += [(t, e.length, functools.partial(_copy_to, verified, t, e, bar.add)) for t, e in large_plain]
         weights = sum(size for _, size, _ in jobs)
-        bases = runtime_dirs() if weights >= SMALL_MODEL_BYTES else []
+        # $ORTSEAL_RUNTIME_DIR is checked for small models too: a misconfiguration shows at once.
+        bases = runtime_dirs() if weights >= SMALL_MODEL_BYTES or os.environ.get(RUNTIME_DIR_ENV) else []
+        if weights < SMALL_MODEL_BYTES:
+            bases = []  # small models skip the folder: making, filling and removing it costs more than bytes
         for base in bases:
             remove_stale_folders(base)
-            with private_folder(base) as folder:
+            with private_folder(base, parallel=_parallel) as folder:
                 names = [f"t{i}.bin" for i in range(len(jobs))]
                 if not _fill_tensor_files(folder, list(zip(names, [size for _, size, _ in jobs],
                                                            [write for _, _, write in jobs]))):
