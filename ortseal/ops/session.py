@@ -11,10 +11,11 @@ import onnxruntime as ort
 
 from ..ep_plugin.preflight import PROVIDER as TENSORRT
 from ..ep_plugin.shim import shim_path
-from ..errors import FormatError, KeyNotFoundError, OrtsealError, ProviderUnavailableError, UnsafeOptionError
+from ..errors import FormatError, KeyNotFoundError, OrtsealError, ProviderUnavailableError
 from ..keys import KeySet
 from .model import is_sealed_model, load_model
 from .opening import open_sealed_model
+from .options import refuse_plaintext_writers
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 # EPs whose session creation writes nothing outside the process (no engine or EP cache, no compiled
@@ -72,7 +73,7 @@ class InferenceSession(ort.InferenceSession):
             # engine cache unused: a session that asked for TensorRT through ortseal gets it or fails.
             self._enable_fallback = False
         if self._ortseal_model is not None or sealed_cache:
-            self._refuse_plaintext_outputs()
+            self._refuse_plaintext_outputs(providers, provider_options, sealed_cache)
         if self._ortseal_model is None:
             super()._create_inference_session(providers, provider_options, disabled_optimizers)
         else:
@@ -91,16 +92,10 @@ class InferenceSession(ort.InferenceSession):
             raise ProviderUnavailableError(f"the session was asked for {TENSORRT} with a sealed engine cache but ONNX "
                                            f"Runtime gave it {self.get_providers()}")
 
-    def _refuse_plaintext_outputs(self) -> None:
+    def _refuse_plaintext_outputs(self, providers: Any, provider_options: Any, sealed_cache: bool) -> None:
         """Options that would write opened weights (sealed model) or a compiled engine (either) in plain."""
-        if self._ortseal_model is not None and self._sess_options is not None and \
-                self._sess_options.optimized_model_filepath:
-            raise UnsafeOptionError("sess_options.optimized_model_filepath is refused for a sealed model: ORT would "
-                                    "write the opened weights to that file in plaintext")
-        if _config_entry(self._sess_options, "ep.context_enable") not in (None, "0"):
-            raise UnsafeOptionError("the session option ep.context_enable is refused for a sealed model or engine "
-                                    "cache: the EP-context model it writes holds the compiled engine or its weights "
-                                    "in plaintext")
+        refuse_plaintext_writers(providers, provider_options, self._sess_options,
+                                 sealed_model=self._ortseal_model is not None, sealed_cache=sealed_cache)
 
 
 def _no_side_effects(providers: Any, sess_options: ort.SessionOptions | None) -> bool:
