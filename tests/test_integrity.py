@@ -21,7 +21,7 @@ from forge import keep_tag_rewrite
 from models import big_embedding, transformer_like
 
 import ortseal
-from ortseal import KeySet, RollbackError, TamperedError
+from ortseal import KeySet, RollbackError, TamperedError, UnsafeOptionError
 from ortseal.blob import Sealer
 from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
 from ortseal.ep_plugin.vault import engine_context
@@ -430,8 +430,9 @@ def test_device_forgery_of_a_large_weight_is_refused(mid_sealed, monkeypatch, ve
 
 
 def test_sessions_that_may_write_files_verify_first(mid_sealed, monkeypatch):
-    """An EP outside the CPU and CUDA EPs (here OpenVINO, which keeps a model cache), or EPs chosen by the
-    session options, may write what it compiles during session creation: ORT is never created."""
+    """An EP outside the CPU and CUDA EPs (here OpenVINO, which keeps a model cache) may write what it
+    compiles during session creation: ORT is never created. EPs chosen by the session options cannot be
+    checked at all, so a sealed model refuses them before anything (tests/test_options.py)."""
     d, keys, table = mid_sealed
     forged = forge_table(d, keys, table, segment=2)
     creations = OrtCreations(monkeypatch)
@@ -439,7 +440,7 @@ def test_sessions_that_may_write_files_verify_first(mid_sealed, monkeypatch):
         ortseal.InferenceSession(str(forged), providers=["OpenVINOExecutionProvider", "CPUExecutionProvider"],
                                  keys=device_of(keys))
     so = ort_options_with_a_policy()
-    with pytest.raises(TamperedError, match="signed digest"):
+    with pytest.raises(UnsafeOptionError, match="providers="):
         ortseal.InferenceSession(str(forged), so, keys=device_of(keys))
     assert creations.count == 0
 
