@@ -8,6 +8,7 @@ whatever PID namespace either process runs in.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import tempfile
@@ -66,9 +67,13 @@ def lock_held(path: str | os.PathLike[str]) -> bool:
     a temp file, or a process opening a model into a RAM folder. The kernel drops the lock when its
     process dies, so a free lock means the owner is gone."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO put there must not block the open
     except FileNotFoundError:
         return False
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a socket: nothing can hold a lock on it
+            return False
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False

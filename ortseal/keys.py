@@ -11,7 +11,6 @@ A keyset file is JSON (spec: ``docs/format.md``, section "Keyset file")::
 from __future__ import annotations
 
 import base64
-import fnmatch
 import hashlib
 import json
 import os
@@ -38,10 +37,14 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 SCRYPT_MIN_N = 2**15
 SCRYPT_MAX_N = 2**18  # a file may demand at most 256 MiB and ~1.3 s of scrypt work
-ANY_SCOPE = ("*",)
+WILDCARD = "*"
 _WRAP_AAD = b"ortseal keyset v1"
 
 KeyProvider = Callable[[str], "bytes | None"]
+# A trust scope as held in memory: every constraint must accept the purpose; a constraint accepts it when
+# any of its patterns matches. () accepts every purpose. One constraint per keyset that trusted the key
+# (merge intersects them); see docs/format.md, "Trust scopes".
+Scope = tuple[tuple[str, ...], ...]
 
 
 def _b64(data: bytes) -> str:
@@ -85,12 +88,81 @@ def _check_scope(scope: Sequence[str]) -> tuple[str, ...]:
     return tuple(scope)
 
 
+def scope_matches(pattern: str, purpose: str) -> bool:
+    """True if ``purpose`` matches the scope ``pattern``: literal text in which ``*`` matches any run of
+    characters (none included); nothing else is special (``?``, ``[`` and ``\\`` are literal)."""
+    parts = pattern.split(WILDCARD)
+    if len(parts) == 1:
+        return purpose == pattern
+    head, *middle, tail = parts
+    if len(purpose) < len(head) + len(tail) or not purpose.startswith(head) or not purpose.endswith(tail):
+        return False
+    at, end = len(head), len(purpose) - len(tail)
+    for part in middle:  # leftmost match of each literal run is optimal when only '*' is special
+        found = purpose.find(part, at, end)
+        if found < 0:
+            return False
+        at = found + len(part)
+    return True
+
+
+def _intersect_patterns(a: str, b: str) -> tuple[str, ...] | None:
+    """The purposes both patterns match, as patterns: ``(a,)`` if ``a``'s are all ``b``'s, ``()`` if they
+    share none, None when that takes more than one pattern of this grammar."""
+    for small, large in ((a, b), (b, a)):
+        if WILDCARD not in small:  # a literal: the one purpose it names is in large or not
+            return (small,) if scope_matches(large, small) else ()
+        if scope_matches(large, small):  # large's '*' absorb small's: every expansion of small matches large
+            return (small,)
+    heads = a.split(WILDCARD)[0], b.split(WILDCARD)[0]
+    tails = a.split(WILDCARD)[-1], b.split(WILDCARD)[-1]
+    if not (heads[0].startswith(heads[1]) or heads[1].startswith(heads[0])) or \
+            not (tails[0].endswith(tails[1]) or tails[1].endswith(tails[0])):
+        return ()
+    return None
+
+
+def _intersect_scopes(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[str, ...] | None:
+    """One constraint accepting exactly what both accept (possibly empty), or None if none can."""
+    out: list[str] = []
+    for x in a:
+        for y in b:
+            both = _intersect_patterns(x, y)
+            if both is None:
+                return None
+            out += both
+    return tuple(dict.fromkeys(out))
+
+
+def _normalize(constraints: Sequence[tuple[str, ...]]) -> Scope:
+    """The same trust, as few constraints as this grammar allows: constraints that accept everything are
+    dropped, and pairs are folded into one wherever their intersection is a list of patterns."""
+    kept: list[tuple[str, ...]] = []
+    for c in constraints:
+        if any(set(p) == {WILDCARD} for p in c):
+            continue
+        for i, k in enumerate(kept):
+            if set(k) <= set(c):  # k accepts no more than c: c adds nothing
+                break
+            if set(c) < set(k):
+                kept[i] = tuple(dict.fromkeys(c))
+                break
+            both = _intersect_scopes(k, c)
+            if both is not None:
+                kept[i] = both
+                break
+        else:
+            kept.append(tuple(dict.fromkeys(c)))
+    return tuple(kept)
+
+
 class KeySet:
     """Content keys (first one seals), signing keys (first one signs) and trusted public keys.
 
     Every blob and sealed model must carry a valid signature by a key this keyset trusts (its own signing
-    keys count, for any purpose), unless the keyset was made with ``allow_unsigned=True``. A trusted key
-    can be scoped to purposes (``fnmatch`` patterns over ``"model:<name>"``, ``"engine"``, ``"blob"``).
+    keys count, for any purpose unless scoped), unless the keyset was made with ``allow_unsigned=True``. A
+    trusted key can be scoped to purposes: patterns over ``"model:<name>"``, ``"engine"``, ``"blob"`` in which
+    ``*`` matches any run of characters and nothing else is special (:func:`scope_matches`).
     Build one with :meth:`generate`, :meth:`load`, :meth:`from_env`, :meth:`from_provider` or :meth:`merge`;
     the constructor takes already-made keys.
     """
@@ -109,13 +181,13 @@ class KeySet:
         self._content = {check_key_id(k): _check_content_key(v, k) for k, v in (content_keys or {}).items()}
         self._signing = {signer_id(k.public_key()): k for k in signing_keys}
         self._trusted = {signer_id(k): k for k in trusted_keys}
-        self._scopes = {check_key_id(k): _check_scope(v) for k, v in (trust_scopes or {}).items()}
+        for kid, key in self._signing.items():
+            self._trusted.setdefault(kid, key.public_key())  # its own signing keys: trusted, for any purpose
+        self._scopes: dict[str, Scope] = {check_key_id(k): _normalize([_check_scope(v)])
+                                          for k, v in (trust_scopes or {}).items()}  # ...unless scoped here
         unknown = set(self._scopes) - set(self._trusted)
         if unknown:
             raise ValueError(f"trust_scopes names keys that are not trusted: {sorted(unknown)}")
-        for kid, key in self._signing.items():
-            self._trusted.setdefault(kid, key.public_key())
-            self._scopes[kid] = ANY_SCOPE
         self._providers = list(providers)
         self._seal_key_id = check_key_id(seal_key_id) if seal_key_id else next(iter(self._content), None)
         if not isinstance(allow_unsigned, bool):
@@ -148,12 +220,14 @@ class KeySet:
     def merge(cls, *keysets: KeySet) -> KeySet:
         """One keyset holding every key of ``keysets``; the first keyset's sealing and signing keys lead.
 
-        The result allows unsigned blobs only if every keyset merged does.
+        Merging never widens trust: a key trusted by several keysets is trusted for a purpose only if every
+        one of them that trusts it accepts that purpose (the scopes are intersected). The result allows
+        unsigned blobs only if every keyset merged does.
         """
         content: dict[str, bytes] = {}
         signing: list[Ed25519PrivateKey] = []
         trusted: dict[str, Ed25519PublicKey] = {}
-        scopes: dict[str, tuple[str, ...]] = {}
+        constraints: dict[str, list[tuple[str, ...]]] = {}
         providers: list[KeyProvider] = []
         seal_key_id = None
         for ks in keysets:
@@ -164,26 +238,33 @@ class KeySet:
             signing += ks._signing.values()
             for kid, pub in ks._trusted.items():
                 trusted.setdefault(kid, pub)
-                scopes[kid] = tuple(dict.fromkeys(scopes.get(kid, ()) + ks._scope(kid)))
+                constraints.setdefault(kid, []).extend(ks._scope(kid))
             providers += ks._providers
             seal_key_id = seal_key_id or ks._seal_key_id
-        return cls(content_keys=content, signing_keys=signing, trusted_keys=trusted.values(), trust_scopes=scopes,
-                   providers=providers, seal_key_id=seal_key_id,
-                   allow_unsigned=bool(keysets) and all(ks._allow_unsigned for ks in keysets))
+        merged = cls(content_keys=content, signing_keys=signing, trusted_keys=trusted.values(), providers=providers,
+                     seal_key_id=seal_key_id, allow_unsigned=bool(keysets) and all(ks._allow_unsigned for ks in keysets))
+        return merged._scoped({kid: _normalize(c) for kid, c in constraints.items()})
+
+    def _scoped(self, scopes: Mapping[str, Scope]) -> KeySet:
+        """This keyset with these trust scopes (already normalized) in place of its own."""
+        self._scopes = {kid: scope for kid, scope in scopes.items() if scope}
+        return self
 
     def public(self, scope: Sequence[str] | None = None) -> KeySet:
         """Only the public keys: what a device needs to check this publisher's signatures.
 
-        ``scope`` limits what the device will accept them for, e.g. ``["model:detector*"]``.
+        ``scope`` limits what the device will accept them for, e.g. ``["model:detector*"]``; it narrows a
+        key's present scope, never widens it.
         """
-        scoped = {kid: _check_scope(scope) if scope is not None else self._scope(kid) for kid in self._trusted}
-        return KeySet(trusted_keys=self._trusted.values(), trust_scopes=scoped)
+        extra = [_check_scope(scope)] if scope is not None else []
+        return KeySet(trusted_keys=self._trusted.values())._scoped(
+            {kid: _normalize([*self._scope(kid), *extra]) for kid in self._trusted})
 
     def without_signing(self) -> KeySet:
-        """Content and trusted keys without the signing keys: opens and verifies, cannot sign."""
-        return KeySet(content_keys=self._content, trusted_keys=self._trusted.values(),
-                      trust_scopes={kid: self._scope(kid) for kid in self._trusted},
-                      providers=self._providers, seal_key_id=self._seal_key_id, allow_unsigned=self._allow_unsigned)
+        """Content and trusted keys without the signing keys: opens and verifies, cannot sign. Its former
+        signing keys stay trusted with the scope they had (any purpose, unless scoped)."""
+        return KeySet(content_keys=self._content, trusted_keys=self._trusted.values(), providers=self._providers,
+                      seal_key_id=self._seal_key_id, allow_unsigned=self._allow_unsigned)._scoped(self._scopes)
 
     # -- what the sealed-blob format asks of a keyset ------------------------------------------
     @property
@@ -214,8 +295,8 @@ class KeySet:
         """True if this keyset can decrypt anything (keys in memory or a provider)."""
         return bool(self._content or self._providers)
 
-    def _scope(self, key_id: str) -> tuple[str, ...]:
-        return self._scopes.get(key_id, ANY_SCOPE)
+    def _scope(self, key_id: str) -> Scope:
+        return self._scopes.get(key_id, ())
 
     def content_key(self, key_id: str) -> bytes:
         """The content key ``key_id``; raises :class:`KeyNotFoundError` when neither memory nor a provider has it."""
@@ -244,7 +325,7 @@ class KeySet:
     def trusted_key(self, key_id: str, purpose: str) -> Ed25519PublicKey | None:
         """The public key ``key_id`` if this keyset trusts it for ``purpose``, else None."""
         key = self._trusted.get(key_id)
-        if key is None or not any(fnmatch.fnmatchcase(purpose, pattern) for pattern in self._scope(key_id)):
+        if key is None or not all(any(scope_matches(p, purpose) for p in c) for c in self._scope(key_id)):
             return None
         return key
 
@@ -253,11 +334,23 @@ class KeySet:
         own = set(self._signing)
         trusted = []
         for kid, pub in self._trusted.items():
-            if kid in own:
-                continue
+            scope = self._scope(kid)
+            if kid in own and not scope:
+                continue  # a keyset's own signing keys are trusted without being listed
+            if () in scope:  # the scopes merged share no purpose: trusted for nothing
+                if kid in own:
+                    raise ValueError(f"this keyset's own signing key {kid} is trusted for no purpose (keysets whose "
+                                     "scopes for it share none were merged), which a keyset file cannot express; "
+                                     "save the keysets separately and merge them after loading")
+                continue  # listing it for nothing is the same as not listing it
             entry: dict[str, Any] = {"id": kid, "public": _b64(_raw_public(pub))}
-            if self._scope(kid) != ANY_SCOPE:
-                entry["scope"] = list(self._scope(kid))
+            if len(scope) > 1:
+                raise ValueError(f"key {kid} is trusted only for purposes matching all of {[list(c) for c in scope]} "
+                                 "(keysets with different scopes for it were merged), which one scope list cannot "
+                                 "express; save the keysets separately and merge them after loading, or give the "
+                                 "key one scope with public(scope=[...]) before merging")
+            if scope:
+                entry["scope"] = list(scope[0])
             trusted.append(entry)
         doc: dict[str, Any] = {"format": KEYSET_FORMAT, "version": KEYSET_VERSION, "trusted_keys": trusted}
         if self._allow_unsigned:

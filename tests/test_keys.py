@@ -169,3 +169,135 @@ def test_fuzzed_keyset_files_raise_only_ortseal_errors(doc):
         KeySet.from_json(json.dumps(doc), "pw")
     except OrtsealError:
         pass
+
+
+# -- trust scopes: the grammar, and merging never widens trust -------------------------------------------
+
+def _sealed_model_named(tmp_path, keys: KeySet, name: str):
+    from models import transformer_like
+
+    src = tmp_path / f"{len(list(tmp_path.iterdir()))}.onnx"
+    transformer_like(src, d=16, vocab=32, seq=4)
+    dst = src.with_suffix(".sealed.onnx")
+    ortseal.seal_model(src, dst, keys, min_bytes=64, model_name=name, progress=False)
+    return str(dst)
+
+
+def _opens(path: str, keys: KeySet) -> bool:
+    try:
+        ortseal.InferenceSession(path, providers=["CPUExecutionProvider"], keys=keys)
+        return True
+    except TamperedError as exc:
+        assert "does not trust" in str(exc), exc
+        return False
+
+
+def test_attack_merge_with_without_signing_cannot_widen_a_scope(tmp_path):
+    """Observed: merge(keys.without_signing(), keys.public(scope=["model:detector*"])) trusted the publisher
+    for '*' (the former signing key's own scope, unioned in), so a model named camera-1 opened."""
+    publisher = KeySet.generate()
+    device = KeySet.merge(publisher.without_signing(), publisher.public(scope=["model:detector*"]))
+    camera = _sealed_model_named(tmp_path, publisher, "camera-1")
+    detector = _sealed_model_named(tmp_path, publisher, "detector-2")
+    assert not _opens(camera, device)
+    assert _opens(detector, device)
+    signer = publisher.signing_key_ids[0]
+    assert device.trusted_key(signer, "model:camera-1") is None and device.trusted_key(signer, "engine") is None
+    again = KeySet.from_json(device.to_json("pw"), "pw")  # the narrowed scope is what is saved
+    assert not _opens(camera, again) and _opens(detector, again)
+
+
+def test_attack_scope_brackets_are_literal_not_a_character_class(tmp_path):
+    """Observed: a scope 'model:cam[1]' (fnmatch) refused cam[1] itself and accepted cam1."""
+    publisher = KeySet.generate()
+    content = KeySet(content_keys={k: publisher.content_key(k) for k in publisher.content_key_ids})
+    device = KeySet.merge(content, publisher.public(scope=["model:cam[1]"]))
+    assert _opens(_sealed_model_named(tmp_path, publisher, "cam[1]"), device)
+    assert not _opens(_sealed_model_named(tmp_path, publisher, "cam1"), device)
+    for other in ("model:cam?", "model:cam[!1]", "model:cam\\1"):
+        assert not ortseal.keys.scope_matches(other, "model:cam1")
+
+
+def test_without_signing_keeps_its_former_signing_key_scoped_as_before(keys):
+    scoped = KeySet.merge(keys, keys.public(scope=["blob"]))
+    signer = keys.signing_key_ids[0]
+    assert scoped.trusted_key(signer, "blob") and scoped.trusted_key(signer, "engine") is None
+    device = scoped.without_signing()
+    assert device.trusted_key(signer, "blob") and device.trusted_key(signer, "engine") is None
+    assert keys.without_signing().trusted_key(signer, "engine")
+    # a keyset's own signing key, scoped, saves and loads with its scope
+    again = KeySet.from_json(scoped.to_json())
+    assert again.signing_key_ids == [signer]
+    assert again.trusted_key(signer, "blob") and again.trusted_key(signer, "engine") is None
+
+
+def test_public_scope_narrows_never_widens(keys):
+    signer = keys.signing_key_ids[0]
+    narrow = keys.public(scope=["model:cam*"])
+    assert narrow.public(scope=["*"]).trusted_key(signer, "engine") is None
+    assert narrow.public(scope=["*"]).trusted_key(signer, "model:cam2")
+
+
+def test_a_merged_scope_no_list_can_express_refuses_to_save(keys):
+    merged = KeySet.merge(keys.public(scope=["model:cam*"]), keys.public(scope=["*-eu"]))
+    signer = keys.signing_key_ids[0]
+    assert merged.trusted_key(signer, "model:cam-eu") and merged.trusted_key(signer, "model:cam-us") is None
+    assert merged.trusted_key(signer, "model:det-eu") is None
+    with pytest.raises(ValueError, match="merge them after loading"):
+        merged.to_json()
+
+
+_PATTERN = st.text(alphabet="ab*?[", min_size=1, max_size=4)
+_PURPOSE = st.text(alphabet="ab*?[", max_size=5)
+_SIGNERS = [Ed25519PrivateKey.generate() for _ in range(3)]
+_SIGNER_IDS = [ortseal.keys.signer_id(k.public_key()) for k in _SIGNERS]
+
+
+def _reference_match(pattern: str, purpose: str) -> bool:
+    import re
+
+    return re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), purpose, re.DOTALL) is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(pattern=_PATTERN, purpose=_PURPOSE)
+def test_scope_grammar_star_is_the_only_special_character(pattern, purpose):
+    assert ortseal.keys.scope_matches(pattern, purpose) == _reference_match(pattern, purpose)
+
+
+@st.composite
+def _keysets(draw):
+    """A keyset that trusts (or signs with) some of three keys, each maybe scoped."""
+    trusted, signing, scopes = [], [], {}
+    for key, kid in zip(_SIGNERS, _SIGNER_IDS):
+        role = draw(st.sampled_from(["none", "trusted", "signing"]))
+        if role == "none":
+            continue
+        (signing if role == "signing" else trusted).append(key)
+        if draw(st.booleans()):
+            scopes[kid] = draw(st.lists(_PATTERN, min_size=1, max_size=3))
+    return KeySet(signing_keys=signing, trusted_keys=[k.public_key() for k in trusted], trust_scopes=scopes)
+
+
+def _accepts(ks: KeySet, kid: str, purpose: str) -> bool:
+    return ks.trusted_key(kid, purpose) is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(inputs=st.lists(_keysets(), min_size=1, max_size=4), purposes=st.lists(_PURPOSE, min_size=1, max_size=8))
+def test_merge_accepts_exactly_what_every_keyset_trusting_the_key_accepts(inputs, purposes):
+    merged = KeySet.merge(*inputs)
+    for kid in _SIGNER_IDS:
+        trusting = [ks for ks in inputs if kid in ks.trusted_key_ids]
+        for purpose in purposes:
+            expected = bool(trusting) and all(_accepts(ks, kid, purpose) for ks in trusting)
+            assert _accepts(merged, kid, purpose) == expected, (kid, purpose)
+    try:
+        text = merged.to_json()
+    except ValueError as exc:
+        assert "merge them after loading" in str(exc)
+        return
+    again = KeySet.from_json(text)  # what is saved is the same trust, not a wider one
+    for kid in _SIGNER_IDS:
+        for purpose in purposes:
+            assert _accepts(again, kid, purpose) == _accepts(merged, kid, purpose), (kid, purpose)

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from pathlib import Path
 
 import click
 
 from .._atomic import lock_held, temp_files
-from ..blob import MAX_HEADER_SIZE, parse_header
 from ..clikit import Passphrase, echo_rows, fail_cleanly, keys_option, load_keys, passphrase_options
-from ..errors import OrtsealError
+from ..errors import OrtsealError, TamperedError
 from .provider import QUARANTINE
-from .vault import ENGINE_SUFFIX, verify_engine_file
+from .vault import ENGINE_SUFFIX, read_engine_header, verify_engine_file
+
+
+def _lstat_size(path: Path) -> str:
+    try:
+        return str(path.lstat().st_size)
+    except OSError:
+        return "-"
 
 
 def _engine_files(directory: str) -> list[Path]:
@@ -35,21 +42,23 @@ def list_cache(directory: str) -> None:
     """List engines in DIRECTORY with sizes, key ids, signer and state (no keys needed)."""
     rows = [("file", "bytes", "engine bytes", "key id", "signer", "state")]
     for path in _engine_files(directory):
-        size = path.stat().st_size
+        name = str(path.relative_to(directory))
         state = "quarantined" if path.parent.name == QUARANTINE else "sealed"
         try:
-            with open(path, "rb") as fh:
-                h = parse_header(fh.read(MAX_HEADER_SIZE))
-            if h.blob_length != size:
-                state = "damaged: length does not match header"
-            rows.append((str(path.relative_to(directory)), str(size), str(h.plaintext_length), h.key_id,
-                         h.signer_id or "(unsigned)", state))
-        except OrtsealError as exc:
-            rows.append((str(path.relative_to(directory)), str(size), "-", "-", "-", f"not ortseal: {exc}"))
+            h, size = read_engine_header(path)  # never follows a link nor waits on a FIFO
+            rows.append((name, str(size), str(h.plaintext_length), h.key_id, h.signer_id or "(unsigned)", state))
+        except TamperedError as exc:  # not a regular file, or its length does not match its header
+            rows.append((name, _lstat_size(path), "-", "-", "-", f"refused: {exc}"))
+        except (OrtsealError, OSError) as exc:
+            rows.append((name, _lstat_size(path), "-", "-", "-", f"not ortseal: {exc}"))
     for tmp in temp_files(directory, f"*{ENGINE_SUFFIX}"):
+        if not stat.S_ISREG(tmp.lstat().st_mode):
+            rows.append((tmp.name, "-", "-", "-", "-", "not a regular file (removed by the next tensorrt_provider "
+                                                       "on this cache)"))
+            continue
         state = "partial: being written" if lock_held(tmp) else "partial: writer killed (removed by the next " \
                                                                    "tensorrt_provider on this cache)"
-        rows.append((tmp.name, str(tmp.stat().st_size), "-", "-", "-", state))
+        rows.append((tmp.name, str(tmp.lstat().st_size), "-", "-", "-", state))
     echo_rows(rows)
     if len(rows) == 1:
         click.echo(f"(no *{ENGINE_SUFFIX} files)")

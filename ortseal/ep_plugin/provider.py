@@ -13,6 +13,7 @@ from .._atomic import remove_stale_temps
 from ..blob import check_release
 from ..errors import OrtsealError, UnsafeOptionError
 from ..keys import KeySet
+from ..ops.options import PROVIDER_WRITERS, TRUE_VALUES, option_str, refuse_tensorrt_writers
 from .preflight import PROVIDER, tensorrt_preflight
 from .shim import shim_path
 from .vault import ENGINE_SUFFIX, Vault, registry, verify_engine_file
@@ -21,23 +22,10 @@ log = logging.getLogger("ortseal.tensorrt")
 DEFAULT_CACHE_PATH = "./trt_cache"
 QUARANTINE = "quarantine"
 
-# Options that make the TensorRT EP write plaintext weights or engines even with decryption on
-# (onnxruntime 1.31, tensorrt_execution_provider.cc).
-LEAKING_OPTIONS = {
-    "trt_dump_subgraphs": "it writes each TensorRT subgraph, weights included, as plain ONNX to the working directory",
-    "trt_dump_ep_context_model": "embed mode 1 writes the whole engine into the EP-context model unencrypted; "
-                                 "mode 0 makes ORT load an unencrypted engine file",
-    "trt_weight_stripped_engine_enable": "the refitted engine is serialized unencrypted into the working directory",
-}
+# The TensorRT flags that write plaintext even with decryption on; the full list (paths and other EPs too)
+# is in ortseal/ops/options.py.
+LEAKING_OPTIONS = {name: w.why for name, w in PROVIDER_WRITERS[PROVIDER].items() if w.engine and w.kind == "flag"}
 _SET_BY_ORTSEAL = ("trt_engine_decryption_enable", "trt_engine_decryption_lib_path", "trt_engine_cache_enable")
-_TRUE = {"1", "true", "True", "TRUE"}
-_FALSE = {"0", "false", "False", "FALSE"}
-
-
-def _option_str(value: Any) -> str:
-    if isinstance(value, bool):
-        return "True" if value else "False"
-    return str(value)
 
 
 def _writable_dir(path: str) -> str:
@@ -102,12 +90,10 @@ def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *,
     if min_release > release:
         raise ValueError(f"min_release {min_release} is above release {release}: engines this process writes "
                          "could never be opened")
-    opts = {str(k): _option_str(v) for k, v in (options or {}).items()}
-    for name, leak in LEAKING_OPTIONS.items():
-        if opts.get(name, "False") not in _FALSE:
-            raise UnsafeOptionError(f"{name} is refused with a sealed engine cache: {leak}")
+    opts = {str(k): option_str(v) for k, v in (options or {}).items()}
+    refuse_tensorrt_writers(opts)
     for name in _SET_BY_ORTSEAL:
-        if name in opts and opts[name] not in (*_TRUE, shim_path()):
+        if name in opts and opts[name] not in (*TRUE_VALUES, shim_path()):
             raise ValueError(f"{name} is set by ortseal.tensorrt_provider; remove it from options")
     keys.sealing_key()  # a keyset that cannot seal could never write the cache: say so now (one that cannot
     # sign still opens publisher-signed engines; it refuses to write new ones, see write_engine)

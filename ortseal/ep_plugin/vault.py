@@ -10,14 +10,17 @@ the shim's calls are routed by the path ORT passes.
 from __future__ import annotations
 
 import ctypes
+import errno
+import io
 import logging
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._atomic import atomic_writer
-from ..blob import BlobSource, Opener, read_header, seal_stream
+from ..blob import BlobSource, Header, Opener, read_header, seal_stream
 from ..errors import OrtsealError, TamperedError
 from ..keys import KeySet
 from .shim import DECRYPT_CALLBACK, ENCRYPT_CALLBACK, load_shim
@@ -43,40 +46,99 @@ def engine_context(path: str | os.PathLike[str]) -> bytes:
     return CONTEXT_PREFIX + os.fsencode(Path(path).name)
 
 
-def _engine_source(fd: int) -> BlobSource:
-    st = os.fstat(fd)
-    # Ciphertext does not compress and has no holes: a file with far fewer blocks than bytes declares a
-    # length it does not hold (a sparse file), which would only cost time to hash.
-    if st.st_size > (1 << 20) and st.st_blocks * 512 < st.st_size // 2:
-        raise TamperedError(f"engine file is sparse ({st.st_blocks * 512} bytes allocated of {st.st_size}): "
-                            "not a sealed engine")
-    return BlobSource(fd=fd, length=st.st_size)
+# The name is ours (ortseal wrote it): a symbolic link in its place is refused, not followed. O_NONBLOCK:
+# opening a FIFO planted there returns at once (and is then refused) instead of waiting for a writer.
+ENGINE_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
+_NOT_REGULAR = {errno.ELOOP: "a symbolic link", errno.ENXIO: "a socket or device with nothing behind it"}
 
 
-def open_engine(path: str | os.PathLike[str], vault: Vault, fd: int) -> Opener:
-    """Check an engine file's length, context, release and signature, then fetch its key; return the
-    opener to decrypt with."""
-    return Opener(_engine_source(fd), vault.keys, context=engine_context(path), purpose=PURPOSE,
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """Open an engine file without following a link or waiting on a FIFO; refuse anything but a regular,
+    non-sparse file before a byte is read. Returns the descriptor (the caller closes it) and its fstat."""
+    try:
+        fd = os.open(path, ENGINE_OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno in _NOT_REGULAR:
+            raise TamperedError(f"engine file {os.fspath(path)} is {_NOT_REGULAR[exc.errno]}, not a regular file: "
+                                "refused") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise TamperedError(f"engine file {os.fspath(path)} is {_file_kind(st.st_mode)}, not a regular file: "
+                                "refused")
+        # Ciphertext does not compress and has no holes: a file with far fewer blocks than bytes declares a
+        # length it does not hold (a sparse file), which would only cost time and memory to read.
+        if st.st_size > (1 << 20) and st.st_blocks * 512 < st.st_size // 2:
+            raise TamperedError(f"engine file {os.fspath(path)} is sparse ({st.st_blocks * 512} bytes allocated of "
+                                f"{st.st_size}): not a sealed engine")
+        return fd, st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _checked_header(fd: int, st: os.stat_result) -> Header:
+    header = read_header(BlobSource(fd=fd, length=st.st_size), kind="engine")
+    if header.blob_length != st.st_size:
+        raise TamperedError(f"engine file length ({st.st_size} bytes) does not match its header "
+                            f"({header.blob_length}): truncated or damaged")
+    return header
+
+
+def read_engine_header(path: str | os.PathLike[str]) -> tuple[Header, int]:
+    """The header of the engine file at ``path`` (no keys needed) and the file's size, after the checks
+    of :func:`read_engine_file`; its length is checked against the header."""
+    fd, st = _open_regular(path)
+    try:
+        return _checked_header(fd, st), st.st_size
+    finally:
+        os.close(fd)
+
+
+def read_engine_file(path: str | os.PathLike[str]) -> bytes:
+    """The whole engine file, read once into memory ortseal owns. The file is opened with
+    :data:`ENGINE_OPEN_FLAGS`, must be a regular, non-sparse file whose length matches its header (checked
+    before the rest is read), and must not change length while it is read. Every later check runs on
+    these bytes."""
+    fd, st = _open_regular(path)
+    try:
+        _checked_header(fd, st)
+        with io.FileIO(fd, "rb", closefd=False) as fh:
+            data = fh.readall()
+    finally:
+        os.close(fd)
+    if len(data) != st.st_size:
+        raise TamperedError(f"engine file {os.fspath(path)} changed length while it was read: refused")
+    return data
+
+
+def open_engine(path: str | os.PathLike[str], vault: Vault, data: bytes) -> Opener:
+    """Check a sealed engine's length, context (``path``'s name), release and signature, then fetch its key;
+    return the opener to decrypt ``data`` (the file's bytes, from :func:`read_engine_file`) with."""
+    return Opener(BlobSource(data), vault.keys, context=engine_context(path), purpose=PURPOSE,
                   min_release=vault.min_release, kind="engine")
 
 
-def engine_size(fd: int) -> int:
-    """The plaintext size a sealed engine file declares, after checking its length against its header."""
-    source = _engine_source(fd)
-    header = read_header(source, kind="engine")
-    if header.blob_length != source.size:
-        raise TamperedError("engine file length does not match its header: truncated or damaged")
-    return header.plaintext_length
+def engine_size(path: str | os.PathLike[str]) -> int:
+    """The plaintext size a sealed engine file declares, after checking its kind and its length against its
+    header (no keys needed: ORT's size query)."""
+    return read_engine_header(path)[0].plaintext_length
 
 
 def verify_engine_file(path: str | os.PathLike[str], keys: KeySet | Vault) -> None:
-    """Fully verify a sealed engine file without keeping its plaintext; raises on any failure."""
+    """Fully verify a sealed engine file without keeping its plaintext; raises on any failure
+    (:class:`TamperedError` for anything but a regular file, a bad length, context, release or signature)."""
     vault = keys if isinstance(keys, Vault) else Vault(keys)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        open_engine(path, vault, fd).verify()
-    finally:
-        os.close(fd)
+    open_engine(path, vault, read_engine_file(path)).verify()
 
 
 def check_can_write(keys: KeySet) -> None:
@@ -132,22 +194,22 @@ class _Registry:
 
     # The two callbacks never raise into C: any failure is logged and reported to ORT as 0.
     def _decrypt(self, _user: int, c_path: bytes, buf: int | None, size_ptr) -> int:
+        """ORT calls this twice: ``buf`` NULL for the size, then with its buffer of that size. Each call
+        reads the file itself; the second reads it whole once and checks everything on those bytes, so a
+        file swapped in between is opened whole and verified (and must fit ORT's buffer exactly) or refused."""
         path = os.fsdecode(c_path)
         try:
             vault = self.vault_for(path)
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                if not buf:
-                    size_ptr[0] = engine_size(fd)
-                    return 1
-                opener = open_engine(path, vault, fd)
-                if size_ptr[0] != opener.header.plaintext_length:
-                    raise ValueError(f"ORT's buffer is {size_ptr[0]} bytes, the engine {opener.header.plaintext_length}")
-                out = (ctypes.c_char * size_ptr[0]).from_address(buf)
-                opener.decrypt_into(memoryview(out).cast("B"))
+            if not buf:
+                size_ptr[0] = engine_size(path)
                 return 1
-            finally:
-                os.close(fd)
+            opener = open_engine(path, vault, read_engine_file(path))
+            if size_ptr[0] != opener.header.plaintext_length:
+                raise TamperedError(f"ORT's buffer is {size_ptr[0]} bytes but the engine holds "
+                                    f"{opener.header.plaintext_length}: the file changed after the size query")
+            out = (ctypes.c_char * size_ptr[0]).from_address(buf)
+            opener.decrypt_into(memoryview(out).cast("B"))
+            return 1
         except BaseException as exc:  # noqa: BLE001 - must not propagate into ORT
             log.error("ortseal: refusing to open TensorRT engine %s: %s: %s", path, type(exc).__name__, exc)
             return 0

@@ -18,12 +18,12 @@ from ..errors import (
     OrtsealError,
     ProviderUnavailableError,
     TamperedError,
-    UnsafeOptionError,
 )
 from ..keys import KeySet
 from .manifest import read_record
 from .model import LoadedModel, is_sealed_model, load_model, read_model
 from .opening import Opened, open_sealed_model
+from .options import config_entry, refuse_plaintext_writers
 from .verified import verify_sealed
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
@@ -55,7 +55,7 @@ class InferenceSession(ort.InferenceSession):
         self._ortseal_min_release = check_release(min_release, "min_release")
         self._ortseal_loaded: LoadedModel | None = None
         self._ortseal_source: str | bytes | None = None
-        base_dir = _config_entry(sess_options, EXTERNAL_FOLDER_KEY) or None
+        base_dir = config_entry(sess_options, EXTERNAL_FOLDER_KEY) or None
         loaded = read_model(path_or_bytes, base_dir)  # model None: not ONNX protobuf (an .ort file): ORT decides
         if loaded.model is not None and (is_sealed_model(loaded.model) or read_record(loaded.data) is not None):
             if keys is None:
@@ -81,7 +81,7 @@ class InferenceSession(ort.InferenceSession):
             # ORT's Python API would print "EP Error ... Falling back" and retry elsewhere: a sealed model or a
             # session that asked for the sealed engine cache gets what it asked for or fails.
             self._enable_fallback = False
-            self._refuse_plaintext_outputs()
+            self._refuse_plaintext_outputs(providers, provider_options, sealed_cache)
         if not self.is_sealed:
             super()._create_inference_session(providers, provider_options, disabled_optimizers)
         else:
@@ -95,7 +95,8 @@ class InferenceSession(ort.InferenceSession):
         model is verified and opened first; if that fails, the previous session stays as it was."""
         if not self.is_sealed:
             return super()._reset_session(providers, provider_options)
-        self._refuse_plaintext_outputs()
+        self._refuse_plaintext_outputs(providers, provider_options,
+                                       _asks_sealed_engine_cache(providers, provider_options))
         with self._open_sealed() as opened:
             self._ortseal_opened = opened
             try:
@@ -129,27 +130,21 @@ class InferenceSession(ort.InferenceSession):
             opened = self._ortseal_opened or stack.enter_context(self._open_sealed())
             origin = self._model_path, self._model_bytes
             self._model_path, self._model_bytes = opened.path, opened.model_bytes
-            folder = _config_entry(self._sess_options, EXTERNAL_FOLDER_KEY)
+            folder = config_entry(self._sess_options, EXTERNAL_FOLDER_KEY)
             if folder and opened.path:  # the opened tensors are beside the opened model, not where the option says
-                self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, os.path.dirname(opened.path))
+                self._sess_options.add_sessionconfig_entry(EXTERNAL_FOLDER_KEY, os.path.dirname(opened.path))
             try:
                 super()._create_inference_session(providers, provider_options, disabled_optimizers)
             finally:
                 # Keep no reference to the opened model: only the sealed source stays.
                 self._model_path, self._model_bytes = origin
                 if folder and opened.path:
-                    self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, folder)
+                    self._sess_options.add_sessionconfig_entry(EXTERNAL_FOLDER_KEY, folder)
 
-    def _refuse_plaintext_outputs(self) -> None:
+    def _refuse_plaintext_outputs(self, providers: Any, provider_options: Any, sealed_cache: bool) -> None:
         """Options that would write opened weights (sealed model) or a compiled engine (either) in plain."""
-        if self.is_sealed and self._sess_options is not None and \
-                self._sess_options.optimized_model_filepath:
-            raise UnsafeOptionError("sess_options.optimized_model_filepath is refused for a sealed model: ORT would "
-                                    "write the opened weights to that file in plaintext")
-        if _config_entry(self._sess_options, "ep.context_enable") not in (None, "0"):
-            raise UnsafeOptionError("the session option ep.context_enable is refused for a sealed model or engine "
-                                    "cache: the EP-context model it writes holds the compiled engine or its weights "
-                                    "in plaintext")
+        refuse_plaintext_writers(providers, provider_options, self._sess_options,
+                                 sealed_model=self.is_sealed, sealed_cache=sealed_cache)
 
 
 def _asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
@@ -165,12 +160,3 @@ def _asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
     except OrtsealError:
         return False
     return any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim for o in options)
-
-
-def _config_entry(options: ort.SessionOptions | None, key: str) -> str | None:
-    if options is None:
-        return None
-    try:
-        return options.get_session_config_entry(key)
-    except RuntimeError:  # ORT raises for a key that was never set
-        return None

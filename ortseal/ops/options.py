@@ -1,0 +1,241 @@
+"""The one list of ONNX Runtime options that would write plaintext, and the check that refuses them.
+
+Options that make ORT or an execution provider write the model's weights, a compiled engine, an EP cache
+or an EP-context model to disk are refused for a sealed model (and those that write a compiled engine,
+for a sealed TensorRT engine cache), whichever way they are given: provider tuples, the parallel
+``provider_options`` list, session config entries (``ep.context_*``, ``session.*`` and the
+``ep.<provider>.<option>`` form ORT stores provider options in), the TensorRT environment variables ORT
+reads when TensorRT gets no options, and EPs added to the session options (``add_provider*`` or a
+selection policy), which cannot be read back. The check runs before ORT sees anything, so it also
+covers providers that are not installed here. The table and its sources: ``docs/tensorrt.md``,
+"Options refused for sealed models".
+
+    refuse_plaintext_writers(providers, provider_options, sess_options, sealed_model=True, sealed_cache=False)
+
+Allowed on purpose: TensorRT's timing cache (``trt_timing_cache_enable``/``trt_timing_cache_path``: kernel
+timings keyed by layer signatures, no weights) and profiling output (op timings, no tensor data).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import onnxruntime as ort
+
+from ..ep_plugin.preflight import PROVIDER as TENSORRT
+from ..ep_plugin.shim import shim_path
+from ..errors import OrtsealError, UnsafeOptionError
+
+FALSE_VALUES = frozenset({"0", "false", "False", "FALSE", ""})
+TRUE_VALUES = frozenset({"1", "true", "True", "TRUE"})
+
+
+@dataclass(frozen=True)
+class Writer:
+    """An option that writes plaintext: ``flag`` options when set to anything but false, ``path``
+    options when set to anything but the empty string. ``engine``: it writes a compiled engine or
+    EP-context model, so it is refused for a sealed engine cache too (not only for a sealed model)."""
+
+    name: str
+    why: str
+    kind: str = "flag"  # "flag" or "path"
+    engine: bool = False
+
+    def is_on(self, value: Any) -> bool:
+        text = option_str(value)
+        return text not in FALSE_VALUES if self.kind == "flag" else text != ""
+
+
+def _writers(*items: Writer) -> dict[str, Writer]:
+    return {w.name: w for w in items}
+
+
+# Session config entries (onnxruntime_session_options_config_keys.h, ORT 1.23-1.32).
+CONFIG_WRITERS = _writers(
+    Writer("ep.context_enable", "the EP-context model it writes holds the compiled engine or its weights in "
+           "plaintext", engine=True),
+    Writer("ep.context_file_path", "it names the EP-context model ORT writes, which holds the compiled engine or "
+           "its weights in plaintext", "path", engine=True),
+    Writer("ep.context_embed_mode", "it configures the EP-context model ORT writes (mode 1 embeds the compiled "
+           "engine in it, unencrypted)", "path", engine=True),
+    Writer("ep.context_model_external_initializers_file_name", "it names the file ORT writes the EP-context "
+           "model's initializers to, in plaintext", "path", engine=True),
+    Writer("session.debug_layout_transformation", "ORT dumps the model, weights included, as "
+           "post_layout_transform_step_<n>.onnx in the working directory"),
+    Writer("session.save_external_prepacked_constant_initializers", "ORT writes the pre-packed weights to an "
+           "external data file"),
+    Writer("session.optimized_model_external_initializers_file_name", "it names the file ORT writes the "
+           "optimized model's weights to, in plaintext", "path"),
+)
+
+# Provider options, by provider (each EP's provider_option_names / provider options header, ORT 1.23-1.32).
+# TensorRT's engine cache and decryption library have their own rule (_tensorrt_cache_rule).
+PROVIDER_WRITERS: dict[str, dict[str, Writer]] = {
+    TENSORRT: _writers(
+        Writer("trt_dump_subgraphs", "it writes each TensorRT subgraph, weights included, as plain ONNX to the "
+               "working directory", engine=True),
+        Writer("trt_dump_ep_context_model", "embed mode 1 writes the whole engine into the EP-context model "
+               "unencrypted; mode 0 makes ORT load an unencrypted engine file", engine=True),
+        Writer("trt_ep_context_file_path", "it names the EP-context model the TensorRT EP writes, which holds the "
+               "engine or the path of an unencrypted one", "path", engine=True),
+        Writer("trt_weight_stripped_engine_enable", "the refitted engine is serialized unencrypted into the working "
+               "directory", engine=True),
+    ),
+    "NvTensorRTRTXExecutionProvider": _writers(
+        Writer("nv_dump_subgraphs", "it writes each subgraph, weights included, as plain ONNX"),
+        Writer("nv_runtime_cache_path", "TensorRT-RTX writes its runtime cache of compiled kernels there, "
+               "unencrypted (ortseal seals only the TensorRT EP's engine cache)", "path"),
+    ),
+    "OpenVINOExecutionProvider": _writers(
+        Writer("cache_dir", "OpenVINO writes the compiled model blobs, weights included, there unencrypted", "path"),
+        Writer("blob_dump_path", "OpenVINO writes the compiled model blob there unencrypted", "path"),
+        Writer("use_compiled_network", "OpenVINO writes the compiled network blob unencrypted"),
+        Writer("export_ep_ctx_blob", "OpenVINO writes the compiled blob into an EP-context model unencrypted"),
+    ),
+    "QNNExecutionProvider": _writers(
+        Writer("qnn_saver_path", "the QNN Saver backend records every QNN call, weights included, into "
+               "saver_output/", "path"),
+        Writer("dump_qnn_ir_dlc", "the QNN IR backend writes the graph, weights included, as a DLC file"),
+        Writer("dump_json_qnn_graph", "the QNN graph is dumped to JSON files"),
+        Writer("dump_qnn_ep_input_graph", "the EP's input graph, weights included, is dumped as ONNX"),
+        Writer("qnn_context_cache_enable", "the QNN context binary (the compiled graph with its weights) is "
+               "written unencrypted"),
+        Writer("qnn_context_cache_path", "it names the QNN context binary the EP writes unencrypted", "path"),
+    ),
+    "CoreMLExecutionProvider": _writers(
+        Writer("ModelCacheDirectory", "Core ML writes the compiled model, weights included, there unencrypted",
+               "path"),
+    ),
+    "MIGraphXExecutionProvider": _writers(
+        Writer("migraphx_model_cache_dir", "MIGraphX writes compiled programs (.mxr, weights included) there "
+               "unencrypted", "path"),
+        Writer("migraphx_save_compiled_model", "MIGraphX writes the compiled program, weights included, "
+               "unencrypted"),
+        Writer("migraphx_save_model_path", "it names the compiled MIGraphX program written unencrypted", "path"),
+        Writer("migraphx_dump_ep_context_model", "MIGraphX writes an EP-context model holding the compiled "
+               "program unencrypted"),
+    ),
+    "VitisAIExecutionProvider": _writers(
+        Writer("cache_dir", "Vitis AI writes the compiled model, weights included, there unencrypted", "path"),
+    ),
+}
+# DirectML, CUDA, CPU, XNNPACK, WebGPU: no provider option writes a model, an engine or a cache.
+
+# The TensorRT EP reads these only when it is given no provider options (docs/tensorrt.md).
+TENSORRT_ENV_WRITERS = _writers(
+    Writer("ORT_TENSORRT_DUMP_SUBGRAPHS", "it makes TensorRT write each subgraph, weights included, as plain ONNX"),
+    Writer("ORT_TENSORRT_ENGINE_CACHE_ENABLE", "it makes TensorRT write its engines unencrypted"),
+    Writer("ORT_TENSORRT_WEIGHT_STRIPPED_ENGINE_ENABLE", "the refitted engine is serialized unencrypted"),
+    Writer("ORT_DUMP_EP_CONTEXT_MODEL", "it makes TensorRT write an EP-context model holding the engine"),
+)
+
+# What the refusal tells the user to do instead.
+_SEALED_CACHE_HINT = "use ortseal.tensorrt_provider(keys, ...) for a sealed engine cache"
+
+
+def option_str(value: Any) -> str:
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    return str(value)
+
+
+def provider_entries(providers: Sequence[Any] | None,
+                     provider_options: Sequence[Mapping[Any, Any]] | None) -> list[tuple[str, dict[str, str]]]:
+    """``(name, options as strings)`` for each provider, from tuples or the parallel ``provider_options``."""
+    entries = []
+    for i, p in enumerate(providers or []):
+        if isinstance(p, (tuple, list)) and len(p) == 2:
+            name, opts = p
+        else:
+            name = p
+            opts = provider_options[i] if provider_options is not None and i < len(provider_options) else None
+        if not isinstance(opts, Mapping):
+            opts = {}
+        entries.append((str(name), {str(k): option_str(v) for k, v in opts.items()}))
+    return entries
+
+
+def config_entry(sess_options: ort.SessionOptions | None, key: str) -> str | None:
+    """A session config entry, or None when it was never set."""
+    if sess_options is None:
+        return None
+    try:
+        return sess_options.get_session_config_entry(key)
+    except RuntimeError:  # ORT raises for a key that was never set
+        return None
+
+
+def _refuse(what: str, writer: Writer, subject: str) -> None:
+    raise UnsafeOptionError(f"{what} is refused for {subject}: {writer.why}")
+
+
+def _tensorrt_cache_rule(options: Mapping[str, str], sealed_model: bool, subject: str) -> None:
+    """The engine cache is allowed only when routed through ortseal's shim; no other decryption library."""
+    try:
+        shim: str | None = shim_path()
+    except OrtsealError:
+        shim = None
+    decrypting = options.get("trt_engine_decryption_enable", "False") not in FALSE_VALUES
+    library = options.get("trt_engine_decryption_lib_path", "")
+    if decrypting and library != shim:
+        raise UnsafeOptionError(f"trt_engine_decryption_enable with trt_engine_decryption_lib_path={library!r} is "
+                                f"refused for {subject}: that library receives every engine TensorRT builds, in "
+                                f"plaintext, and ortseal cannot vouch for what it writes; {_SEALED_CACHE_HINT}")
+    if sealed_model and options.get("trt_engine_cache_enable", "False") not in FALSE_VALUES and not decrypting:
+        raise UnsafeOptionError(f"trt_engine_cache_enable without ortseal's shim is refused for {subject}: TensorRT "
+                                f"would write its engines, weights included, unencrypted; {_SEALED_CACHE_HINT}")
+
+
+def refuse_tensorrt_writers(options: Mapping[str, str], subject: str = "a sealed engine cache") -> None:
+    """Raise :class:`UnsafeOptionError` for a TensorRT option that writes an engine or the weights in plain
+    even with decryption on (``tensorrt_provider``'s own check)."""
+    for name, writer in PROVIDER_WRITERS[TENSORRT].items():
+        if writer.engine and name in options and writer.is_on(options[name]):
+            _refuse(name, writer, subject)
+
+
+def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: Sequence[Mapping[Any, Any]] | None,
+                             sess_options: ort.SessionOptions | None, *, sealed_model: bool,
+                             sealed_cache: bool) -> None:
+    """Raise :class:`UnsafeOptionError`, naming the option and why, if these session arguments would make ORT
+    or an EP write plaintext weights or a compiled engine: everything in this module's tables for a sealed
+    model; the engine and EP-context writers for a sealed TensorRT engine cache. Does nothing otherwise."""
+    if not (sealed_model or sealed_cache):
+        return
+    subject = "a sealed model" if sealed_model else "a sealed engine cache"
+    chosen_by_options = getattr(sess_options, "has_providers", None)  # ORT 1.22+
+    if sealed_model and chosen_by_options is not None and chosen_by_options():
+        raise UnsafeOptionError("execution providers added to sess_options (add_provider, add_provider_for_devices or "
+                                "a provider selection policy) are refused for a sealed model: ONNX Runtime cannot "
+                                "show their options, so ortseal cannot check that none writes the weights or an "
+                                "engine in plaintext; pass them as providers=[...] (with their options) instead")
+    if sealed_model and sess_options is not None and sess_options.optimized_model_filepath:
+        raise UnsafeOptionError("sess_options.optimized_model_filepath is refused for a sealed model: ORT would "
+                                "write the opened weights to that file in plaintext")
+    for key, writer in CONFIG_WRITERS.items():
+        value = config_entry(sess_options, key)
+        if (sealed_model or writer.engine) and value is not None and writer.is_on(value):
+            _refuse(f"the session option {key}", writer, subject)
+    for name, options in provider_entries(providers, provider_options):
+        writers = PROVIDER_WRITERS.get(name, {})
+        for key, writer in writers.items():
+            if not (sealed_model or writer.engine):
+                continue
+            if key in options and writer.is_on(options[key]):
+                _refuse(f"{name} option {key}", writer, subject)
+            stored = config_entry(sess_options, f"ep.{name.lower()}.{key}")
+            if stored is not None and writer.is_on(stored):
+                _refuse(f"the session option ep.{name.lower()}.{key}", writer, subject)
+        if name == "OpenVINOExecutionProvider" and sealed_model and "cache_dir" in options.get("load_config", "").lower():
+            raise UnsafeOptionError(f"{name} option load_config with CACHE_DIR is refused for a sealed model: "
+                                    "OpenVINO writes the compiled model blobs, weights included, there unencrypted")
+        if name == TENSORRT:
+            _tensorrt_cache_rule(options, sealed_model, subject)
+            if sealed_model and not options:
+                for var, writer in TENSORRT_ENV_WRITERS.items():
+                    if writer.is_on(os.environ.get(var, "")):
+                        _refuse(f"the environment variable {var} (read by the TensorRT EP when it gets no options)",
+                                writer, subject)
