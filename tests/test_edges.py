@@ -21,7 +21,8 @@ from onnx import TensorProto, helper, numpy_helper
 import ortseal
 from ortseal import FormatError, KeySet, OrtsealError, TamperedError
 from ortseal.ops.manifest import read_record
-from ortseal.ops.model import SEALED_SUFFIX
+from ortseal.ops import plaintext_report
+from ortseal.ops.model import SEALED_SUFFIX, load_model
 
 CPU = ["CPUExecutionProvider"]
 
@@ -311,7 +312,8 @@ def test_malformed_sealed_models_give_only_typed_errors(tmp_path):
         path = tmp_path / f"v{i}.onnx"
         path.write_bytes(variant)
         for fn in (lambda: ortseal.InferenceSession(str(path), providers=CPU, keys=keys),
-                   lambda: ortseal.verify_model(path, keys), lambda: ortseal.inspect_model(path)):
+                   lambda: ortseal.verify_model(path, keys), lambda: ortseal.inspect_model(path),
+                   lambda: plaintext_report(load_model(path).model)):
             try:
                 fn()
             except OrtsealError:

@@ -21,7 +21,7 @@ from forge import keep_tag_rewrite
 from models import big_embedding, transformer_like
 
 import ortseal
-from ortseal import KeySet, RollbackError, TamperedError, UnsafeOptionError
+from ortseal import KeySet, RollbackError, TamperedError
 from ortseal.blob import Sealer
 from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
 from ortseal.ep_plugin.vault import engine_context

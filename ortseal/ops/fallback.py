@@ -32,7 +32,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, helper
 
 from ..errors import FormatError
 from ..keys import KeySet
-from .model import is_external, is_unseal, iter_bodies, load_model
+from .model import is_external, is_unseal, iter_bodies, load_model, malformed_is_format_error
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE
 from .verified import verify_sealed
 
@@ -111,7 +111,7 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
     loaded = load_model(model, data_dir)
     setup = secrets.token_hex(8)
     opened: dict[tuple[str, str], np.ndarray] = {}
-    with verify_sealed(loaded, keys, min_release=min_release) as verified:
+    with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release) as verified:
         for st in verified.sealed:
             if st.dtype not in FALLBACK_TYPES:
                 raise FormatError(f"sealed tensor {st.name!r} is {helper.tensor_dtype_to_string(st.dtype)}, which the "

@@ -12,7 +12,7 @@ from ..blob import BlobSource, read_header
 from ..errors import FormatError
 from ..keys import KeySet
 from .manifest import MANIFEST_KEY, Manifest, read_record
-from .model import DataFiles, find_sealed, is_external, load_model
+from .model import DataFiles, LoadedModel, find_sealed, is_external, load_model, malformed_is_format_error
 from .opening import open_sealed_model
 from .seal import PlainTensor, plaintext_report
 from .verified import verify_sealed
@@ -44,6 +44,11 @@ def inspect_model(path_or_bytes: str | os.PathLike[str] | bytes) -> list[SealedT
     nothing decrypted or verified: the signer shown is the one the seal record names). What it holds in
     plaintext: :func:`ortseal.ops.seal.plaintext_report`."""
     loaded = load_model(path_or_bytes)
+    with malformed_is_format_error(loaded.name):
+        return _inspect(loaded)
+
+
+def _inspect(loaded: LoadedModel) -> list[SealedTensorInfo]:
     sealed = find_sealed(loaded.model)
     if not sealed:
         return []
@@ -96,7 +101,7 @@ def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet, *,
     """
     loaded = load_model(path_or_bytes, data_dir)
     decrypted = keys.has_content_keys
-    with verify_sealed(loaded, keys, min_release=min_release) as verified:
+    with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release) as verified:
         if decrypted:
             with open_sealed_model(verified, keys) as opened:
                 _ort_opens(opened.path or opened.model_bytes, sess_options)
@@ -106,9 +111,10 @@ def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet, *,
             for t, entry in verified.externals:
                 for _ in verified.external_chunks(t, entry):
                     pass
+        left_plain = plaintext_report(loaded.model)
     manifest = verified.manifest
     return VerifyReport(manifest.model, manifest.release, verified.signer, len(verified.sealed),
-                        sum(st.plaintext_bytes for st in verified.sealed), decrypted, plaintext_report(loaded.model))
+                        sum(st.plaintext_bytes for st in verified.sealed), decrypted, left_plain)
 
 
 def _ort_opens(model: str | bytes | None, sess_options: Any) -> None:

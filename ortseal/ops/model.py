@@ -181,6 +181,19 @@ def find_sealed(model: ModelProto) -> list[SealedTensor]:
     return [st for scope, b in iter_bodies(model) for st in sealed_in(scope, b)]
 
 
+@contextlib.contextmanager
+def malformed_is_format_error(what: str) -> Iterator[None]:
+    """Any error but an OrtsealError raised while reading the structure of an untrusted model becomes a
+    FormatError naming ``what`` (protobuf hands back bytes for a name that is not UTF-8, an offset may not
+    fit, a field may be missing): every bad input gives a typed error."""
+    try:
+        yield
+    except OrtsealError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything else is a malformed model
+        raise FormatError(f"{what} is a malformed ONNX model: {type(exc).__name__}: {exc}") from exc
+
+
 def _open_regular(path: str | os.PathLike[str], what: str) -> tuple[int, os.stat_result]:
     """Open ``path`` read-only without blocking on a FIFO or device, and refuse anything but a regular file
     before any byte is read."""

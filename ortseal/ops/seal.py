@@ -42,6 +42,7 @@ from .model import (
     iter_graphs,
     load_inline,
     load_model,
+    malformed_is_format_error,
     set_external,
     tensor_context,
     tensor_identity,
@@ -440,6 +441,11 @@ def plaintext_report(model: ModelProto) -> list[PlainTensor]:
     """What a sealed model holds in plaintext, with the reason under the selection recorded at sealing
     (``ortseal.selection``; informational, not signed). A tensor that selection would have sealed is
     reported as ``not sealed``."""
+    with malformed_is_format_error("the model"):
+        return _plaintext_report(model)
+
+
+def _plaintext_report(model: ModelProto) -> list[PlainTensor]:
     meta = {p.key: p.value for p in model.metadata_props}
     try:
         selection = json.loads(meta.get(SELECTION_KEY, "null")) or {}

@@ -13,7 +13,6 @@ from ..ep_plugin.preflight import PROVIDER as TENSORRT
 from ..ep_plugin.shim import shim_path
 from ..blob import check_release
 from ..errors import (
-    FormatError,
     KeyNotFoundError,
     OrtsealError,
     ProviderUnavailableError,
@@ -21,7 +20,7 @@ from ..errors import (
 )
 from ..keys import KeySet
 from .manifest import read_record
-from .model import LoadedModel, is_sealed_model, load_model, read_model
+from .model import LoadedModel, is_sealed_model, load_model, malformed_is_format_error, read_model
 from .opening import Opened, open_sealed_model
 from .options import config_entry, refuse_plaintext_writers
 from .verified import verify_sealed
@@ -112,16 +111,11 @@ class InferenceSession(ort.InferenceSession):
         keys = self._ortseal_keys
         assert isinstance(keys, KeySet) and self._ortseal_source is not None
         with contextlib.ExitStack() as stack:
-            try:
+            with malformed_is_format_error(f"the sealed model {loaded.name if loaded else ''}"):
                 if loaded is None:
                     loaded = load_model(self._ortseal_source, self._ortseal_base_dir)
                 verified = stack.enter_context(verify_sealed(loaded, keys, min_release=self._ortseal_min_release))
                 opened = stack.enter_context(open_sealed_model(verified, keys))
-            except OrtsealError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any other failure on these bytes is a malformed model
-                raise FormatError(f"the sealed model {loaded.name if loaded else ''} is malformed: "
-                                  f"{type(exc).__name__}: {exc}") from exc
             yield opened
 
     def _create_sealed(self, providers, provider_options, disabled_optimizers) -> None:
