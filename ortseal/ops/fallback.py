@@ -27,7 +27,7 @@ from ..errors import FormatError
 from ..keys import KeySet
 from .binding import check_model, open_tensor
 from .model import load_model
-from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE
+from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, RAW, kind_name
 
 log = logging.getLogger("ortseal")
 _lock = threading.Lock()
@@ -96,9 +96,10 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
     loaded, base_dir = load_model(model)
     checked = check_model(loaded, base_dir, keys, min_release=min_release)
     for st in checked.sealed:
-        if st.dtype not in FALLBACK_TYPES:
-            raise FormatError(f"sealed tensor {st.name!r} is {helper.tensor_dtype_to_string(st.dtype)}, which the "
-                              "fallback kernel cannot return; use ortseal.InferenceSession")
+        if st.dtype not in FALLBACK_TYPES or st.encoding != RAW:
+            kind = ("a sparse " if st.sparse else "") + kind_name(st.dtype)
+            raise FormatError(f"sealed tensor {st.name!r} is {kind}, which the fallback kernel cannot return (it "
+                              "serves dense float, double, integer and bool tensors); use ortseal.InferenceSession")
     opened = {}
     for st in checked.sealed:
         with open_tensor(checked, st, keys) as opener:
