@@ -321,7 +321,8 @@ def open_sealed_model(model: ModelProto, base_dir: str | None, keys: KeySet, nam
         externals = [t for t in externals if is_external(t)]
         sizes = [op.header.plaintext_length for op in openers] + [external_location(t, base_dir)[2] for t in externals]
         late = [check_while_opening and available_cores() > 1 and op.expected_digest is not None
-                and t.data_type in CHECKED_WHILE_OPENING for t, op in zip(targets, openers)]
+                and t.data_type in CHECKED_WHILE_OPENING and op.header.plaintext_length > 0  # no empty mapping
+                for t, op in zip(targets, openers)]
         writers = [functools.partial(_decrypt_to, op, not defer, t.name)
                    for t, op, defer in zip(targets, openers, late)] + \
                   [functools.partial(_copy_to, t, base_dir) for t in externals]
