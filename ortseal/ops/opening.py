@@ -35,7 +35,6 @@ from onnx import (
     AttributeProto,
     GraphProto,
     ModelProto,
-    NodeProto,
     SparseTensorProto,
     TensorProto,
     ValueInfoProto,
@@ -246,7 +245,7 @@ def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
             b.ClearField("initializer")
             b.initializer.extend(inits + added)
             b.sparse_initializer.extend(sparse)
-            inputs = [_restored_input(unseal[i.name]) if i.name in unseal and plain.ir_version < 4 else i
+            inputs = [_restored_input(by_key[(scope, unseal[i.name].output[0])]) if i.name in unseal else i
                       for i in b.input if not i.name.startswith(LIKE_PREFIX)
                       and (i.name not in unseal or plain.ir_version < 4)]
             del b.input[:]
@@ -261,10 +260,9 @@ def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
     return plain
 
 
-def _restored_input(unseal: NodeProto) -> ValueInfoProto:
+def _restored_input(st: SealedTensor) -> ValueInfoProto:
     """The graph input an IR < 4 sealed initializer was: its name, type and shape."""
-    a = {x.name: x for x in unseal.attribute}
-    return helper.make_tensor_value_info(unseal.output[0], a["dtype"].i, list(a["shape"].ints))
+    return helper.make_tensor_value_info(st.name, st.dtype, st.shape)
 
 
 def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> tuple[list[Value], list[TensorProto]]:

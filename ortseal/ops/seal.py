@@ -356,12 +356,12 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
                release: int = 0, overwrite: bool = False, segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealSummary:
     """Seal the constant tensors of ``src`` into ``dst``.
 
-    Selected: every fixed-size numeric or bool constant of at least ``min_bytes`` (initializers, and the
-    values of Constant nodes, in every graph, subgraph and local function) whose name matches ``include``
-    (regex) and not ``exclude``. Each becomes a uint8 sealed blob (an initializer, or a Constant node for
-    Constants) plus an ``ai.ortseal::Unseal`` node, bound to this seal and to the sealed graph's digest.
-    ``SealSummary.left_plain`` lists what stayed plaintext and why; an unsealable tensor that ``include``
-    selects is an error. A manifest
+    Selected: every constant tensor, of any ONNX kind, dense or sparse, whose payload (``tensors.py``) is
+    at least ``min_bytes`` (initializers, and the values of Constant nodes, in every graph, subgraph and local
+    function) and whose name matches ``include`` (regex) and not ``exclude``. Each becomes a uint8 sealed
+    blob (an initializer, or a Constant node for Constants) plus an ``ai.ortseal::Unseal`` node, bound to
+    this seal and to the sealed graph's digest. ``SealSummary.left_plain`` lists what stayed plaintext and
+    why; a tensor of no ONNX kind is an error unless excluded. A manifest
     naming the model (``model_name``, default the file's stem), its ``release`` (an int you increase with
     each release; devices can refuse older ones) and every blob's digest is signed when ``sign``. With
     ``progress`` shows a bar on a terminal (never when stderr is redirected). With

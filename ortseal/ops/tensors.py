@@ -20,7 +20,7 @@ import contextlib
 import mmap
 import os
 
-from onnx import SparseTensorProto, TensorProto, helper, numpy_helper
+from onnx import SparseTensorProto, TensorProto, numpy_helper
 
 from ..errors import FormatError
 from .model import external_location, is_external, load_inline
@@ -29,14 +29,12 @@ from .schema import RAW, SEALABLE_TYPES, SPARSE_TENSOR_PROTO, TENSOR_PROTO, kind
 Value = TensorProto | SparseTensorProto
 
 
-
 def encoding_of(value: Value) -> str:
     """The encoding a dense or sparse tensor is sealed with; FormatError for a kind that cannot be sealed."""
     dtype = value.values.data_type if isinstance(value, SparseTensorProto) else value.data_type
     if dtype not in SEALABLE_TYPES:
-        name = value.values.name if isinstance(value, SparseTensorProto) else value.name
-        raise FormatError(f"tensor {name!r} is of {kind_name(dtype)}, which ortseal cannot seal (not an ONNX "
-                          "tensor kind it knows); fix the model or upgrade ortseal")
+        raise FormatError(f"tensor {_name(value)!r} is of {kind_name(dtype)}, which ortseal cannot seal (no ONNX "
+                          "tensor kind it knows)")
     if isinstance(value, SparseTensorProto):
         return SPARSE_TENSOR_PROTO
     return TENSOR_PROTO if dtype == TensorProto.STRING else RAW
@@ -91,14 +89,13 @@ def restore(target: Value, payload: bytes | bytearray | memoryview) -> None:
         parsed.ParseFromString(bytes(payload))
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types on garbage
         raise FormatError(f"sealed tensor {_name(target)!r} does not hold a serialized tensor") from exc
+    name = _name(target)
     if isinstance(target, SparseTensorProto):
         ok = (list(parsed.dims) == list(target.dims) and parsed.values.data_type == target.values.data_type
               and not is_external(parsed.values) and not is_external(parsed.indices) and not parsed.values.name)
-        name = target.values.name
     else:
         ok = (list(parsed.dims) == list(target.dims) and parsed.data_type == target.data_type
               and not is_external(parsed) and not parsed.name)
-        name = target.name
     if not ok:
         raise FormatError(f"sealed tensor {name!r}: its opened value differs from the type and shape its Unseal "
                           "node declares")
