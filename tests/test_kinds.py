@@ -42,7 +42,8 @@ def _dense(kind: int, name: str, seed: int) -> TensorProto:
     rng = np.random.default_rng(seed)
     if kind == TensorProto.STRING:
         return TensorProto(name=name, data_type=kind, dims=SHAPE,
-                           string_data=[SECRET, b"", "\u00e9t\u00e9".encode(), "".join(map(chr, range(1, 400))).encode(), b"x" * seed])
+                           string_data=[SECRET, b"", "\u00e9t\u00e9".encode(), "".join(map(chr, range(1, 400))).encode(),
+                                        b"x" * seed])
     raw = bytearray(rng.integers(0, 256, raw_length(kind, SHAPE), dtype=np.uint8).tobytes())
     if kind == TensorProto.BOOL:
         raw = bytearray(b & 1 for b in raw)
@@ -295,7 +296,8 @@ def _ort_model(path: Path, kind: int, reader: dict) -> None:
         inits = [_dense(kind, prefix + "i", 3)]
         sparse = [_sparse(kind, prefix + "s", 4)] if kind == TensorProto.FLOAT else []
         names = [prefix + "c", prefix + "i"] + [s.values.name for s in sparse]
-        return nodes + [helper.make_node(inputs=[n], outputs=[n + "_out"], **reader) for n in names], inits, sparse, names
+        nodes += [helper.make_node(inputs=[n], outputs=[n + "_out"], **reader) for n in names]
+        return nodes, inits, sparse, names
 
     nodes, inits, sparse, names = holder("")
     t_nodes, t_inits, t_sparse, t_names = holder("t_")

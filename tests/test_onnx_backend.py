@@ -32,6 +32,7 @@ from ortseal.ops.model import iter_bodies
 CPU = ["CPUExecutionProvider"]
 DATA_DIR = Path(loader.DATA_DIR)
 MODEL_KINDS = ("simple", "pytorch-converted", "pytorch-operator", "real")
+SHIPPED = "onnx/backend/test/data/"  # real cases whose url names a file the onnx package holds
 VARIANTS = ("as-is", "inputs-as-initializers", "inputs-as-constants")
 # What ORT refuses when every tensor, however small, is external data (INLINE_BELOW forced to 0): shape
 # inputs read while it resolves the graph, and constant-folded If branches that resolve a tensor's file
@@ -65,8 +66,7 @@ def _read_input(path: Path):
 
 def load_case(case_id: str) -> tuple[onnx.ModelProto, dict[str, object]] | None:
     """The model and feeds of one case id; None where the package has no local model for it."""
-    group, name, variant = case_id.rsplit("/", 2) if case_id.startswith("node/") else (*case_id.rsplit("/", 1)[0]
-                                                                                        .split("/", 1), "as-is")
+    group, name, variant = case_id.split("/")
     if group == "node":
         case = _node_cases()[name]
         model = onnx.ModelProto()
@@ -80,8 +80,8 @@ def load_case(case_id: str) -> tuple[onnx.ModelProto, dict[str, object]] | None:
         model = onnx.load(os.path.join(case.model_dir, "model.onnx"))
         data = Path(case.model_dir) / "test_data_set_0"
         inputs = [_read_input(data / f"input_{i}.pb") for i in range(len(list(data.glob("input_*.pb"))))]
-    elif case.url and case.url.startswith("onnx/backend/test/data/") and (DATA_DIR / case.url.split("data/", 1)[1]).is_file():
-        model = onnx.load(str(DATA_DIR / case.url.split("data/", 1)[1]))  # a light_* model shipped with onnx
+    elif case.url and case.url.startswith(SHIPPED) and (DATA_DIR / case.url[len(SHIPPED):]).is_file():
+        model = onnx.load(str(DATA_DIR / case.url[len(SHIPPED):]))  # a light_* model shipped with onnx
         inputs = None
     else:
         return None  # needs a download

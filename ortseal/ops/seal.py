@@ -189,8 +189,8 @@ def _select(model: ModelProto, min_bytes: int, include: str | None,
     for c in _candidates(model):
         source = "Constant" if c.constant else "initializer"
         if (inc and not inc.search(c.name)) or (exc and exc.search(c.name)):
-            plain.append(PlainTensor(c.name, c.scope, source, None if c.dtype not in SEALABLE_TYPES else _nbytes(c.tensor),
-                                     REASON_EXCLUDED))
+            nbytes = _nbytes(c.tensor) if c.dtype in SEALABLE_TYPES else None
+            plain.append(PlainTensor(c.name, c.scope, source, nbytes, REASON_EXCLUDED))
             continue
         try:
             nbytes = c.nbytes = _nbytes(c.tensor)
@@ -439,7 +439,8 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
 def _nothing_to_seal(src: Path, min_bytes: int, include: str | None, exclude: str | None,
                      left: list[PlainTensor]) -> str:
     """Why nothing was selected, with the option that would change it."""
-    base = f"no constant tensor of {src} to seal with --min-bytes {min_bytes}, --include {include!r}, --exclude {exclude!r}"
+    base = (f"no constant tensor of {src} to seal with --min-bytes {min_bytes}, --include {include!r}, "
+            f"--exclude {exclude!r}")
     if not left:
         return base + ": the model has no initializer or Constant node"
     if any(p.reason == REASON_SMALL for p in left):
