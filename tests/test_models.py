@@ -249,10 +249,9 @@ def test_control_flow_subgraphs(tmp_path, keys):
 def test_constant_nodes_sealed_in_graphs_subgraphs_and_functions(tmp_path, keys):
     weights = constants_everywhere(tmp_path / "c.onnx")
     src, dst = tmp_path / "c.onnx", tmp_path / "c.sealed.onnx"
-    summary = ortseal.seal_model(src, dst, keys, min_bytes=0)
+    summary = ortseal.seal_model(src, dst, keys, min_bytes=0, exclude="^labels$")  # the fallback serves no strings
     assert sorted(summary.sealed) == sorted(weights)
-    assert [(p.name, p.reason, p.detail) for p in summary.left_plain] == [
-        ("labels", "a kind ortseal cannot seal", "value_strings")]
+    assert [(p.name, p.reason, p.detail) for p in summary.left_plain] == [("labels", "excluded", "")]
     infos = {i.name: i for i in ortseal.inspect_model(dst)}
     assert {n: (i.source, i.scope) for n, i in infos.items()} == {
         "c_main": ("Constant", "/"), "c_list": ("Constant", "/"), "w_else": ("initializer", "/choose.else_branch"),
@@ -291,11 +290,14 @@ def test_swapped_constant_blobs_are_refused(tmp_path, keys):
         ortseal.verify_model(tmp_path / "swapped.onnx", keys.public())
 
 
-def test_include_of_an_unsealable_constant_is_an_error(tmp_path, keys):
+def test_string_constant_is_sealed(tmp_path, keys):
     constants_everywhere(tmp_path / "c.onnx")
-    with pytest.raises(FormatError, match="'labels'.*cannot be sealed"):
-        ortseal.seal_model(tmp_path / "c.onnx", tmp_path / "s.onnx", keys, include="^(labels|c_main)$")
-    assert not (tmp_path / "s.onnx").exists()
+    summary = ortseal.seal_model(tmp_path / "c.onnx", tmp_path / "s.onnx", keys, include="^(labels|c_main)$",
+                                 min_bytes=0)
+    assert sorted(summary.sealed) == ["c_main", "labels"]
+    assert b"dog" not in (tmp_path / "s.onnx").read_bytes()
+    feeds = {"x_in": np.ones((4, 16), np.float32), "flag": np.array(True)}
+    assert_identical(run_sealed(tmp_path / "s.onnx", feeds, keys), run_plain(tmp_path / "c.onnx", feeds))
 
 
 def test_verify_fails_exactly_when_opening_fails(tmp_path, keys):
@@ -448,13 +450,13 @@ def test_sealing_errors_leave_nothing(tmp_path, keys, tiny):
         ortseal.seal_model(tmp_path / "junk.onnx", tmp_path / "out.onnx", keys)
     with pytest.raises(FormatError, match="already sealed"):
         ortseal.seal_model(d / "sealed" / "model.onnx", tmp_path / "out.onnx", keys)
-    strings = helper.make_graph([helper.make_node("Identity", ["s"], ["o"])], "g", [],
-                                [helper.make_tensor_value_info("o", TensorProto.STRING, [2])],
-                                [helper.make_tensor("s", TensorProto.STRING, [2], [b"a" * 600, b"b" * 600])])
-    onnx.save(helper.make_model(strings, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]),
-              str(tmp_path / "str.onnx"))
+    unknown = helper.make_graph([helper.make_node("Identity", ["s"], ["o"])], "g", [],
+                                [helper.make_tensor_value_info("o", TensorProto.FLOAT, [2])],
+                                [TensorProto(name="s", data_type=99, dims=[2], raw_data=b"ab" * 600)])
+    onnx.save(helper.make_model(unknown, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]),
+              str(tmp_path / "odd.onnx"))
     with pytest.raises(FormatError, match="cannot be sealed"):
-        ortseal.seal_model(tmp_path / "str.onnx", tmp_path / "out.onnx", keys, include="^s$")
+        ortseal.seal_model(tmp_path / "odd.onnx", tmp_path / "out.onnx", keys)
     # a source whose external data is shorter than its tensors: fails mid-way, leaves nothing
     for f in ("model.onnx", "model.onnx.weights"):
         shutil.copy(d / f, tmp_path / f)

@@ -33,7 +33,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, helper
 from ..errors import FormatError
 from ..keys import KeySet
 from .model import is_external, is_unseal, iter_bodies, load_model, malformed_is_format_error
-from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE
+from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, RAW, kind_name
 from .verified import verify_sealed
 
 log = logging.getLogger("ortseal")
@@ -113,9 +113,10 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
     opened: dict[tuple[str, str], np.ndarray] = {}
     with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release) as verified:
         for st in verified.sealed:
-            if st.dtype not in FALLBACK_TYPES:
-                raise FormatError(f"sealed tensor {st.name!r} is {helper.tensor_dtype_to_string(st.dtype)}, which the "
-                                  "fallback kernel cannot return; use ortseal.InferenceSession")
+            if st.dtype not in FALLBACK_TYPES or st.encoding != RAW:
+                kind = ("a sparse " if st.sparse else "") + kind_name(st.dtype)
+                raise FormatError(f"sealed tensor {st.name!r} is {kind}, which the fallback kernel cannot return (it "
+                                  "serves dense float, double, integer and bool tensors); use ortseal.InferenceSession")
         for st in verified.sealed:
             out = np.empty(st.shape, helper.tensor_dtype_to_np_dtype(st.dtype))
             verified.opener(st, keys).decrypt_into(memoryview(out.reshape(-1).view(np.uint8)))

@@ -13,14 +13,24 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
 import rfc8785
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from ..blob import BlobSource
 from ..errors import FormatError, OrtsealError, TamperedError
-from .schema import DOMAIN, OP_TYPE, register_schema
+from .schema import (
+    DOMAIN,
+    ENCODINGS,
+    OP_TYPE,
+    RAW,
+    SEALABLE_TYPES,
+    SPARSE_TENSOR_PROTO,
+    TENSOR_PROTO,
+    kind_name,
+    raw_length,
+    register_schema,
+)
 
 register_schema()
 
@@ -133,13 +143,17 @@ class SealedTensor:
     shape: list[int]
     identity: str
     constant: bool = False  # sealed from (and opened as) a Constant node rather than an initializer
+    encoding: str = RAW  # how the payload becomes the tensor (schema.ENCODINGS)
+    payload_bytes: int | None = None  # the payload's length, for encodings other than RAW
+
+    @property
+    def sparse(self) -> bool:
+        return self.encoding == SPARSE_TENSOR_PROTO
 
     @property
     def plaintext_bytes(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n * onnx.helper.tensor_dtype_to_np_dtype(self.dtype).itemsize
+        """The payload's length: the exact ONNX raw bytes of the shape, or the serialized tensor's length."""
+        return raw_length(self.dtype, self.shape) if self.payload_bytes is None else self.payload_bytes
 
 
 def _attr(node: NodeProto, name: str) -> AttributeProto:
@@ -147,6 +161,26 @@ def _attr(node: NodeProto, name: str) -> AttributeProto:
         if a.name == name:
             return a
     raise FormatError(f"Unseal node {node.name!r} has no {name!r} attribute: the sealed model is damaged")
+
+
+def _encoding(node: NodeProto, dtype: int) -> tuple[str, int | None]:
+    """``(encoding, payload_bytes)`` of an Unseal node, checked against its type: STRING tensors are
+    TENSOR_PROTO, other dense ones RAW; only serialized encodings carry a payload length."""
+    given = {a.name: a for a in node.attribute}
+    encoding = given["encoding"].s.decode("utf-8", "replace") if "encoding" in given else RAW
+    if dtype not in SEALABLE_TYPES:
+        raise FormatError(f"Unseal node {node.name!r} declares {kind_name(dtype)}, which is not an ONNX tensor kind")
+    if encoding not in ENCODINGS or (encoding != SPARSE_TENSOR_PROTO
+                                     and (encoding == TENSOR_PROTO) != (dtype == TensorProto.STRING)):
+        raise FormatError(f"Unseal node {node.name!r}: encoding {encoding!r} does not fit {kind_name(dtype)}")
+    if encoding == RAW:
+        if "payload_bytes" in given:
+            raise FormatError(f"Unseal node {node.name!r}: a raw payload's length follows from its shape")
+        return encoding, None
+    length = _attr(node, "payload_bytes").i
+    if length < 0:
+        raise FormatError(f"Unseal node {node.name!r} declares a negative payload length")
+    return encoding, length
 
 
 def sealed_in(scope: str, b: Body) -> list[SealedTensor]:
@@ -172,7 +206,9 @@ def sealed_in(scope: str, b: Body) -> list[SealedTensor]:
         blob, constant = blobs[node.input[0]]
         if blob.data_type != TensorProto.UINT8:
             raise FormatError(f"sealed blob {node.input[0]!r} is not uint8")
-        found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity, constant))
+        encoding, payload_bytes = _encoding(node, dtype)
+        found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity, constant, encoding,
+                                  payload_bytes))
     return found
 
 

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
-from onnx import GraphProto, ModelProto, TensorProto, helper
+from onnx import (
+    AttributeProto,
+    GraphProto,
+    ModelProto,
+    SparseTensorProto,
+    TensorProto,
+    ValueInfoProto,
+    helper,
+)
 
 from .._progress import ByteProgress
 from ..blob import Opener, available_cores
@@ -36,6 +44,7 @@ from .manifest import ExternalEntry
 from .model import LIKE_PREFIX, SealedTensor, body, constant_value, is_external, is_unseal, iter_bodies, iter_graphs, set_external
 from .ramdir import RUNTIME_DIR_ENV, PrivateFolder, private_folder, remove_stale_folders, runtime_dirs
 from .schema import DOMAIN
+from .tensors import Value, is_raw_target, restore
 from .verified import VerifiedModel
 
 log = logging.getLogger("ortseal")
@@ -87,35 +96,42 @@ def _plain_externals(model: ModelProto) -> list[TensorProto]:
 
 def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
     """A copy of ``model`` with every Unseal node, its blob and the ``like`` tensors replaced by a plain
-    tensor (no data yet): an initializer, or a Constant node in place of the Unseal for sealed Constants."""
+    tensor (no data yet): an initializer (sparse ones in ``sparse_initializer``), or a Constant node
+    (``value`` or ``sparse_value``) in place of the Unseal for sealed Constants. In IR < 4 graphs, which
+    list initializers as inputs, a sealed initializer takes its blob's place among the inputs (ORT needs it
+    there, and lets no feed replace it at that IR)."""
     plain = ModelProto()
     plain.CopyFrom(model)
-    constant = {(st.scope, st.name): st.constant for st in sealed}
+    by_key = {(st.scope, st.name): st for st in sealed}
     for scope in [scope for scope, _ in iter_bodies(plain)]:
         b = body(plain, scope)  # afresh: editing a parent's nodes copies its subgraphs
-        unseal = {n.output[0]: n for n in b.node if is_unseal(n)}
+        unseal = {n.input[0]: n for n in b.node if is_unseal(n)}
         if not unseal:
             continue
-        blobs = {n.input[0] for n in unseal.values()}
-        nodes, added = [], []
+        nodes, added, sparse = [], [], []
         for n in b.node:
             if is_unseal(n):
-                a = {x.name: x for x in n.attribute}
-                tensor = TensorProto(name=n.output[0], data_type=a["dtype"].i, dims=list(a["shape"].ints))
-                if constant.get((scope, n.output[0])):
-                    nodes.append(helper.make_node("Constant", [], [n.output[0]], name=n.output[0], value=tensor))
+                st = by_key[(scope, n.output[0])]
+                tensor = TensorProto(name=st.name, data_type=st.dtype, dims=st.shape)
+                value = SparseTensorProto(values=tensor, dims=st.shape) if st.sparse else tensor
+                if st.constant:
+                    nodes.append(helper.make_node("Constant", [], [st.name], name=st.name,
+                                                  **{"sparse_value" if st.sparse else "value": value}))
                 else:
-                    added.append(tensor)
-            elif not (n.op_type == "Constant" and n.output and (n.output[0] in blobs
+                    (sparse if st.sparse else added).append(value)
+            elif not (n.op_type == "Constant" and n.output and (n.output[0] in unseal
                                                                 or n.output[0].startswith(LIKE_PREFIX))):
                 nodes.append(n)
         b.ClearField("node")
         b.node.extend(nodes)
         if isinstance(b, GraphProto):
-            inits = [t for t in b.initializer if t.name not in blobs and not t.name.startswith(LIKE_PREFIX)]
+            inits = [t for t in b.initializer if t.name not in unseal and not t.name.startswith(LIKE_PREFIX)]
             b.ClearField("initializer")
             b.initializer.extend(inits + added)
-            inputs = [i for i in b.input if i.name not in blobs and not i.name.startswith(LIKE_PREFIX)]
+            b.sparse_initializer.extend(sparse)
+            inputs = [_restored_input(by_key[(scope, unseal[i.name].output[0])]) if i.name in unseal else i
+                      for i in b.input if not i.name.startswith(LIKE_PREFIX)
+                      and (i.name not in unseal or plain.ir_version < 4)]
             del b.input[:]
             b.input.extend(inputs)
         else:
@@ -128,17 +144,27 @@ def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
     return plain
 
 
-def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> tuple[list[TensorProto], list[TensorProto]]:
-    """The plain graph's tensors that receive each sealed tensor (initializers or Constant values), and its
-    plain external initializers."""
-    by_key: dict[tuple[str, str], TensorProto] = {}
+def _restored_input(st: SealedTensor) -> ValueInfoProto:
+    """The graph input an IR < 4 sealed initializer was: its name, type and shape."""
+    return helper.make_tensor_value_info(st.name, st.dtype, st.shape)
+
+
+def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> tuple[list[Value], list[TensorProto]]:
+    """The plain graph's tensors that receive each sealed tensor (initializers, sparse initializers,
+    Constant values and sparse values), and its plain external initializers."""
+    by_key: dict[tuple[str, str], Value] = {}
     for scope, b in iter_bodies(plain):
         if isinstance(b, GraphProto):
             by_key.update(((scope, t.name), t) for t in b.initializer)
+            by_key.update(((scope, t.values.name), t) for t in b.sparse_initializer)
         for n in b.node:
             value = constant_value(n)
             if value is not None:
                 by_key.setdefault((scope, n.output[0]), value)
+            elif n.op_type == "Constant" and n.output:
+                for a in n.attribute:
+                    if a.name == "sparse_value" and a.type == AttributeProto.SPARSE_TENSOR:
+                        by_key.setdefault((scope, n.output[0]), a.sparse_tensor)
     targets = [by_key[(st.scope, st.name)] for st in sealed]
     return targets, _plain_externals(plain)
 
@@ -162,13 +188,14 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
     with bar:
         # Small tensors go inline: ORT reads shape-like inputs (Reshape shapes, axes, pads) while it resolves
         # the graph, before external data is loaded.
-        for t, op in zip(targets, openers):
-            if op.header.plaintext_length < INLINE_BELOW:
+        now = [op.header.plaintext_length < INLINE_BELOW or not is_raw_target(t) for t, op in zip(targets, openers)]
+        for t, op, inline in zip(targets, openers, now):
+            if inline:
                 _decrypt_inline(t, op)
         for t, entry in externals:
             if entry.length < INLINE_BELOW:
                 _read_inline(t, entry, verified)
-        large = [(t, op) for t, op in zip(targets, openers) if not t.HasField("raw_data")]
+        large = [(t, op) for t, op, inline in zip(targets, openers, now) if not inline]
         large_plain = [(t, e) for t, e in externals if is_external(t)]
         jobs = [(t, op.header.plaintext_length, functools.partial(_decrypt_to, op, t.name, bar.add))
                 for t, op in large]
@@ -226,11 +253,12 @@ def _naming(tensor: str) -> Iterator[None]:
         raise type(exc)(f"sealed tensor {tensor!r}: {exc}") from None
 
 
-def _decrypt_inline(target: TensorProto, opener: Opener) -> None:
+def _decrypt_inline(target: Value, opener: Opener) -> None:
+    """Decrypt a sealed tensor into ``target`` itself: raw bytes, or a STRING or sparse tensor parsed back."""
     buf = np.empty(opener.header.plaintext_length, np.uint8)
-    with _naming(target.name):
+    with _naming(target.values.name if isinstance(target, SparseTensorProto) else target.name):
         opener.decrypt_into(memoryview(buf))
-    target.raw_data = buf.tobytes()
+    restore(target, memoryview(buf))
 
 
 def _read_inline(target: TensorProto, entry: ExternalEntry, verified: VerifiedModel) -> None:

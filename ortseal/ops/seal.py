@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import io
 import json
-import mmap
 import os
 import re
 import secrets
@@ -20,7 +19,17 @@ from typing import BinaryIO
 
 import numpy as np
 import rfc8785
-from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_helper
+from onnx import (
+    AttributeProto,
+    FunctionProto,
+    GraphProto,
+    ModelProto,
+    NodeProto,
+    SparseTensorProto,
+    TensorProto,
+    helper,
+    numpy_helper,
+)
 
 from .._atomic import atomic_writer
 from .._progress import ByteProgress
@@ -47,14 +56,14 @@ from .model import (
     tensor_context,
     tensor_identity,
 )
-from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, OPSET_VERSION, SEALABLE_TYPES
+from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, OPSET_VERSION, RAW, SEALABLE_TYPES, kind_name, raw_length
+from .tensors import Value, encoding_of, proto_payload, raw_payload
 
 PLAIN_ALIGNMENT = 4096  # plain external tensors copied to the data file stay page-aligned for mmap
 
 
 REASON_SMALL = "below --min-bytes"
 REASON_EXCLUDED = "excluded"  # by --exclude, or not matched by --include
-REASON_KIND = "a kind ortseal cannot seal"
 
 
 @dataclass
@@ -64,9 +73,9 @@ class PlainTensor:
     name: str
     scope: str
     source: str  # "initializer" or "Constant"
-    nbytes: int | None  # None where the size is not a fixed byte count (strings, sparse tensors)
+    nbytes: int | None  # what it would be sealed as (tensors.py); None where a kind is not known
     reason: str
-    detail: str = ""  # for REASON_KIND: the kind
+    detail: str = ""
 
 
 @dataclass
@@ -83,17 +92,17 @@ class SealSummary:
 
 @dataclass
 class _Candidate:
-    """A constant tensor of the source model: an initializer, or a Constant node's value."""
+    """A constant tensor of the source model: an initializer (dense or sparse), or a Constant node's value."""
 
     scope: str
     name: str
-    tensor: TensorProto | None  # None: a kind that cannot be sealed
+    tensor: Value
     constant: bool
-    kind: str = ""  # what it is when it cannot be sealed
+    nbytes: int | None = None  # its payload's length, once _select has checked its kind
 
     @property
-    def nbytes(self) -> int | None:
-        return None if self.tensor is None else _nbytes(self.tensor)
+    def dtype(self) -> int:
+        return self.tensor.values.data_type if isinstance(self.tensor, SparseTensorProto) else self.tensor.data_type
 
 
 @dataclass
@@ -104,51 +113,48 @@ class _Selected:
     nbytes: int
 
 
-def _nbytes(t: TensorProto) -> int | None:
-    if t.data_type not in SEALABLE_TYPES:
-        return None
-    n = 1
-    for d in t.dims:
-        n *= d
-    return n * helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+def _nbytes(t: Value) -> int:
+    """The length of what ``t`` is sealed as (``tensors.py``); FormatError for a kind that cannot be sealed."""
+    if encoding_of(t) == RAW:
+        return raw_length(t.data_type, list(t.dims))
+    return len(proto_payload(t, None))
 
 
-def _tensor_bytes(t: TensorProto, files: DataFiles, nbytes: int, stack: contextlib.ExitStack) -> memoryview:
-    """A tensor's raw little-endian bytes: a read-only mapping of its external file, or its inline data."""
-    if is_external(t):
-        fd, offset, length = files.span(t)
-        if length != nbytes:
-            raise FormatError(f"tensor {t.name!r}: external length {length} does not match its shape ({nbytes} bytes)")
-        if nbytes == 0:
-            return memoryview(b"")
-        mapped = stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
-        view = memoryview(mapped)[offset:offset + nbytes]
-        stack.callback(view.release)
-        return view
-    raw = t.raw_data if t.HasField("raw_data") else numpy_helper.to_array(t).tobytes()
-    if len(raw) != nbytes:
-        raise FormatError(f"tensor {t.name!r} holds {len(raw)} bytes but its shape needs {nbytes}")
-    return memoryview(raw)
+def _tensor_bytes(t: Value, files: DataFiles, nbytes: int, stack: contextlib.ExitStack) -> memoryview:
+    """What ``t`` is sealed as: its exact raw bytes (mapped from its external file where it has one), or
+    for STRING and sparse tensors its serialization."""
+    if encoding_of(t) == RAW:
+        assert isinstance(t, TensorProto)
+        return raw_payload(t, files, nbytes, stack)
+    return memoryview(proto_payload(t, files))
 
 
 _LIST_ATTRS = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64, "value_ints": np.int64}
 
 
-def _constant_tensor(node: NodeProto) -> tuple[TensorProto | None, str]:
-    """A Constant node's value as a tensor (list-valued attributes converted), or ``(None, kind)``."""
+def _constant_tensor(node: NodeProto) -> Value:
+    """A Constant node's value as a dense or sparse tensor (list and string attributes converted: a
+    ``value_float(s)`` / ``value_int(s)`` list to float32 / int64, ``value_string(s)`` to STRING)."""
     for a in node.attribute:
         if a.name == "value":
-            return a.t, ""
+            return a.t
+        if a.name == "sparse_value":
+            return a.sparse_tensor
         if a.name in _LIST_ATTRS:
             value = helper.get_attribute_value(a)
-            return numpy_helper.from_array(np.asarray(value, _LIST_ATTRS[a.name]), node.output[0]), ""
-        if a.name in ("value_string", "value_strings", "sparse_value"):
-            return None, a.name
-    return None, "a Constant node without a value"
+            return numpy_helper.from_array(np.asarray(value, _LIST_ATTRS[a.name]), node.output[0])
+        if a.name == "value_string":
+            return TensorProto(name=node.output[0], data_type=TensorProto.STRING, dims=[], string_data=[a.s])
+        if a.name == "value_strings":
+            return TensorProto(name=node.output[0], data_type=TensorProto.STRING, dims=[len(a.strings)],
+                               string_data=list(a.strings))
+    raise FormatError(f"Constant node {node.name or node.output[0]!r} has no value attribute ortseal knows")
 
 
 def _is_constant(node: NodeProto) -> bool:
-    return node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1
+    """A Constant node whose value is in the model (not a local function's attribute reference)."""
+    return (node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.output) == 1
+            and not any(a.ref_attr_name for a in node.attribute))
 
 
 def _ortseal_own(name: str) -> bool:
@@ -162,19 +168,16 @@ def _candidates(model: ModelProto) -> Iterator[_Candidate]:
         if isinstance(b, GraphProto):
             for t in b.initializer:
                 if not _ortseal_own(t.name):
-                    yield _Candidate(scope, t.name, t, False, helper.tensor_dtype_to_string(t.data_type).split(".")[-1])
+                    yield _Candidate(scope, t.name, t, False)
             for sp in b.sparse_initializer:
-                yield _Candidate(scope, sp.values.name, None, False, "sparse tensor")
+                yield _Candidate(scope, sp.values.name, sp, False)
         for n in b.node:
             if _is_constant(n) and not _ortseal_own(n.output[0]):
-                t, kind = _constant_tensor(n)
-                if t is not None and _nbytes(t) is None:
-                    kind = helper.tensor_dtype_to_string(t.data_type).split(".")[-1]
-                yield _Candidate(scope, n.output[0], t, True, kind)
+                yield _Candidate(scope, n.output[0], _constant_tensor(n), True)
 
 
-def _copy(t: TensorProto) -> TensorProto:
-    copy = TensorProto()
+def _copy(t: Value) -> Value:
+    copy = type(t)()
     copy.CopyFrom(t)
     return copy
 
@@ -186,18 +189,19 @@ def _select(model: ModelProto, min_bytes: int, include: str | None,
     chosen, plain = [], []
     for c in _candidates(model):
         source = "Constant" if c.constant else "initializer"
-        nbytes = c.nbytes
         if (inc and not inc.search(c.name)) or (exc and exc.search(c.name)):
+            nbytes = _nbytes(c.tensor) if c.dtype in SEALABLE_TYPES else None
             plain.append(PlainTensor(c.name, c.scope, source, nbytes, REASON_EXCLUDED))
-        elif nbytes is None:
-            if inc:
-                raise FormatError(f"--include selects {source} {c.name!r} ({c.kind}), which cannot be sealed: only "
-                                  "fixed-size numeric and bool tensors can; narrow --include or --exclude it")
-            plain.append(PlainTensor(c.name, c.scope, source, None, REASON_KIND, c.kind))
-        elif nbytes < min_bytes:
+            continue
+        try:
+            nbytes = c.nbytes = _nbytes(c.tensor)
+        except FormatError as err:
+            raise FormatError(f"{source} {c.name!r} (scope {c.scope or '/'!r}) cannot be sealed: {err}; exclude it "
+                              "with --exclude to leave it plaintext") from None
+        if nbytes < min_bytes:
             plain.append(PlainTensor(c.name, c.scope, source, nbytes, REASON_SMALL))
         else:
-            if c.constant and c.tensor is not None:
+            if c.constant:
                 c.tensor = _copy(c.tensor)  # its node is replaced when sealed: keep the value
             chosen.append(c)
     return chosen, plain
@@ -212,17 +216,30 @@ def _regex(option: str, pattern: str | None) -> re.Pattern[str] | None:
         raise ValueError(f"--{option} {pattern!r} is not a valid regular expression: {exc}") from None
 
 
-def _unseal_node(name: str, dtype: int, dims: list[int], identity: str) -> NodeProto:
-    node = helper.make_node(OP_TYPE, [name + SEALED_SUFFIX, _like_name(dtype)], [name], name=f"ortseal.unseal/{name}",
-                            domain=DOMAIN, dtype=dtype, tensor=identity,
-                            **({"fallback_supported": 1} if dtype in FALLBACK_TYPES else {}))
+def _unseal_node(c: _Candidate, identity: str) -> NodeProto:
+    """``c.name = Unseal(c.name.ortseal_sealed, like)``; STRING and sparse tensors also name their encoding
+    and payload length, raw ones of the fallback kernel's types say it can serve them."""
+    encoding = encoding_of(c.tensor)
+    extra = {"fallback_supported": 1} if encoding == RAW and c.dtype in FALLBACK_TYPES else {}
+    if encoding != RAW:
+        extra = {"encoding": encoding, "payload_bytes": c.nbytes}
+    node = helper.make_node(OP_TYPE, [c.name + SEALED_SUFFIX, _like_name(c.dtype)], [c.name],
+                            name=f"ortseal.unseal/{c.name}", domain=DOMAIN, dtype=c.dtype, tensor=identity, **extra)
     # built explicitly: onnx cannot infer the type of an empty list (a scalar's shape)
-    node.attribute.append(helper.make_attribute("shape", dims, attr_type=AttributeProto.INTS))
+    node.attribute.append(helper.make_attribute("shape", list(c.tensor.dims), attr_type=AttributeProto.INTS))
     return node
 
 
 def _like_name(dtype: int) -> str:
-    return LIKE_PREFIX + helper.tensor_dtype_to_string(dtype).split(".")[-1].lower()
+    return LIKE_PREFIX + kind_name(dtype).lower()
+
+
+def _like(dtype: int) -> TensorProto:
+    """An empty tensor of ``dtype`` (no raw_data for STRING, which has none)."""
+    like = TensorProto(name=_like_name(dtype), data_type=dtype, dims=[0])
+    if dtype != TensorProto.STRING:
+        like.raw_data = b""
+    return like
 
 
 def _blob_constant(name: str, length: int) -> NodeProto:
@@ -250,17 +267,15 @@ def _rewrite_nodes(model: ModelProto, scope: str, items: list[_Candidate], lengt
             raise FormatError(f"cannot seal {c.name!r}: the name {c.name + SEALED_SUFFIX!r} is already used")
 
     def unseal(c: _Candidate) -> NodeProto:
-        assert c.tensor is not None
-        return _unseal_node(c.name, c.tensor.data_type, list(c.tensor.dims),
-                            tensor_identity(c.scope, c.name, c.tensor.data_type, list(c.tensor.dims)))
+        return _unseal_node(c, tensor_identity(c.scope, c.name, c.dtype, list(c.tensor.dims)))
 
     nodes = [unseal(c) for c in items if not c.constant]
     constants = {c.name: c for c in items if c.constant}
     if isinstance(b, FunctionProto):  # no initializers in a function: its ``like`` inputs are Constants too
-        for dtype in sorted({c.tensor.data_type for c in constants.values() if c.tensor is not None}):
+        for dtype in sorted({c.dtype for c in constants.values()}):
             if _like_name(dtype) not in taken:
                 nodes.append(helper.make_node("Constant", [], [_like_name(dtype)], name=_like_name(dtype),
-                                              value=TensorProto(name=_like_name(dtype), data_type=dtype, dims=[0])))
+                                              value=_like(dtype)))
         if not any(o.domain == DOMAIN for o in b.opset_import):
             b.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
     for n in b.node:
@@ -273,7 +288,8 @@ def _rewrite_nodes(model: ModelProto, scope: str, items: list[_Candidate], lengt
 
 
 def _rewrite_initializers(graph: GraphProto, items: list[_Candidate], lengths: dict[int, int]) -> None:
-    """Turn one graph's chosen initializers into uint8 blobs (in place) and add its ``like`` initializers."""
+    """Turn one graph's chosen initializers into uint8 blobs (dense ones in place, sparse ones moved to the
+    end of ``graph.initializer``) and add its ``like`` initializers."""
     wanted = {c.name: c for c in items if not c.constant}
     existing = {t.name for t in graph.initializer}
     for t in graph.initializer:
@@ -283,10 +299,16 @@ def _rewrite_initializers(graph: GraphProto, items: list[_Candidate], lengths: d
             t.Clear()
             t.name, t.data_type = c.name + SEALED_SUFFIX, TensorProto.UINT8
             t.dims.append(lengths[id(c)])
-    likes = sorted({c.tensor.data_type for c in items if c.tensor is not None})
+    sparse = [sp for sp in graph.sparse_initializer if sp.values.name in wanted]
+    for sp in sparse:
+        c = wanted[sp.values.name]
+        c.tensor = _copy(sp)
+        graph.sparse_initializer.remove(sp)
+        graph.initializer.add(name=c.name + SEALED_SUFFIX, data_type=TensorProto.UINT8, dims=[lengths[id(c)]])
+    likes = sorted({c.dtype for c in items})
     for dtype in likes:
         if _like_name(dtype) not in existing:
-            graph.initializer.add(name=_like_name(dtype), data_type=dtype, dims=[0], raw_data=b"")
+            graph.initializer.append(_like(dtype))
     # Old-style graphs (IR < 4) list initializers as inputs too: list the blobs the same way. A sealed
     # tensor itself is no longer an input, so it cannot be overridden by a feed.
     listed = [i.name for i in graph.input if i.name in wanted]
@@ -324,10 +346,8 @@ def _rewrite(model: ModelProto, chosen: list[_Candidate], keys: KeySet, segment_
         b = body(model, scope)
         blobs = {name: t for name, (t, _) in blob_tensors(b).items()}
         for c in items:
-            assert c.tensor is not None
-            dims = list(c.tensor.dims)
             selected.append(_Selected(c, blobs[c.name + SEALED_SUFFIX],
-                                      tensor_identity(scope, c.name, c.tensor.data_type, dims), c.nbytes or 0))
+                                      tensor_identity(scope, c.name, c.dtype, list(c.tensor.dims)), c.nbytes or 0))
     return selected
 
 
@@ -337,12 +357,12 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
                release: int = 0, overwrite: bool = False, segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealSummary:
     """Seal the constant tensors of ``src`` into ``dst``.
 
-    Selected: every fixed-size numeric or bool constant of at least ``min_bytes`` (initializers, and the
-    values of Constant nodes, in every graph, subgraph and local function) whose name matches ``include``
-    (regex) and not ``exclude``. Each becomes a uint8 sealed blob (an initializer, or a Constant node for
-    Constants) plus an ``ai.ortseal::Unseal`` node, bound to this seal and to the sealed graph's digest.
-    ``SealSummary.left_plain`` lists what stayed plaintext and why; an unsealable tensor that ``include``
-    selects is an error. A manifest
+    Selected: every constant tensor, of any ONNX kind, dense or sparse, whose payload (``tensors.py``) is
+    at least ``min_bytes`` (initializers, and the values of Constant nodes, in every graph, subgraph and local
+    function) and whose name matches ``include`` (regex) and not ``exclude``. Each becomes a uint8 sealed
+    blob (an initializer, or a Constant node for Constants) plus an ``ai.ortseal::Unseal`` node, bound to
+    this seal and to the sealed graph's digest. ``SealSummary.left_plain`` lists what stayed plaintext and
+    why; a tensor of no ONNX kind is an error unless excluded. A manifest
     naming the model (``model_name``, default the file's stem), its ``release`` (an int you increase with
     each release; devices can refuse older ones) and every blob's digest is signed when ``sign``. With
     ``progress`` shows a bar on a terminal (never when stderr is redirected). With
@@ -378,8 +398,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
         _inline_attribute_tensors(model, files)
         chosen, left_plain = _select(model, min_bytes, include, exclude)
         if not chosen:
-            raise ValueError(f"no constant tensor of {src_path} to seal with --min-bytes {min_bytes}, --include "
-                             f"{include!r}, --exclude {exclude!r}; smaller tensors are sealed with a lower --min-bytes")
+            raise ValueError(_nothing_to_seal(src_path, min_bytes, include, exclude, left_plain))
         selected = _rewrite(model, chosen, keys, segment_size)
         if not any(o.domain == DOMAIN for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
@@ -427,14 +446,33 @@ def _set_metadata(model: ModelProto, entries: dict[str, str]) -> None:
         model.metadata_props.add(key=key, value=value)
 
 
+def _nothing_to_seal(src: Path, min_bytes: int, include: str | None, exclude: str | None,
+                     left: list[PlainTensor]) -> str:
+    """Why nothing was selected, with the option that would change it."""
+    base = (f"no constant tensor of {src} to seal with --min-bytes {min_bytes}, --include {include!r}, "
+            f"--exclude {exclude!r}")
+    if not left:
+        return base + ": the model has no initializer or Constant node"
+    if any(p.reason == REASON_SMALL for p in left):
+        return base + "; smaller tensors are sealed with a lower --min-bytes"
+    return base + f"; all {len(left)} are excluded: widen --include or narrow --exclude"
+
+
 def _inline_attribute_tensors(model: ModelProto, files: DataFiles) -> None:
-    """Load attribute tensors stored as external data (Constant values saved with ``convert_attribute``)
-    into the model: sealed ones are then read like any other, plain ones stay where sealing binds them."""
+    """Load attribute tensors and sparse tensors stored as external data (Constant values saved with
+    ``convert_attribute``) into the model: sealed ones are then read like any other, plain ones stay where
+    sealing binds them."""
     for _, b in iter_bodies(model):
+        sparse = list(b.sparse_initializer) if isinstance(b, GraphProto) else []
         for n in b.node:
             for a in n.attribute:
                 if a.type == AttributeProto.TENSOR and is_external(a.t):
                     load_inline(a.t, files)
+                elif a.type == AttributeProto.SPARSE_TENSOR:
+                    sparse.append(a.sparse_tensor)
+        for t in (part for sp in sparse for part in (sp.values, sp.indices)):
+            if is_external(t):
+                load_inline(t, files)
 
 
 def plaintext_report(model: ModelProto) -> list[PlainTensor]:

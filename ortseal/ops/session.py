@@ -126,14 +126,14 @@ class InferenceSession(ort.InferenceSession):
             self._model_path, self._model_bytes = opened.path, opened.model_bytes
             folder = config_entry(self._sess_options, EXTERNAL_FOLDER_KEY)
             if folder and opened.path:  # the opened tensors are beside the opened model, not where the option says
-                self._sess_options.add_sessionconfig_entry(EXTERNAL_FOLDER_KEY, os.path.dirname(opened.path))
+                self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, os.path.dirname(opened.path))
             try:
                 super()._create_inference_session(providers, provider_options, disabled_optimizers)
             finally:
                 # Keep no reference to the opened model: only the sealed source stays.
                 self._model_path, self._model_bytes = origin
                 if folder and opened.path:
-                    self._sess_options.add_sessionconfig_entry(EXTERNAL_FOLDER_KEY, folder)
+                    self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, folder)
 
     def _refuse_plaintext_outputs(self, providers: Any, provider_options: Any, sealed_cache: bool) -> None:
         """Options that would write opened weights (sealed model) or a compiled engine (either) in plain."""
