@@ -39,6 +39,7 @@ SCRYPT_P = 1
 SCRYPT_MIN_N = 2**15
 SCRYPT_MAX_N = 2**18  # a file may demand at most 256 MiB and ~1.3 s of scrypt work
 ANY_SCOPE = ("*",)
+ENGINE_SCOPE = ("engine",)  # a device's own engine-signing key signs TensorRT engine cache files only
 _WRAP_AAD = b"ortseal keyset v1"
 
 KeyProvider = Callable[[str], "bytes | None"]
@@ -89,8 +90,9 @@ class KeySet:
     """Content keys (first one seals), signing keys (first one signs) and trusted public keys.
 
     Every blob and sealed model must carry a valid signature by a key this keyset trusts (its own signing
-    keys count, for any purpose), unless the keyset was made with ``allow_unsigned=True``. A trusted key
-    can be scoped to purposes (``fnmatch`` patterns over ``"model:<name>"``, ``"engine"``, ``"blob"``).
+    keys count, for any purpose unless ``trust_scopes`` scopes them), unless the keyset was made with
+    ``allow_unsigned=True``. A trusted key can be scoped to purposes (``fnmatch`` patterns over
+    ``"model:<name>"``, ``"engine"``, ``"blob"``).
     Build one with :meth:`generate`, :meth:`load`, :meth:`from_env`, :meth:`from_provider` or :meth:`merge`;
     the constructor takes already-made keys.
     """
@@ -109,13 +111,12 @@ class KeySet:
         self._content = {check_key_id(k): _check_content_key(v, k) for k, v in (content_keys or {}).items()}
         self._signing = {signer_id(k.public_key()): k for k in signing_keys}
         self._trusted = {signer_id(k): k for k in trusted_keys}
+        for kid, key in self._signing.items():  # its own signing keys are trusted (for any purpose unless scoped)
+            self._trusted.setdefault(kid, key.public_key())
         self._scopes = {check_key_id(k): _check_scope(v) for k, v in (trust_scopes or {}).items()}
         unknown = set(self._scopes) - set(self._trusted)
         if unknown:
             raise ValueError(f"trust_scopes names keys that are not trusted: {sorted(unknown)}")
-        for kid, key in self._signing.items():
-            self._trusted.setdefault(kid, key.public_key())
-            self._scopes[kid] = ANY_SCOPE
         self._providers = list(providers)
         self._seal_key_id = check_key_id(seal_key_id) if seal_key_id else next(iter(self._content), None)
         if not isinstance(allow_unsigned, bool):
@@ -179,6 +180,25 @@ class KeySet:
         scoped = {kid: _check_scope(scope) if scope is not None else self._scope(kid) for kid in self._trusted}
         return KeySet(trusted_keys=self._trusted.values(), trust_scopes=scoped)
 
+    def for_device(self, *, engine_signing_key: bool = False) -> KeySet:
+        """What a device holds: the content keys and every key this keyset trusts (the publisher's own
+        signing keys as public keys), never a signing key of this keyset. So a device opens and verifies
+        the publisher's models and engines and cannot sign anything the publisher's keys vouch for.
+
+        ``engine_signing_key=True`` adds a fresh signing key of the device's own, trusted only for
+        ``"engine"``: a device that builds TensorRT engines seals and signs its engine cache with it, and
+        still accepts no model signed by it.
+        """
+        device = self.without_signing()
+        if not engine_signing_key:
+            return device
+        own = Ed25519PrivateKey.generate()
+        return KeySet(content_keys=device._content, signing_keys=[own], trusted_keys=device._trusted.values(),
+                      trust_scopes={**{kid: device._scope(kid) for kid in device._trusted},
+                                    signer_id(own.public_key()): ENGINE_SCOPE},
+                      providers=device._providers, seal_key_id=device._seal_key_id,
+                      allow_unsigned=device._allow_unsigned)
+
     def without_signing(self) -> KeySet:
         """Content and trusted keys without the signing keys: opens and verifies, cannot sign."""
         return KeySet(content_keys=self._content, trusted_keys=self._trusted.values(),
@@ -216,6 +236,12 @@ class KeySet:
 
     def _scope(self, key_id: str) -> tuple[str, ...]:
         return self._scopes.get(key_id, ANY_SCOPE)
+
+    def trust_scope(self, key_id: str) -> tuple[str, ...]:
+        """The purposes (``fnmatch`` patterns) a trusted key is trusted for; ``("*",)`` is every purpose."""
+        if key_id not in self._trusted:
+            raise KeyNotFoundError(f"this keyset does not trust a key with id {key_id!r}")
+        return self._scope(key_id)
 
     def content_key(self, key_id: str) -> bytes:
         """The content key ``key_id``; raises :class:`KeyNotFoundError` when neither memory nor a provider has it."""
@@ -268,7 +294,9 @@ class KeySet:
         """The keyset as the JSON document :meth:`save` writes. Provider keys are never exported."""
         secret = {
             "content_keys": [{"id": k, "key": _b64(v)} for k, v in self._content.items()],
-            "signing_keys": [{"id": k, "private": _b64(v.private_bytes_raw())} for k, v in self._signing.items()],
+            "signing_keys": [{"id": k, "private": _b64(v.private_bytes_raw()),
+                              **({"scope": list(self._scope(k))} if self._scope(k) != ANY_SCOPE else {})}
+                             for k, v in self._signing.items()],
         }
         doc = self._public_doc()
         if passphrase is None:
@@ -320,7 +348,7 @@ class KeySet:
         content = {check_key_id(e["id"]): _unb64(e["key"], "content key") for e in content_entries}
         signing = [Ed25519PrivateKey.from_private_bytes(_unb64(e["private"], "signing key")) for e in signing_entries]
         public = [Ed25519PublicKey.from_public_bytes(_unb64(e["public"], "public key")) for e in trusted]
-        scopes = {e["id"]: e["scope"] for e in trusted if "scope" in e}
+        scopes = {e["id"]: e["scope"] for e in trusted + signing_entries if "scope" in e}
         actual = {signer_id(k.public_key()) for k in signing} | {signer_id(k) for k in public}
         for e in signing_entries + trusted:
             if e["id"] not in actual:
@@ -400,3 +428,15 @@ def _unwrap(wrapped: Any, passphrase: str | bytes, aad: bytes) -> bytes:
         return AESGCM(key).decrypt(nonce, ciphertext, aad)
     except (InvalidTag, ValueError) as exc:
         raise TamperedError("cannot unwrap keyset: wrong passphrase, or the file was altered") from exc
+
+
+def as_keyset(keys: KeySet | str | os.PathLike[str], passphrase: str | bytes | None = None) -> KeySet:
+    """``keys`` itself when it is a :class:`KeySet`; else the keyset file at that path (``"env:VAR"``: the
+    keyset JSON held in environment variable ``VAR``), unlocked with ``passphrase`` when protected."""
+    if isinstance(keys, KeySet):
+        return keys
+    if isinstance(keys, str) and keys.startswith("env:"):
+        return KeySet.from_env(keys[4:], passphrase)
+    if isinstance(keys, (str, os.PathLike)):
+        return KeySet.load(keys, passphrase)
+    raise TypeError(f"keys must be an ortseal.KeySet or the path of a keyset file, got {type(keys).__name__}")

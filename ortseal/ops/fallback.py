@@ -19,12 +19,12 @@ import os
 import threading
 
 import numpy as np
-import onnxruntime as ort
+from .._runtime import onnxruntime as ort
 from onnx import helper
 
 from ..blob import parse_header
 from ..errors import FormatError
-from ..keys import KeySet
+from ..keys import KeySet, as_keyset
 from .binding import check_model, open_tensor
 from .model import load_model
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE
@@ -80,7 +80,7 @@ def _register_kernel() -> str:
     return get_library_path()
 
 
-def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | None = None, *,
+def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options: ort.SessionOptions | None = None, *,
                              model: str | os.PathLike[str] | bytes, min_release: int = 0) -> ort.SessionOptions:
     """SessionOptions with the Unseal Python kernel registered, so a plain ``onnxruntime.InferenceSession``
     can run the sealed ``model``.
@@ -91,8 +91,7 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
     loads an *edited copy* of a verified model in this same process (for example one that adds a sealed
     weight as a graph output) obtains that weight. ``ortseal.InferenceSession`` has no such limit.
     """
-    if not isinstance(keys, KeySet):
-        raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
+    keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     loaded, base_dir = load_model(model)
     checked = check_model(loaded, base_dir, keys, min_release=min_release)
     for st in checked.sealed:

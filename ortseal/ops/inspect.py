@@ -9,7 +9,7 @@ from typing import Any
 from onnx import helper
 
 from ..errors import FormatError, OrtsealError
-from ..keys import KeySet
+from ..keys import KeySet, as_keyset
 from .binding import check_model, open_tensor
 from .manifest import read_manifest
 from .model import find_sealed, load_model, read_blob_header
@@ -28,10 +28,12 @@ class SealedTensorInfo:
     plaintext_bytes: int
     sealed_bytes: int
     key_id: str
-    signer: str | None
     format_version: int
+    # the manifest's, the same for every tensor of a model (a tensor's blob is bound by the signed manifest,
+    # not signed itself); the signer is the one the manifest names, not verified here
     model: str
     release: int
+    manifest_signer: str | None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,9 +51,10 @@ def inspect_model(path_or_bytes: str | os.PathLike[str] | bytes) -> list[SealedT
     infos = []
     for st in sealed:
         header, size = read_blob_header(st, base_dir)
-        infos.append(SealedTensorInfo(st.name, st.scope or "/", "Constant" if st.constant else "initializer",
-                                      helper.tensor_dtype_to_string(st.dtype).split(".")[-1], st.shape, header.plaintext_length, size, header.key_id, manifest.signer,
-                                      header.version, manifest.model, manifest.release))
+        infos.append(SealedTensorInfo(st.name, st.scope, "Constant" if st.constant else "initializer",
+                                      helper.tensor_dtype_to_string(st.dtype).split(".")[-1], st.shape,
+                                      header.plaintext_length, size, header.key_id, header.version, manifest.model,
+                                      manifest.release, manifest.signer))
     return infos
 
 
@@ -71,7 +74,7 @@ class VerifyReport:
         return asdict(self)
 
 
-def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet, *, min_release: int = 0,
+def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet | str | os.PathLike[str], *, min_release: int = 0,
                  sess_options: Any = None) -> VerifyReport:
     """Check a sealed model as a device would open it, and keep nothing.
 
@@ -83,6 +86,7 @@ def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet, *,
 
     Raises ``TamperedError`` (``RollbackError``), ``KeyNotFoundError`` or ``FormatError`` naming what failed.
     """
+    keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     model, base_dir = load_model(path_or_bytes)
     checked = check_model(model, base_dir, keys, min_release=min_release)
     decrypted = keys.has_content_keys

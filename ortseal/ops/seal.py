@@ -373,8 +373,9 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     _inline_attribute_tensors(model, base_dir)
     chosen, left_plain = _select(model, min_bytes, include, exclude)
     if not chosen:
-        raise ValueError(f"no constant tensor of {src_path} to seal with --min-bytes {min_bytes}, --include "
-                         f"{include!r}, --exclude {exclude!r}; smaller tensors are sealed with a lower --min-bytes")
+        given = "".join(f", --{k} {v!r}" for k, v in (("include", include), ("exclude", exclude)) if v is not None)
+        raise ValueError(f"no constant tensor of {src_path} to seal with --min-bytes {min_bytes}{given}; smaller "
+                         "tensors are sealed with a lower --min-bytes")
     keys.sealing_key()
     if sign and keys.signing_key() is None:
         raise ValueError("this keyset has no signing key; seal with the publisher's keyset, or pass --no-sign "

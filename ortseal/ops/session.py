@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import onnxruntime as ort
+from .._runtime import onnxruntime as ort
 
 from ..ep_plugin.preflight import PROVIDER as TENSORRT
 from ..ep_plugin.shim import shim_path
 from ..errors import FormatError, KeyNotFoundError, OrtsealError, ProviderUnavailableError, UnsafeOptionError
-from ..keys import KeySet
+from ..keys import KeySet, as_keyset
 from .model import is_sealed_model, load_model
 from .opening import open_sealed_model
 
@@ -39,10 +39,9 @@ class InferenceSession(ort.InferenceSession):
 
     def __init__(self, path_or_bytes: str | bytes | os.PathLike[str], sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple[str, dict[Any, Any]]] | None = None,
-                 provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet | None = None,
+                 provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet | str | os.PathLike[str] | None = None,
                  min_release: int = 0, verify_first: bool = False, **kwargs: Any) -> None:
-        if keys is not None and not isinstance(keys, KeySet):
-            raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
+        keys = None if keys is None else as_keyset(keys)  # a KeySet, or a keyset file's path
         self._ortseal_keys = keys
         self._ortseal_min_release = min_release
         self._ortseal_verify_first = verify_first
