@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import site
 import subprocess
 import sys
 from pathlib import Path
@@ -111,12 +110,13 @@ def test_click_runner_sees_the_same_boundary(files):
 def _site_without_onnxruntime(folder: Path) -> str:
     """A sys.path entry holding links to everything this Python has installed except ONNX Runtime itself."""
     folder.mkdir()
-    sites = [p for p in site.getsitepackages() + [site.getusersitepackages()] if os.path.isdir(p)]
+    # every site folder this Python reads, those a .pth file added too (the packaging test's environment)
+    sites = [p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages") and os.path.isdir(p)]
     for where in sites:
         for entry in os.scandir(where):
             low = entry.name.lower()
-            if low == "onnxruntime" or (low.startswith("onnxruntime-") and low.endswith(".dist-info")) or \
-                    low.startswith(("onnxruntime_gpu", "onnxruntime_openvino", "ortseal")) or low.endswith(".pth"):
+            if low == "onnxruntime" or low.startswith(("onnxruntime-", "onnxruntime_gpu", "onnxruntime_openvino",
+                                                       "onnxruntime_directml", "ort_nightly")) or low.endswith(".pth"):
                 continue
             if not (folder / entry.name).exists():
                 (folder / entry.name).symlink_to(entry.path)
@@ -124,7 +124,8 @@ def _site_without_onnxruntime(folder: Path) -> str:
 
 
 def test_commands_that_need_no_onnxruntime_work_without_it(files, tmp_path):
-    """A Python with no ONNX Runtime installed at all: python -S, this tree and every other installed package."""
+    """A Python with no ONNX Runtime installed at all: python -S, this tree (or the installed ortseal) and every
+    other installed package."""
     path = _site_without_onnxruntime(tmp_path / "site")
     env = {k: v for k, v in os.environ.items() if k != "ORTSEAL_SKIP_ORT_CHECK"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), path])
