@@ -155,7 +155,8 @@ def test_passphrase_from_file_and_descriptor(tmp_path):
     assert both.returncode == 1 and "one way" in both.stderr
 
 
-@pytest.mark.parametrize("module", ["ortseal.ops.commands", "ortseal.ep_plugin.commands", "ortseal.cli"])
+@pytest.mark.parametrize("module", ["ortseal.ops.commands", "ortseal.ep_plugin.commands", "ortseal.cli", "ortseal.demo",
+                                    "ortseal.ops.demo", "ortseal.ep_plugin.demo"])
 def test_cli_modules_import_on_their_own(module):
     """No import circle: each command module imports first without the others."""
     r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)

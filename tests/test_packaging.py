@@ -23,7 +23,8 @@ MANYLINUX_GLIBC = (2, 17)
 
 
 def glibc_needed(library: bytes) -> tuple[int, ...]:
-    """The highest GLIBC symbol version an ELF library asks for (from its version-needed strings)."""
+    """The highest GLIBC symbol version an ELF library asks for (from its version-needed strings). Enough for a
+    library that links libc alone (no auditwheel needed: it would add two test dependencies to say the same)."""
     versions = [tuple(int(p) for p in m.split(b".")) for m in re.findall(rb"GLIBC_(\d+(?:\.\d+)+)", library)]
     return max(versions, default=(0,))
 
