@@ -10,6 +10,8 @@ from setuptools.command.bdist_wheel import bdist_wheel  # setuptools >= 70.1 (py
 
 SHIM = "ortseal.ep_plugin.libortseal_shim"
 # The shim needs only libc symbols up to GLIBC_2.3.2 (tests/test_packaging.py checks): manylinux2014.
+# Tagged here rather than by auditwheel: auditwheel repair is a separate step after the build (pip install and
+# python -m build cannot run it), needs patchelf, and would graft nothing (the shim links libc alone).
 MANYLINUX = {"linux_x86_64": "manylinux_2_17_x86_64.manylinux2014_x86_64",
              "linux_aarch64": "manylinux_2_17_aarch64.manylinux2014_aarch64"}
 

@@ -3,22 +3,24 @@
 Public API::
 
     import ortseal
-    keys = ortseal.KeySet.generate()
-    blob = ortseal.seal_bytes(b"weights", keys, context="my-tensor")
-    assert ortseal.unseal_bytes(blob, keys, context="my-tensor") == b"weights"
+    ortseal.seal_model("model.onnx", "model.sealed.onnx", ortseal.KeySet.load("keys.json"))
+    ortseal.verify_model("model.sealed.onnx", "device.json")
+    sess = ortseal.InferenceSession("model.sealed.onnx", providers=["CPUExecutionProvider"], keys="device.json")
+
+``import ortseal`` needs no ONNX Runtime: the names that do (``InferenceSession``,
+``fallback_session_options``, ``tensorrt_provider``...) are imported on first use, which checks that
+exactly one ONNX Runtime distribution is installed (``ortseal/_runtime.py``).
 """
 
+from __future__ import annotations
+
+import importlib
 import logging
+from typing import Any
 
-from ._runtime import check_ort_distribution
-
-check_ort_distribution()  # before anything imports onnxruntime: exactly one distribution must provide it
-logging.getLogger("ortseal").addHandler(logging.NullHandler())  # a library logs; the application decides where
-
-from ._version import __version__  # noqa: E402
-from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into  # noqa: E402
-from .ep_plugin import tensorrt_provider  # noqa: E402
-from .errors import (  # noqa: E402
+from ._version import __version__
+from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
+from .errors import (
     FormatError,
     KeyNotFoundError,
     OrtsealError,
@@ -27,12 +29,24 @@ from .errors import (  # noqa: E402
     TamperedError,
     UnsafeOptionError,
 )
-from .keys import KeySet  # noqa: E402
-from .ops import InferenceSession, fallback_session_options, inspect_model, seal_model, verify_model  # noqa: E402
+from .keys import KeySet, as_keyset
+
+logging.getLogger("ortseal").addHandler(logging.NullHandler())  # a library logs; the application decides where
+
+# name -> module that defines it, imported on first use (some import onnxruntime, some onnx)
+_LAZY = {
+    "InferenceSession": ".ops.session",
+    "fallback_session_options": ".ops.fallback",
+    "tensorrt_provider": ".ep_plugin.provider",
+    "seal_model": ".ops.seal",
+    "inspect_model": ".ops.inspect",
+    "verify_model": ".ops.inspect",
+}
 
 __all__ = [
     "__version__",
     "KeySet",
+    "as_keyset",
     "seal_bytes",
     "unseal_bytes",
     "unseal_into",
@@ -44,10 +58,18 @@ __all__ = [
     "FormatError",
     "UnsafeOptionError",
     "ProviderUnavailableError",
-    "tensorrt_provider",
-    "seal_model",
-    "InferenceSession",
-    "fallback_session_options",
-    "inspect_model",
-    "verify_model",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next lookup does not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 TEMP_SUFFIX = ".tmp"
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # a write failed: about the file written
 
 
 def _exists_error(target: Path) -> FileExistsError:
@@ -33,7 +34,10 @@ def atomic_writer(path: str | os.PathLike[str], *, mode: int = 0o644, overwrite:
     target = Path(path)
     if not overwrite and target.exists():
         raise _exists_error(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent or ".")
+    except OSError as exc:
+        raise _naming(exc, target) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
         os.fchmod(fd, mode)
@@ -44,11 +48,25 @@ def atomic_writer(path: str | os.PathLike[str], *, mode: int = 0o644, overwrite:
             if not overwrite and target.exists():
                 raise _exists_error(target)
             os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if exc.filename == tmp or (exc.filename is None and exc.errno in _WRITE_ERRORS):
+            raise _naming(exc, target) from exc
+        raise  # about another file (or a read): its own message is the right one
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
+
+
+def _naming(exc: OSError, target: Path) -> OSError:
+    """``exc`` about the file the caller asked for, not the temp file beside it: ``[Errno 13] cannot write
+    out/model.onnx.data: Permission denied`` for a read-only folder."""
+    if exc.errno is None:
+        return exc
+    return OSError(exc.errno, f"cannot write {target}: {exc.strerror}")  # OSError(errno, ...): the matching subclass
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o644, overwrite: bool = True) -> None:

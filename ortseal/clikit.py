@@ -7,6 +7,7 @@ import it; it imports none of them.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -17,27 +18,97 @@ from typing import Any
 
 import click
 
-from .errors import KeyNotFoundError, OrtsealError
+from .errors import FormatError, KeyNotFoundError, OrtsealError
 from .keys import KeySet
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def fail_cleanly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library and OS errors into one line on stderr and exit code 1."""
+class ErrorBoundary:
+    """Mixed into the ``ortseal`` group (and any command run on its own, as ``tools/convert.py`` does): every
+    failure ends as one line on stderr, ``error: ...``, never a traceback. Exit 1 for a failure, 2 for a
+    command line click cannot parse. With ``--json`` the failure is also printed on stdout as
+    ``{"ok": false, "error": ..., "message": ...}``. Something unexpected is one line too; ``--log-level
+    debug`` adds its traceback."""
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def invoke(self, ctx: click.Context) -> Any:
         try:
-            return fn(*args, **kwargs)
+            return super().invoke(ctx)  # type: ignore[misc]
+        except (click.exceptions.Exit, click.Abort):
+            raise
+        except click.ClickException as exc:
+            if ctx.meta.get(JSON_META) and not ctx.meta.get(JSON_META_SENT):  # the inner command's boundary may have
+                kind = "UsageError" if isinstance(exc, click.UsageError) else "CommandError"
+                _echo_json_error(ctx, kind, exc.format_message())
+            raise
         except BrokenPipeError:
             # the reader went away (``ortseal inspect ... | head``): stop quietly, as a filter does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(0)
-        except (OrtsealError, OSError, ValueError) as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+            raise click.exceptions.Exit(0) from None
+        except (OrtsealError, OSError, ValueError, ImportError) as exc:
+            kind, detail = type(exc).__name__, str(exc)
+        except Exception as exc:  # noqa: BLE001 - the boundary: nothing gets past it as a traceback
+            logging.getLogger("ortseal").debug("unexpected error", exc_info=True)
+            kind, detail = f"unexpected {type(exc).__name__}", (f"{exc} (a bug in ortseal; --log-level debug shows "
+                                                                 "where; please report it)")
+        if ctx.meta.get(JSON_META):
+            _echo_json_error(ctx, kind, detail)
+        message = f"{kind}: {detail}"
+        raise click.ClickException(message)
 
-    return wrapper
+    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+        try:
+            code = super().main(args, prog_name, standalone_mode=False, **extra)  # type: ignore[misc]
+        except click.UsageError as exc:
+            hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            click.echo(f"error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except (click.Abort, KeyboardInterrupt, EOFError):
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+class Group(ErrorBoundary, click.Group):
+    """A click group behind :class:`ErrorBoundary`."""
+
+
+class Command(ErrorBoundary, click.Command):
+    """A click command behind :class:`ErrorBoundary` when run on its own."""
+
+
+JSON_META = "ortseal.json"
+JSON_META_SENT = "ortseal.json.sent"
+
+
+def _echo_json_error(ctx: click.Context, kind: str, message: str) -> None:
+    click.echo(json.dumps({"ok": False, "error": kind, "message": message}))
+    ctx.meta[JSON_META_SENT] = True
+
+
+def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[JSON_META] = True  # the error boundary prints failures as JSON too
+    return value
+
+
+json_option = click.option("--json", "as_json", is_flag=True, callback=_remember_json,
+                           help="Print the result as JSON for tools (failures too: {\"ok\": false, ...}).")
+
+
+def echo_json(doc: Any) -> None:
+    """Print ``doc`` as indented JSON on stdout."""
+    click.echo(json.dumps(doc, indent=2))
+
+
+def refuse_dash(value: str, option: str, why: str) -> str:
+    """``value`` unless it is ``-`` (stdin/stdout), which ``option`` does not take: ``why`` says so."""
+    if value == "-":
+        raise click.BadParameter(f"'-' (stdin/stdout) is not accepted here: {why}", param_hint=option)
+    return value
 
 
 @dataclass
@@ -48,29 +119,30 @@ class Passphrase:
     env: str | None = None
     file: str | None = None
     fd: int | None = None
+    option: str = "--"  # how its options start: "--" (--passphrase-env...) or e.g. "--device-"
 
     def given(self) -> str | None:
         """The passphrase from the option given, or None when none was; read once."""
         sources = [s for s in (self.env, self.file, self.fd) if s is not None]
         if len(sources) > 1:
-            raise click.ClickException("give the passphrase one way: --passphrase-env, --passphrase-file or "
-                                       "--passphrase-fd")
+            o = f"{self.option}passphrase"
+            raise click.ClickException(f"give the passphrase one way: {o}-env, {o}-file or {o}-fd")
         if self.env is not None:
             value = os.environ.get(self.env)
-            where = f"environment variable {self.env} (from --passphrase-env)"
+            where = f"environment variable {self.env} (from {self.option}passphrase-env)"
         elif self.file is not None:
             try:
                 value = Path(self.file).read_text().rstrip("\r\n")
             except OSError as exc:
-                raise click.ClickException(f"--passphrase-file {self.file}: {exc.strerror}") from exc
-            where = f"--passphrase-file {self.file}"
+                raise click.ClickException(f"{self.option}passphrase-file {self.file}: {exc.strerror}") from exc
+            where = f"{self.option}passphrase-file {self.file}"
         elif self.fd is not None:
             try:
                 with os.fdopen(self.fd, "r", closefd=False) as fh:
                     value = fh.read().rstrip("\r\n")
             except OSError as exc:
-                raise click.ClickException(f"--passphrase-fd {self.fd}: {exc.strerror}") from exc
-            where = f"--passphrase-fd {self.fd}"
+                raise click.ClickException(f"{self.option}passphrase-fd {self.fd}: {exc.strerror}") from exc
+            where = f"{self.option}passphrase-fd {self.fd}"
         else:
             return None
         if not value:
@@ -82,49 +154,78 @@ class Passphrase:
         value = self.given()
         if value is None and protect:
             if not sys.stdin.isatty():
-                raise click.ClickException("--protect needs a terminal to prompt; or pass --passphrase-file or "
-                                           "--passphrase-fd")
+                raise click.ClickException(f"--protect needs a terminal to prompt; or pass {self.option}passphrase-file "
+                                           f"or {self.option}passphrase-fd")
             value = click.prompt("passphrase for the new keyset", hide_input=True, confirmation_prompt=True)
         return value
 
 
-def passphrase_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--passphrase-env``, ``--passphrase-file`` and ``--passphrase-fd``; the command receives one
-    ``passphrase: Passphrase`` argument."""
+def passphrase_options_for(prefix: str, param: str, whose: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator adding ``--{prefix}passphrase-env``, ``-file`` and ``-fd`` (the passphrase of ``whose``);
+    the command receives them as one ``{param}: Passphrase`` argument."""
 
-    @click.option("--passphrase-fd", type=int, metavar="FD", help="Read the passphrase from this open file descriptor.")
-    @click.option("--passphrase-file", metavar="PATH", help="Read the passphrase from this file (first line).")
-    @click.option("--passphrase-env", metavar="VAR", help="Read the passphrase from this environment variable.")
-    @functools.wraps(fn)
-    def wrapper(*args: Any, passphrase_env: str | None, passphrase_file: str | None, passphrase_fd: int | None,
-                **kwargs: Any) -> Any:
-        return fn(*args, passphrase=Passphrase(passphrase_env, passphrase_file, passphrase_fd), **kwargs)
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        names = {f"{prefix}passphrase_{k}".replace("-", "_"): k for k in ("env", "file", "fd")}
 
-    return wrapper
+        @click.option(f"--{prefix}passphrase-fd", type=int, metavar="FD",
+                      help=f"Read the passphrase of {whose} from this open file descriptor.")
+        @click.option(f"--{prefix}passphrase-file", metavar="PATH",
+                      help=f"Read the passphrase of {whose} from this file (first line).")
+        @click.option(f"--{prefix}passphrase-env", metavar="VAR",
+                      help=f"Read the passphrase of {whose} from this environment variable.")
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = {kind: kwargs.pop(name) for name, kind in names.items()}
+            return fn(*args, **{param: Passphrase(given["env"], given["file"], given["fd"], f"--{prefix}"),
+                                **kwargs})
+
+        return wrapper
+
+    return decorate
 
 
-def load_keys(path: str, passphrase: Passphrase) -> KeySet:
-    """Load ``--keys``: a keyset file, or ``env:VAR`` for a keyset held in an environment variable. A
-    protected keyset with no passphrase option is unlocked from a prompt when stdin is a terminal."""
+passphrase_options = passphrase_options_for("", "passphrase", "the keyset")
+
+
+def read_keyset(path: str, what: str = "--keys") -> bytes:
+    """The bytes of a keyset named on the command line: a file, ``-`` for stdin, or ``env:VAR``."""
     if path.startswith("env:"):
-        text = os.environ.get(path[4:])
+        text = os.environ.get(path[4:], "").encode()
         if not text:
-            raise click.ClickException(f"--keys {path}: environment variable {path[4:]} is not set or empty")
-    elif not os.path.isfile(path):
-        raise click.ClickException(f"--keys {path}: no such keyset file (make one with: ortseal keygen -o {path})")
-    else:
-        text = Path(path).read_text()
+            raise click.ClickException(f"{what} {path}: environment variable {path[4:]} is not set or empty")
+        return text
+    if path == "-":
+        return sys.stdin.buffer.read()
+    if not os.path.isfile(path):
+        raise click.ClickException(f"{what} {path}: no such keyset file (make one with: ortseal keygen -o {path})")
+    return Path(path).read_bytes()
+
+
+def open_keyset(text: bytes, path: str, passphrase: Passphrase, what: str = "--keys") -> KeySet:
+    """Parse keyset bytes read from ``path``; a protected keyset with no passphrase option is unlocked
+    from a prompt when stdin is a terminal (and not the keyset itself)."""
     given = passphrase.given()
     try:
         return KeySet.from_json(text, given)
+    except FormatError as exc:
+        raise FormatError(f"{what} {path}: {exc}") from None
     except KeyNotFoundError as exc:
-        if given is not None or "passphrase-protected" not in str(exc) or not sys.stdin.isatty():
+        if given is not None or "passphrase-protected" not in str(exc):
             raise
+        if path == "-" or not sys.stdin.isatty():
+            raise KeyNotFoundError(f"{what} {path} is passphrase-protected and there is no terminal to ask on: pass "
+                                   "--passphrase-file, --passphrase-fd or --passphrase-env") from None
     return KeySet.from_json(text, click.prompt(f"passphrase for {path}", hide_input=True))
 
 
+def load_keys(path: str, passphrase: Passphrase, what: str = "--keys") -> KeySet:
+    """Load ``--keys``: a keyset file, ``-`` for stdin, or ``env:VAR`` for a keyset held in an environment
+    variable (:func:`read_keyset`, :func:`open_keyset`)."""
+    return open_keyset(read_keyset(path, what), path, passphrase, what)
+
+
 keys_option = click.option("--keys", "keys_path", required=True, metavar="KEYS",
-                           help="Keyset JSON file, or env:VAR to read it from an environment variable.")
+                           help="Keyset JSON file, - for stdin, or env:VAR to read it from an environment variable.")
 
 
 def quiet() -> bool:

@@ -8,29 +8,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-import click
-
+from ._demokit import DemoFailure, expect_refused, say
 from .blob import parse_header, seal_bytes, unseal_bytes
-from .errors import OrtsealError
 from .keys import KeySet
-
-
-class DemoFailure(Exception):
-    """A demo step did not behave as ortseal promises."""
-
-
-def say(text: str) -> None:
-    click.echo(text)
-
-
-def expect_refused(what: str, fn: Callable[[], object]) -> None:
-    """Run ``fn``, which must fail with an ortseal error; print what it got."""
-    try:
-        fn()
-    except OrtsealError as exc:
-        say(f"  {what}: refused with {type(exc).__name__}: {exc}")
-        return
-    raise DemoFailure(f"{what} was NOT refused")
 
 
 def blob_steps(work: Path, keys: KeySet) -> None:

@@ -38,6 +38,8 @@ SCRYPT_P = 1
 SCRYPT_MIN_N = 2**15
 SCRYPT_MAX_N = 2**18  # a file may demand at most 256 MiB and ~1.3 s of scrypt work
 WILDCARD = "*"
+ANY_SCOPE = (WILDCARD,)  # what trust_scope shows for a key trusted for every purpose
+ENGINE_SCOPE = ("engine",)  # a device's own engine-signing key signs TensorRT engine cache files only
 _WRAP_AAD = b"ortseal keyset v1"
 
 KeyProvider = Callable[[str], "bytes | None"]
@@ -260,6 +262,24 @@ class KeySet:
         return KeySet(trusted_keys=self._trusted.values())._scoped(
             {kid: _normalize([*self._scope(kid), *extra]) for kid in self._trusted})
 
+    def for_device(self, *, engine_signing_key: bool = False) -> KeySet:
+        """What a device holds: the content keys and every key this keyset trusts (the publisher's own
+        signing keys as public keys), never a signing key of this keyset. So a device opens and verifies
+        the publisher's models and engines and cannot sign anything the publisher's keys vouch for.
+
+        ``engine_signing_key=True`` adds a fresh signing key of the device's own, trusted only for
+        ``"engine"``: a device that builds TensorRT engines seals and signs its engine cache with it, and
+        still accepts no model signed by it.
+        """
+        device = self.without_signing()
+        if not engine_signing_key:
+            return device
+        own = Ed25519PrivateKey.generate()
+        return KeySet(content_keys=device._content, signing_keys=[own], trusted_keys=device._trusted.values(),
+                      providers=device._providers, seal_key_id=device._seal_key_id,
+                      allow_unsigned=device._allow_unsigned)._scoped(
+            {**device._scopes, signer_id(own.public_key()): _normalize([ENGINE_SCOPE])})
+
     def without_signing(self) -> KeySet:
         """Content and trusted keys without the signing keys: opens and verifies, cannot sign. Its former
         signing keys stay trusted with the scope they had (any purpose, unless scoped)."""
@@ -297,6 +317,16 @@ class KeySet:
 
     def _scope(self, key_id: str) -> Scope:
         return self._scopes.get(key_id, ())
+
+    def trust_scope(self, key_id: str) -> tuple[str, ...]:
+        """The purpose patterns a trusted key is trusted for (``("*",)``: every purpose). A key merged from
+        keysets with different scopes must match one pattern of each: shown as ``"(a|b)"`` per scope."""
+        if key_id not in self._trusted:
+            raise KeyNotFoundError(f"this keyset does not trust a key with id {key_id!r}")
+        scope = self._scope(key_id)
+        if not scope:
+            return ANY_SCOPE
+        return scope[0] if len(scope) == 1 else tuple(f"({'|'.join(c)})" for c in scope)
 
     def content_key(self, key_id: str) -> bytes:
         """The content key ``key_id``; raises :class:`KeyNotFoundError` when neither memory nor a provider has it."""
@@ -493,3 +523,15 @@ def _unwrap(wrapped: Any, passphrase: str | bytes, aad: bytes) -> bytes:
         return AESGCM(key).decrypt(nonce, ciphertext, aad)
     except (InvalidTag, ValueError) as exc:
         raise TamperedError("cannot unwrap keyset: wrong passphrase, or the file was altered") from exc
+
+
+def as_keyset(keys: KeySet | str | os.PathLike[str], passphrase: str | bytes | None = None) -> KeySet:
+    """``keys`` itself when it is a :class:`KeySet`; else the keyset file at that path (``"env:VAR"``: the
+    keyset JSON held in environment variable ``VAR``), unlocked with ``passphrase`` when protected."""
+    if isinstance(keys, KeySet):
+        return keys
+    if isinstance(keys, str) and keys.startswith("env:"):
+        return KeySet.from_env(keys[4:], passphrase)
+    if isinstance(keys, (str, os.PathLike)):
+        return KeySet.load(keys, passphrase)
+    raise TypeError(f"keys must be an ortseal.KeySet or the path of a keyset file, got {type(keys).__name__}")

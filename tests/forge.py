@@ -7,11 +7,15 @@ GF(2^128) arithmetic in GCM's bit order (NIST SP 800-38D, section 6.3).
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from pathlib import Path
 
+import onnx
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ortseal import KeySet
 from ortseal.blob import TAG_SIZE, blob_key, parse_header
+from ortseal.ops.model import SEALED_SUFFIX
 
 _R = 0xE1 << 120
 _ONE = 1 << 127
@@ -68,3 +72,20 @@ def keep_tag_rewrite(blob: bytes, content_key: bytes, index: int, new_plaintext:
     forged = blob[:off] + bytes(new_ct) + blob[off + n:]
     aead.decrypt(h.nonce(index), forged[off:off + n + TAG_SIZE], h.raw)  # still authentic under GCM
     return forged
+
+
+def device_of(publisher: KeySet) -> KeySet:
+    """What a device holds: the content key and the publisher's public key, no signing key."""
+    return KeySet.merge(publisher.without_signing(), publisher.public())
+
+
+def content_key(keys: KeySet) -> bytes:
+    return keys.content_key(keys.content_key_ids[0])
+
+
+def blob_span(model_path: Path, tensor: str) -> tuple[Path, int, int]:
+    """``(data file, offset, length)`` of a sealed tensor's blob."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    t = next(t for t in model.graph.initializer if t.name == tensor + SEALED_SUFFIX)
+    info = {e.key: e.value for e in t.external_data}
+    return model_path.parent / info["location"], int(info["offset"]), int(info["length"])

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from forge import keep_tag_rewrite
+from forge import blob_span, content_key, device_of, keep_tag_rewrite
 from models import IR_VERSION, OPSET, big_embedding, transformer_like
 from onnx import TensorProto, helper, numpy_helper
 
@@ -25,21 +25,6 @@ from ortseal.ops import plaintext_report
 from ortseal.ops.model import SEALED_SUFFIX, load_model
 
 CPU = ["CPUExecutionProvider"]
-
-
-def device_of(publisher: KeySet) -> KeySet:
-    return KeySet.merge(publisher.without_signing(), publisher.public())
-
-
-def content_key(keys: KeySet) -> bytes:
-    return keys.content_key(keys.content_key_ids[0])
-
-
-def blob_span(model_path: Path, tensor: str) -> tuple[Path, int, int]:
-    model = onnx.load(str(model_path), load_external_data=False)
-    t = next(t for t in model.graph.initializer if t.name == tensor + SEALED_SUFFIX)
-    info = {e.key: e.value for e in t.external_data}
-    return model_path.parent / info["location"], int(info["offset"]), int(info["length"])
 
 
 class OrtCreations:

@@ -44,13 +44,20 @@ def test_exactly_one_onnxruntime_distribution(tmp_path):
         check_ort_distribution([str(tmp_path)])
 
 
-def test_import_fails_with_two_distributions_and_says_what_to_run(tmp_path):
+def test_onnxruntime_import_fails_with_two_distributions_and_says_what_to_run(tmp_path):
+    """``import ortseal`` works (keys, blobs, sealing need no ORT); what imports ONNX Runtime checks first."""
     fake_distribution(tmp_path, "onnxruntime-gpu", "1.31.1")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    r = subprocess.run([sys.executable, "-c", "import ortseal"], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 1 and "ImportError" in r.stderr and "pip uninstall -y" in r.stderr
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), str(tmp_path)])}
+    env.pop("ORTSEAL_SKIP_ORT_CHECK", None)
+    assert subprocess.run([sys.executable, "-c", "import ortseal; ortseal.KeySet.generate()"], env=env,
+                          timeout=120).returncode == 0
+    for needs_ort in ("from ortseal import InferenceSession", "import ortseal.ops.session",
+                      "import ortseal; ortseal.fallback_session_options"):
+        r = subprocess.run([sys.executable, "-c", needs_ort], capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 1 and "ImportError: 2 ONNX Runtime" in r.stderr and "pip uninstall -y" in r.stderr
     env["ORTSEAL_SKIP_ORT_CHECK"] = "1"
-    assert subprocess.run([sys.executable, "-c", "import ortseal"], env=env, timeout=120).returncode == 0
+    assert subprocess.run([sys.executable, "-c", "from ortseal import InferenceSession"], env=env,
+                          timeout=120).returncode == 0
 
 
 def test_tensorrt_provider_checks_the_runtime_first(tmp_path, keys):
@@ -148,7 +155,8 @@ def test_passphrase_from_file_and_descriptor(tmp_path):
     assert both.returncode == 1 and "one way" in both.stderr
 
 
-@pytest.mark.parametrize("module", ["ortseal.ops.commands", "ortseal.ep_plugin.commands", "ortseal.cli"])
+@pytest.mark.parametrize("module", ["ortseal.ops.commands", "ortseal.ep_plugin.commands", "ortseal.cli", "ortseal.demo",
+                                    "ortseal.ops.demo", "ortseal.ep_plugin.demo"])
 def test_cli_modules_import_on_their_own(module):
     """No import circle: each command module imports first without the others."""
     r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)

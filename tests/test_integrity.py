@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import contains_run
-from forge import keep_tag_rewrite
+from forge import blob_span, content_key, device_of, keep_tag_rewrite
 from models import big_embedding, transformer_like
 
 import ortseal
@@ -30,23 +30,6 @@ from ortseal.ops.ramdir import FOLDER_PREFIX, private_folder, remove_stale_folde
 
 CPU = ["CPUExecutionProvider"]
 ROOT = Path(__file__).parents[1]
-
-
-def device_of(publisher: KeySet) -> KeySet:
-    """What a device holds: the content key and the publisher's public key, no signing key."""
-    return KeySet.merge(publisher.without_signing(), publisher.public())
-
-
-def content_key(keys: KeySet) -> bytes:
-    return keys.content_key(keys.content_key_ids[0])
-
-
-def blob_span(model_path: Path, tensor: str) -> tuple[Path, int, int]:
-    """``(data file, offset, length)`` of a sealed tensor's blob."""
-    model = onnx.load(str(model_path), load_external_data=False)
-    t = next(t for t in model.graph.initializer if t.name == tensor + SEALED_SUFFIX)
-    info = {e.key: e.value for e in t.external_data}
-    return model_path.parent / info["location"], int(info["offset"]), int(info["length"])
 
 
 @pytest.fixture(scope="module")

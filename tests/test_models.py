@@ -254,7 +254,7 @@ def test_constant_nodes_sealed_in_graphs_subgraphs_and_functions(tmp_path, keys)
     assert [(p.name, p.reason, p.detail) for p in summary.left_plain] == [("labels", "excluded", "")]
     infos = {i.name: i for i in ortseal.inspect_model(dst)}
     assert {n: (i.source, i.scope) for n, i in infos.items()} == {
-        "c_main": ("Constant", "/"), "c_list": ("Constant", "/"), "w_else": ("initializer", "/choose.else_branch"),
+        "c_main": ("Constant", ""), "c_list": ("Constant", ""), "w_else": ("initializer", "/choose.else_branch"),
         "c_then": ("Constant", "/choose.then_branch"), "c_fn": ("Constant", "fn:ai.test:Proj")}
     for f in sealed_files(dst):
         for w in weights.values():

@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import shutil
+import site
 import subprocess
 import sys
 import tarfile
@@ -22,9 +23,25 @@ MANYLINUX_GLIBC = (2, 17)
 
 
 def glibc_needed(library: bytes) -> tuple[int, ...]:
-    """The highest GLIBC symbol version an ELF library asks for (from its version-needed strings)."""
+    """The highest GLIBC symbol version an ELF library asks for (from its version-needed strings). Enough for a
+    library that links libc alone (no auditwheel needed: it would add two test dependencies to say the same)."""
     versions = [tuple(int(p) for p in m.split(b".")) for m in re.findall(rb"GLIBC_(\d+(?:\.\d+)+)", library)]
     return max(versions, default=(0,))
+
+
+def venv_seeing_this_environment(venv: Path) -> str:
+    """A fresh virtual environment whose Python also sees the packages of the one running the tests (after its
+    own): the test dependencies come from here, offline, whether the tests run in a virtual environment or in
+    the machine's Python (``--system-site-packages`` would link the *base* interpreter's, empty in a venv).
+    A ``.pth`` file lists this environment's site folders; their own ``.pth`` files are not run, so an
+    editable ortseal installed here stays out. Returns the new environment's python."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = str(venv / "bin" / "python")
+    own = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], check=True,
+                         capture_output=True, text=True, timeout=120).stdout.strip()
+    sites = site.getsitepackages() + ([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])
+    (Path(own) / "running-environment.pth").write_text("".join(f"{p}\n" for p in sites if os.path.isdir(p)))
+    return python
 
 
 @pytest.mark.slow
@@ -57,10 +74,9 @@ def test_wheel_and_sdist_build_install_and_pass_the_tests(tmp_path):
         assert (src / needed).exists(), f"the sdist lacks {needed}"
 
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
-    python = str(venv / "bin" / "python")
-    install = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-                             capture_output=True, text=True, timeout=600)
+    python = venv_seeing_this_environment(venv)
+    install = subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--ignore-installed",
+                              str(wheel)], capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr
     shutil.rmtree(src / "ortseal")  # the tests must import the installed wheel, not these sources
     where = subprocess.run([python, "-c", "import ortseal, ortseal.ep_plugin.shim as s; print(ortseal.__file__); "

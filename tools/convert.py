@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Seal the initializers of an ONNX model: a thin wrapper of ``ortseal seal``.
+"""Seal the initializers of an ONNX model: ``ortseal seal`` under another name.
 
     python tools/convert.py SRC -o DST --keys KEYS [--min-bytes N] [--include REGEX] [--exclude REGEX]
         [--model-name NAME] [--release N] [--no-sign]
@@ -7,7 +7,7 @@
 
 import sys
 
-from ortseal.cli import main
+from ortseal.ops.commands import seal
 
 if __name__ == "__main__":
-    main(["seal", *sys.argv[1:]], prog_name="tools/convert.py")
+    seal.main(sys.argv[1:], prog_name="tools/convert.py")  # behind the ortseal error boundary, as in ortseal seal

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from .._atomic import lock_held, temp_files
-from ..clikit import Passphrase, echo_rows, fail_cleanly, keys_option, load_keys, passphrase_options
+from ..clikit import Group, Passphrase, echo_json, echo_rows, json_option, keys_option, load_keys, passphrase_options
 from ..errors import OrtsealError, TamperedError
 from .provider import QUARANTINE
 from .vault import ENGINE_SUFFIX, read_engine_header, verify_engine_file
@@ -30,17 +30,18 @@ def _engine_files(directory: str) -> list[Path]:
     return sorted(root.glob(f"*{ENGINE_SUFFIX}")) + sorted((root / QUARANTINE).glob(f"*{ENGINE_SUFFIX}"))
 
 
-@click.group()
+@click.group(cls=Group)
 def cache() -> None:
     """Inspect and check a sealed TensorRT engine cache directory."""
 
 
 @cache.command("list")
 @click.argument("directory", type=click.Path(file_okay=False))
-@fail_cleanly
-def list_cache(directory: str) -> None:
+@json_option
+def list_cache(directory: str, as_json: bool) -> None:
     """List engines in DIRECTORY with sizes, key ids, signer and state (no keys needed)."""
-    rows = [("file", "bytes", "engine bytes", "key id", "signer", "state")]
+    header = ("file", "bytes", "engine bytes", "key id", "signer", "state")
+    rows = [header]
     for path in _engine_files(directory):
         name = str(path.relative_to(directory))
         state = "quarantined" if path.parent.name == QUARANTINE else "sealed"
@@ -59,6 +60,12 @@ def list_cache(directory: str) -> None:
         state = "partial: being written" if lock_held(tmp) else "partial: writer killed (removed by the next " \
                                                                    "tensorrt_provider on this cache)"
         rows.append((tmp.name, str(tmp.lstat().st_size), "-", "-", "-", state))
+    if as_json:
+        keys = ("file", "bytes", "engine_bytes", "key_id", "signer", "state")
+        echo_json({"ok": True, "directory": os.path.abspath(directory), "engines": [
+            {k: (None if v == "-" else int(v) if k.endswith("bytes") else v) for k, v in zip(keys, row)}
+            for row in rows[1:]]})
+        return
     echo_rows(rows)
     if len(rows) == 1:
         click.echo(f"(no *{ENGINE_SUFFIX} files)")
@@ -68,19 +75,27 @@ def list_cache(directory: str) -> None:
 @click.argument("directory", type=click.Path(file_okay=False))
 @keys_option
 @passphrase_options
-@fail_cleanly
-def verify_cache(directory: str, keys_path: str, passphrase: Passphrase) -> None:
-    """Fully verify every engine in DIRECTORY; exit 1 naming each bad file."""
+@json_option
+def verify_cache(directory: str, keys_path: str, passphrase: Passphrase, as_json: bool) -> None:
+    """Fully verify every engine in DIRECTORY; exit 1 naming each bad file, or when there is none to verify."""
     keys = load_keys(keys_path, passphrase)
-    bad = 0
     files = [p for p in _engine_files(directory) if p.parent.name != QUARANTINE]
+    if not files:  # a gate with nothing to check must not pass
+        raise click.ClickException(f"no *{ENGINE_SUFFIX} engine files in {os.path.abspath(directory)}: nothing "
+                                   "to verify (is it the trt_engine_cache_path?)")
+    results = []
     for path in files:
         try:
             verify_engine_file(path, keys)
-            click.echo(f"ok   {path.name}")
+            results.append({"file": path.name, "ok": True})
         except (OrtsealError, OSError) as exc:
-            bad += 1
-            click.echo(f"BAD  {path.name}: {type(exc).__name__}: {exc}")
-    click.echo(f"{len(files) - bad} ok, {bad} bad in {os.path.abspath(directory)}")
+            results.append({"file": path.name, "ok": False, "error": type(exc).__name__, "message": str(exc)})
+    bad = sum(not r["ok"] for r in results)
+    if as_json:
+        echo_json({"ok": not bad, "directory": os.path.abspath(directory), "engines": results})
+    else:
+        for r in results:
+            click.echo(f"ok   {r['file']}" if r["ok"] else f"BAD  {r['file']}: {r['error']}: {r['message']}")
+        click.echo(f"{len(files) - bad} ok, {bad} bad in {os.path.abspath(directory)}")
     if bad:
         sys.exit(1)

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..demo import DemoFailure, say
+from .._demokit import DemoFailure, say
 from ..keys import KeySet
 from .harness import EngineLoadError, TensorrtEpHarness, harness_provider
 

@@ -28,7 +28,7 @@ def tensorrt_preflight() -> str:
     """Check that this process can run ORT's TensorRT EP: the ORT build has it, its provider library is
     there, and that library loads with every library it needs (TensorRT, CUDA). Returns what was found;
     raises :class:`ProviderUnavailableError` naming what is missing and what to install."""
-    import onnxruntime as ort
+    from .._runtime import onnxruntime as ort
 
     found = ort_distributions()
     dists = ", ".join(f"{n} {v}" for n, v in found) or "onnxruntime"
@@ -79,6 +79,6 @@ def _preload_pip_libraries() -> None:
         with contextlib.suppress(Exception):
             importlib.import_module(module)
     with contextlib.suppress(Exception):
-        import onnxruntime as ort
+        from .._runtime import onnxruntime as ort
 
         ort.preload_dlls()

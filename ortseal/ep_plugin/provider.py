@@ -12,7 +12,7 @@ from typing import Any
 from .._atomic import remove_stale_temps
 from ..blob import check_release
 from ..errors import OrtsealError, UnsafeOptionError
-from ..keys import KeySet
+from ..keys import KeySet, as_keyset
 from ..ops.options import PROVIDER_WRITERS, TRUE_VALUES, option_str, refuse_tensorrt_writers
 from .preflight import PROVIDER, tensorrt_preflight
 from .shim import shim_path
@@ -61,8 +61,8 @@ def quarantine_bad_engines(cache_dir: str, vault: Vault) -> list[Path]:
     return moved
 
 
-def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *, on_tamper: str = "raise",
-                      release: int = 0, min_release: int | None = None,
+def tensorrt_provider(keys: KeySet | str | os.PathLike[str], options: Mapping[str, Any] | None = None, *,
+                      on_tamper: str = "raise", release: int = 0, min_release: int | None = None,
                       check_runtime: bool = True) -> tuple[str, dict[str, str]]:
     """``("TensorrtExecutionProvider", options)`` with the engine cache sealed by ``keys``.
 
@@ -78,8 +78,7 @@ def tensorrt_provider(keys: KeySet, options: Mapping[str, Any] | None = None, *,
     CPU with the engine cache unused. ``check_runtime=False`` is for code that drives the shim itself
     (tests, the demo). ``ortseal.InferenceSession`` also turns ORT's fallback off for such a session.
     """
-    if not isinstance(keys, KeySet):
-        raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
+    keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     if on_tamper not in ("raise", "rebuild"):
         raise ValueError(f"on_tamper must be 'raise' or 'rebuild', got {on_tamper!r}")
     if check_runtime:

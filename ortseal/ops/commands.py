@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 
 import click
 
-from ..clikit import Passphrase, echo_rows, fail_cleanly, keys_option, load_keys, passphrase_options, quiet
-from .inspect import inspect_model, verify_model
+from ..clikit import Command, Passphrase, echo_json, echo_rows, json_option, keys_option, load_keys, passphrase_options, \
+    quiet, refuse_dash
+from .inspect import SealedTensorInfo, inspect_model, verify_model
 from .model import load_model
-from .seal import PlainTensor, format_size, plaintext_report, seal_model, summarize_plain
+from .seal import REASON_SMALL, PlainTensor, format_size, plaintext_report, seal_model, summarize_plain
+
+MAIN_GRAPH = "(main graph)"  # how the tables show scope "" (the main graph; docs/sealed-models.md)
 
 
-@click.command()
+@click.command(cls=Command)
 @click.argument("src", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False), help="Sealed model to write.")
 @keys_option
@@ -29,82 +31,121 @@ from .seal import PlainTensor, format_size, plaintext_report, seal_model, summar
 @click.option("--release", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Release number in the signed manifest; devices can refuse older ones (--min-release).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
-@fail_cleanly
+@json_option
 def seal(src: str, dst: str, keys_path: str, passphrase: Passphrase, min_bytes: int, include: str | None,
          exclude: str | None, no_sign: bool, inline: bool, model_name: str | None, release: int,
-         overwrite: bool) -> None:
+         overwrite: bool, as_json: bool) -> None:
     """Seal the weights of SRC (initializers and Constant nodes) into a new model (payloads in <output>.data)."""
+    refuse_dash(src, "SRC", "seal reads the model and its external data files from a folder: give its path")
+    refuse_dash(dst, "--output", "seal writes a model and its .data file: give a file name")
     keys = load_keys(keys_path, passphrase)
     summary = seal_model(src, dst, keys, min_bytes=min_bytes, include=include, exclude=exclude, sign=not no_sign,
                          external_data=not inline, model_name=model_name, release=release, overwrite=overwrite,
-                         progress=not quiet())
+                         progress=not quiet() and not as_json)
+    if as_json:
+        echo_json({"ok": True, "model": str(summary.model), "data_file": summary.data_file and str(summary.data_file),
+                   "sealed": list(summary.sealed), "sealed_bytes": summary.plaintext_bytes,
+                   "left_plain_summary": summarize_plain(summary.left_plain)})
+        return
     data = f" + {summary.data_file}" if summary.data_file else ""
     click.echo(f"sealed {len(summary.sealed)} tensors ({format_size(summary.plaintext_bytes)}) -> {summary.model}{data}")
     click.echo(summarize_plain(summary.left_plain) + ("" if not summary.left_plain else
                                                       f"; list them with: ortseal inspect {summary.model}"))
 
 
-def print_plain(left: list[PlainTensor]) -> None:
-    """What a model holds in plaintext, a line per tensor, then the summary by reason."""
-    if left:
+def shown_plain(left: list[PlainTensor], show_all: bool) -> list[PlainTensor]:
+    """The plaintext tensors listed one by one: all with ``--all``, else all but those below --min-bytes
+    (a real model has scores of 4-8 byte Constants; the summary line counts them)."""
+    return list(left) if show_all else [p for p in left if p.reason != REASON_SMALL]
+
+
+def print_plain(left: list[PlainTensor], show_all: bool = False) -> None:
+    """What a model holds in plaintext, a line per tensor (below --min-bytes only with ``show_all``), then
+    the summary by reason."""
+    shown = shown_plain(left, show_all)
+    if shown:
         echo_rows([("plaintext", "scope", "from", "size", "why")] + [
-            (p.name, p.scope or "/", p.source, "?" if p.nbytes is None else format_size(p.nbytes),
-             f"{p.reason} ({p.detail})" if p.detail else p.reason) for p in left])
-    click.echo(summarize_plain(left))
+            (p.name, p.scope or MAIN_GRAPH, p.source, "?" if p.nbytes is None else format_size(p.nbytes),
+             f"{p.reason} ({p.detail})" if p.detail else p.reason) for p in shown])
+    hidden = len(left) - len(shown)
+    click.echo(summarize_plain(left) + (f" ({hidden} below --min-bytes not listed: --all lists them)" if hidden else ""))
 
 
-def print_table(infos: list) -> None:
-    """The human-readable table of ``ortseal inspect``."""
-    rows = [("tensor", "scope", "from", "dtype", "shape", "size", "sealed", "key id", "signer", "v")]
-    rows += [(i.name, i.scope, i.source, i.dtype, "x".join(map(str, i.shape)) or "scalar",
-              format_size(i.plaintext_bytes), format_size(i.sealed_bytes), i.key_id, i.signer or "(unsigned)",
-              str(i.format_version)) for i in infos]
+def print_table(infos: list[SealedTensorInfo]) -> None:
+    """The sealed tensors as ``ortseal inspect`` shows them, then the manifest line (the only signature: the
+    tensors' blobs are bound by the signed manifest, not signed one by one)."""
+    rows = [("tensor", "scope", "from", "dtype", "shape", "size", "sealed", "key id", "v")]
+    rows += [(i.name, i.scope or MAIN_GRAPH, i.source, i.dtype, "x".join(map(str, i.shape)) or "scalar",
+              format_size(i.plaintext_bytes), format_size(i.sealed_bytes), i.key_id, str(i.format_version))
+             for i in infos]
     echo_rows(rows)
     total = sum(i.plaintext_bytes for i in infos)
-    click.echo(f"{len(infos)} sealed tensors, {format_size(total)}; model {infos[0].model!r}, release {infos[0].release}, "
-               f"manifest signer {infos[0].signer or '(unsigned)'} (not verified: use ortseal verify)")
+    first = infos[0]
+    click.echo(f"{len(infos)} sealed tensors, {format_size(total)}; manifest: model {first.model!r}, release "
+               f"{first.release}, signed by {first.manifest_signer or '(unsigned)'} (not verified here: use ortseal "
+               "verify)")
 
 
-@click.command()
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print JSON for tools instead of a table.")
-@fail_cleanly
-def inspect(model: str, as_json: bool) -> None:
-    """Show which tensors of MODEL are sealed (sizes, key ids, signer) and which are left plaintext, and why
-    (no keys needed)."""
-    infos = inspect_model(model)
-    left = plaintext_report(load_model(model).model) if infos else []
+def _plain_json(left: list[PlainTensor], show_all: bool) -> dict:
+    shown = shown_plain(left, show_all)
+    return {"left_plain": [asdict(p) for p in shown], "left_plain_not_listed": len(left) - len(shown),
+            "left_plain_summary": summarize_plain(left)}
+
+
+def _model_arg(model: str) -> str | bytes:
+    """A model path, or the bytes of a model given on stdin as ``-`` (one without external data)."""
+    return sys.stdin.buffer.read() if model == "-" else model
+
+
+@click.command(cls=Command)
+@click.argument("model", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--all", "show_all", is_flag=True, help="List every plaintext tensor, the small ones too.")
+@json_option
+def inspect(model: str, show_all: bool, as_json: bool) -> None:
+    """Show which tensors of MODEL (- for stdin: a model without external data) are sealed (sizes, key ids,
+    the manifest's signer) and which are left plaintext, and why (no keys needed)."""
+    source = _model_arg(model)
+    infos = inspect_model(source)
+    left = plaintext_report(load_model(source).model) if infos else []
     if as_json:
-        click.echo(json.dumps({"model": model, "sealed": [i.as_dict() for i in infos],
-                               "left_plain": [asdict(p) for p in left]}, indent=2))
+        manifest = {"model": infos[0].model, "release": infos[0].release,
+                    "signer": infos[0].manifest_signer} if infos else None
+        echo_json({"model": model, "manifest": manifest, "sealed": [
+            {k: v for k, v in i.as_dict().items() if k not in ("model", "release", "manifest_signer")} for i in infos],
+            **_plain_json(left, show_all)})
     elif not infos:
         click.echo(f"{model}: no sealed tensors")
     else:
         print_table(infos)
-        print_plain(left)
+        print_plain(left, show_all)
 
 
-@click.command()
-@click.argument("model", type=click.Path(dir_okay=False))
+@click.command(cls=Command)
+@click.argument("model", type=click.Path(dir_okay=False, allow_dash=True))
 @keys_option
 @passphrase_options
 @click.option("--min-release", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Refuse a model whose signed release is older.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (on failure too).")
-def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int, as_json: bool) -> None:
-    """Check MODEL as a device opens it: signed manifest, release, graph binding, every sealed blob, and (with
-    content keys) decryption and ONNX Runtime opening the graph. Keeps no plaintext. Exit 0 or 1."""
-    keys = load_keys(keys_path, passphrase)  # a missing or unreadable keyset is reported as such
+@click.option("--all", "show_all", is_flag=True, help="List every plaintext tensor in --json, the small ones too.")
+@json_option
+def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int, show_all: bool, as_json: bool) -> None:
+    """Check MODEL (- for stdin: a model without external data) as a device opens it: signed manifest,
+    release, graph binding, every sealed blob, and (with content keys) decryption and ONNX Runtime opening
+    the graph. Keeps no plaintext. Exit 0 or 1."""
+    if model == "-" and keys_path == "-":
+        raise click.UsageError("MODEL and --keys cannot both come from stdin")
+    keys = load_keys(keys_path, passphrase)  # a bad keyset fails through the error boundary (JSON with --json)
     try:
-        report = verify_model(model, keys, min_release=min_release)
+        report = verify_model(_model_arg(model), keys, min_release=min_release)
     except Exception as exc:  # noqa: BLE001 - any failure is a failed verification, reported on one line
         if as_json:
-            click.echo(json.dumps({"ok": False, "path": model, "error": type(exc).__name__, "message": str(exc)}))
+            echo_json({"ok": False, "path": model, "error": type(exc).__name__, "message": str(exc)})
         else:
             click.echo(f"FAILED {model}: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
     if as_json:
-        click.echo(json.dumps({"ok": True, "path": model, **report.as_dict()}, indent=2))
+        doc = {k: v for k, v in report.as_dict().items() if k != "left_plain"}
+        echo_json({"ok": True, "path": model, **doc, **_plain_json(report.left_plain, show_all)})
         return
     signer = f"signed by {report.signer}" if report.signer else "unsigned (this keyset allows it)"
     click.echo(f"ok {model}: model {report.model!r} release {report.release}, {signer}; graph binding and "

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
-import onnxruntime.datasets
 from onnx import helper
 
-from ..demo import DemoFailure, expect_refused, say
+from .._runtime import onnxruntime as ort
+
+from .._demokit import DemoFailure, expect_refused, say
 from ..keys import KeySet
 from .commands import print_table
 from .inspect import inspect_model
@@ -22,10 +22,16 @@ from .session import InferenceSession
 DEMO_MODEL = "mul_1.onnx"  # onnxruntime.datasets: Y = X * W, W a float initializer
 
 
+def _example(name: str) -> str:
+    from onnxruntime.datasets import get_example  # onnxruntime itself was imported (and checked) above
+
+    return get_example(name)
+
+
 def model_steps(work: Path, keys: KeySet) -> None:
     say(f"\n== 2. A sealed model: onnxruntime.datasets/{DEMO_MODEL} ==")
     plain = work / DEMO_MODEL
-    shutil.copy(onnxruntime.datasets.get_example(DEMO_MODEL), plain)
+    shutil.copy(_example(DEMO_MODEL), plain)
     sealed = work / "mul_1.sealed.onnx"
     summary = seal_model(plain, sealed, keys, min_bytes=1)
     assert summary.data_file is not None  # external data is the default

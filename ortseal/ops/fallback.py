@@ -27,11 +27,12 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, helper
 
+from .._runtime import onnxruntime as ort
+
 from ..errors import FormatError
-from ..keys import KeySet
+from ..keys import KeySet, as_keyset
 from .model import is_external, is_unseal, iter_bodies, load_model, malformed_is_format_error
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, RAW, kind_name
 from .verified import verify_sealed
@@ -93,7 +94,7 @@ def _register_kernel() -> str:
         return str(_state["op_type"])
 
 
-def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | None = None, *,
+def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options: ort.SessionOptions | None = None, *,
                              model: str | os.PathLike[str] | bytes, min_release: int = 0,
                              data_dir: str | None = None) -> FallbackModel:
     """Verify the sealed ``model`` in full (read once: signature over the whole file, release, every sealed
@@ -106,8 +107,7 @@ def fallback_session_options(keys: KeySet, sess_options: ort.SessionOptions | No
     Load ``fb.model_bytes``, never the file again: the bytes are what was verified. ``data_dir`` is where the
     external data of a model given as bytes lives. Only models under 2 GiB (the bytes hold every plain tensor).
     """
-    if not isinstance(keys, KeySet):
-        raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
+    keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     loaded = load_model(model, data_dir)
     setup = secrets.token_hex(8)
     opened: dict[tuple[str, str], np.ndarray] = {}

@@ -10,7 +10,7 @@ from onnx import helper
 
 from ..blob import BlobSource, read_header
 from ..errors import FormatError
-from ..keys import KeySet
+from ..keys import KeySet, as_keyset
 from .manifest import MANIFEST_KEY, Manifest, read_record
 from .model import DataFiles, LoadedModel, find_sealed, is_external, load_model, malformed_is_format_error
 from .opening import open_sealed_model
@@ -30,10 +30,12 @@ class SealedTensorInfo:
     plaintext_bytes: int
     sealed_bytes: int
     key_id: str
-    signer: str | None
     format_version: int
+    # the model's, the same for every tensor (a tensor's blob is not signed itself: the model's seal record
+    # signs the manifest naming its digest); the signer is the one the seal record names, not verified here
     model: str
     release: int
+    manifest_signer: str | None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,11 +64,10 @@ def _inspect(loaded: LoadedModel) -> list[SealedTensorInfo]:
         for st in sealed:
             source = files.source(st.blob) if is_external(st.blob) else BlobSource(st.blob.raw_data)
             header = read_header(source, kind="model")
-            infos.append(SealedTensorInfo(st.name, st.scope or "/", "Constant" if st.constant else "initializer",
+            infos.append(SealedTensorInfo(st.name, st.scope, "Constant" if st.constant else "initializer",
                                           helper.tensor_dtype_to_string(st.dtype).split(".")[-1], st.shape,
-                                          header.plaintext_length, source.size, header.key_id,
-                                          record.signer_id if record else None, header.version, manifest.model,
-                                          manifest.release))
+                                          header.plaintext_length, source.size, header.key_id, header.version,
+                                          manifest.model, manifest.release, record.signer_id if record else None))
     return infos
 
 
@@ -86,8 +87,8 @@ class VerifyReport:
         return asdict(self)
 
 
-def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet, *, min_release: int = 0,
-                 sess_options: Any = None, data_dir: str | None = None) -> VerifyReport:
+def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet | str | os.PathLike[str], *,
+                 min_release: int = 0, sess_options: Any = None, data_dir: str | None = None) -> VerifyReport:
     """Check a sealed model as a device opens it, and keep nothing.
 
     The file is read once and checked in the order ``ortseal.InferenceSession`` checks it (signature over the
@@ -99,6 +100,7 @@ def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet, *,
 
     Raises ``TamperedError`` (``RollbackError``), ``KeyNotFoundError`` or ``FormatError`` naming what failed.
     """
+    keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     loaded = load_model(path_or_bytes, data_dir)
     decrypted = keys.has_content_keys
     with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release) as verified:
@@ -118,7 +120,7 @@ def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet, *,
 
 
 def _ort_opens(model: str | bytes | None, sess_options: Any) -> None:
-    import onnxruntime as ort  # only verification that opens needs ONNX Runtime
+    from .._runtime import onnxruntime as ort  # only verification that opens needs ONNX Runtime
 
     try:
         ort.InferenceSession(model, sess_options, providers=["CPUExecutionProvider"])

@@ -449,13 +449,14 @@ def _set_metadata(model: ModelProto, entries: dict[str, str]) -> None:
 def _nothing_to_seal(src: Path, min_bytes: int, include: str | None, exclude: str | None,
                      left: list[PlainTensor]) -> str:
     """Why nothing was selected, with the option that would change it."""
-    base = (f"no constant tensor of {src} to seal with --min-bytes {min_bytes}, --include {include!r}, "
-            f"--exclude {exclude!r}")
+    given = "".join(f", --{k} {v!r}" for k, v in (("include", include), ("exclude", exclude)) if v is not None)
+    base = f"no constant tensor of {src} to seal with --min-bytes {min_bytes}{given}"
     if not left:
         return base + ": the model has no initializer or Constant node"
     if any(p.reason == REASON_SMALL for p in left):
         return base + "; smaller tensors are sealed with a lower --min-bytes"
-    return base + f"; all {len(left)} are excluded: widen --include or narrow --exclude"
+    fix = " or ".join(what for what, given in (("widen --include", include), ("narrow --exclude", exclude)) if given)
+    return base + f"; all {len(left)} are excluded: {fix}"
 
 
 def _inline_attribute_tensors(model: ModelProto, files: DataFiles) -> None:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import onnxruntime as ort
+from .._runtime import onnxruntime as ort
 
 from ..ep_plugin.preflight import PROVIDER as TENSORRT
 from ..ep_plugin.shim import shim_path
@@ -18,7 +18,7 @@ from ..errors import (
     ProviderUnavailableError,
     TamperedError,
 )
-from ..keys import KeySet
+from ..keys import KeySet, as_keyset
 from .manifest import read_record
 from .model import LoadedModel, is_sealed_model, load_model, malformed_is_format_error, read_model
 from .opening import Opened, open_sealed_model
@@ -48,8 +48,7 @@ class InferenceSession(ort.InferenceSession):
                  providers: Sequence[str | tuple[str, dict[Any, Any]]] | None = None,
                  provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet | str | os.PathLike[str] |
                  None = None, min_release: int = 0, **kwargs: Any) -> None:
-        if keys is not None and not isinstance(keys, KeySet):
-            raise TypeError(f"keys must be an ortseal.KeySet, got {type(keys).__name__}")
+        keys = None if keys is None else as_keyset(keys)  # a KeySet, or a keyset file's path
         self._ortseal_keys = keys
         self._ortseal_min_release = check_release(min_release, "min_release")
         self._ortseal_loaded: LoadedModel | None = None
