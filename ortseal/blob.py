@@ -415,9 +415,15 @@ class Opener:
     """
 
     def __init__(self, source: BlobSource, keys: KeySet, *, context: Context, expected_digest: bytes | None = None,
-                 purpose: str = PURPOSE_BLOB, min_release: int = 0, kind: str = "blob", need_key: bool = True) -> None:
+                 purpose: str = PURPOSE_BLOB, min_release: int = 0, kind: str = "blob", need_key: bool = True,
+                 key_id: str | None = None, plaintext_length: int | None = None) -> None:
         self._source = source
         h = self.header = parse_header(source.read(0, min(MAX_HEADER_SIZE, source.size)), kind=kind)
+        # What the caller's signed manifest says, checked on this one read of the header (never a second).
+        if key_id is not None and h.key_id != key_id:
+            raise TamperedError(f"sealed {kind} names key {h.key_id!r}, its manifest {key_id!r}")
+        if plaintext_length is not None and h.plaintext_length != plaintext_length:
+            raise TamperedError(f"sealed {kind} holds {h.plaintext_length} bytes, its manifest {plaintext_length}")
         if source.size != h.blob_length:
             raise TamperedError(f"sealed {kind} is {source.size} bytes but its header declares {h.blob_length}: "
                                 "truncated, extended or damaged")

@@ -404,3 +404,122 @@ def test_verify_shows_progress_on_a_terminal(tmp_path):
     assert r.returncode == 0 and b"opening s.onnx" in shown and b"\r" in shown
     redirected = subprocess.run(command, capture_output=True, timeout=300)
     assert redirected.returncode == 0 and b"\r" not in redirected.stderr
+
+
+# -- found by attacking format v3: every external byte checked, ids and names from the signed manifest --
+def test_external_sparse_constant_is_sealed_inline(tmp_path):
+    """A Constant whose sparse_value keeps its values in an external file: sealing takes them in, so a file
+    rewritten afterwards changes nothing; an HMAC-sealed model that points one outside is refused."""
+    from ortseal.ops.manifest import body_digest, make_record, read_record
+    from ortseal.ops.model import set_external
+
+    n = 64
+    vals = np.full(4, 1.0, np.float32)
+    (tmp_path / "sp.bin").write_bytes(vals.tobytes())
+    values = numpy_helper.from_array(vals, "sv")
+    set_external(values, "sp.bin", 0, vals.nbytes)
+    sparse = helper.make_sparse_tensor(values, numpy_helper.from_array(np.arange(4, dtype=np.int64), "si"), [1, n])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y0"]),
+                               helper.make_node("Constant", [], ["S"], sparse_value=sparse),
+                               helper.make_node("Add", ["y0", "S"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              [numpy_helper.from_array(np.eye(n, dtype=np.float32), "W")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION),
+              str(tmp_path / "m.onnx"))
+    keys = KeySet(content_keys={"k": os.urandom(32)}, allow_unsigned=True)
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "s.onnx", keys, min_bytes=64, include="^W$", sign=False)
+    x = np.ones((1, n), np.float32)
+    want = ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=CPU, keys=keys).run(None, {"x": x})[0]
+    (tmp_path / "sp.bin").write_bytes(np.full(4, 1000.0, np.float32).tobytes())
+    assert ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=CPU, keys=keys).run(None, {"x": x})[0].tobytes() \
+        == want.tobytes()
+    # a content-key holder re-seals (HMAC) a model whose sparse values point at a file: refused, not read
+    data = (tmp_path / "s.onnx").read_bytes()
+    model = onnx.load_from_string(data[:len(data) - read_record(data).size])
+    const = next(n for n in model.graph.node if n.op_type == "Constant" and n.output[0] == "S")
+    set_external(const.attribute[0].sparse_tensor.values, "sp.bin", 0, vals.nbytes)
+    body = model.SerializeToString()
+    (tmp_path / "e.onnx").write_bytes(body + make_record(body_digest(body), keys, sign=False, key_id="k"))
+    with pytest.raises(FormatError, match="only initializers as external data"):
+        ortseal.InferenceSession(str(tmp_path / "e.onnx"), providers=CPU, keys=keys)
+
+
+def test_plain_external_tensor_in_a_function_subgraph_is_checked(tmp_path):
+    """A plain external initializer inside an If branch of a local function is moved into the sealed data
+    file, listed in the manifest and checked like any other: rewritten, it is refused."""
+    n = 64
+    bias = np.full((1, n), 2.0, np.float32)
+    from ortseal.ops.model import set_external
+
+    (tmp_path / "b.bin").write_bytes(bias.tobytes())
+    external_bias = numpy_helper.from_array(bias, "B")
+    set_external(external_bias, "b.bin", 0, bias.nbytes)
+    then_g = helper.make_graph([helper.make_node("Add", ["a", "B"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, n])], [external_bias])
+    else_g = helper.make_graph([helper.make_node("Identity", ["a"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, n])])
+    fn = helper.make_function("local", "F", ["a"], ["b"], [
+        helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(True), "c")),
+        helper.make_node("If", ["c"], ["b"], name="iff", then_branch=then_g, else_branch=else_g)],
+        opset_imports=[helper.make_opsetid("", OPSET)])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y0"]),
+                               helper.make_node("F", ["y0"], ["y"], domain="local")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              [numpy_helper.from_array(np.eye(n, dtype=np.float32), "W")])
+    model = helper.make_model(graph, functions=[fn], ir_version=IR_VERSION,
+                              opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("local", 1)])
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    keys = KeySet.generate()
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "s.onnx", keys, min_bytes=64, exclude="^B$")
+    x = np.ones((1, n), np.float32)
+    got = ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=CPU, keys=keys).run(None, {"x": x})[0]
+    assert got.tobytes() == (x + bias).tobytes()
+    sealed = onnx.load(str(tmp_path / "s.onnx"), load_external_data=False)
+    b = next(t for a in sealed.functions[0].node[1].attribute for t in a.g.initializer if t.name == "B")
+    assert b.data_location == TensorProto.EXTERNAL
+    info = {e.key: e.value for e in b.external_data}
+    raw = bytearray((tmp_path / "s.onnx.data").read_bytes())
+    raw[int(info["offset"]):int(info["offset"]) + 4] = np.array([1000.0], np.float32).tobytes()
+    (tmp_path / "s.onnx.data").write_bytes(bytes(raw))
+    for attempt in (lambda: ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=CPU, keys=keys),
+                    lambda: ortseal.verify_model(tmp_path / "s.onnx", keys.public())):
+        with pytest.raises(TamperedError, match="'B'"):
+            attempt()
+
+
+def test_a_key_id_chosen_by_the_file_never_reaches_the_key_provider(tmp_path):
+    """The blob header is read once and checked against the signed manifest's key id before any key is
+    asked for: a data file naming another key id is refused without the provider seeing that id."""
+    transformer_like(tmp_path / "m.onnx", d=32, vocab=64)
+    publisher = KeySet.generate()
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "s.onnx", publisher, min_bytes=64)
+    real_id = publisher.content_key_ids[0]
+    asked: list[str] = []
+
+    def provider(key_id: str) -> bytes | None:
+        asked.append(key_id)
+        return publisher.content_key(key_id) if key_id == real_id else None
+
+    device = KeySet.merge(KeySet.from_provider(provider), publisher.public())
+    assert ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=CPU, keys=device)
+    data = (tmp_path / "s.onnx.data").read_bytes()
+    (tmp_path / "s.onnx.data").write_bytes(data.replace(real_id.encode(), b"deadbeefdeadbeef"))
+    with pytest.raises(TamperedError, match="names key 'deadbeefdeadbeef'"):
+        ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=CPU, keys=device)
+    assert set(asked) == {real_id}
+
+
+def test_another_model_of_the_same_publisher_is_refused_by_name(tmp_path):
+    transformer_like(tmp_path / "m.onnx", d=32, vocab=64)
+    keys = KeySet.generate()
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "a.onnx", keys, min_bytes=64, model_name="detector")
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "b.onnx", keys, min_bytes=64, model_name="classifier")
+    assert ortseal.verify_model(tmp_path / "a.onnx", keys, model_name="detector").model == "detector"
+    for attempt in (lambda: ortseal.InferenceSession(str(tmp_path / "b.onnx"), providers=CPU, keys=keys,
+                                                     model_name="detector"),
+                    lambda: ortseal.verify_model(tmp_path / "b.onnx", keys, model_name="detector"),
+                    lambda: ortseal.fallback_session_options(keys, model=tmp_path / "b.onnx", model_name="detector")):
+        with pytest.raises(TamperedError, match="'classifier', not 'detector'"):
+            attempt()

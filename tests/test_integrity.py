@@ -167,6 +167,11 @@ ORACLE = textwrap.dedent("""
         "float16": (crafted("Unseal", TensorProto.FLOAT16, wq).SerializeToString(), ["w"], {}),
         "guessed": (crafted("Unseal_" + "0" * 32, TensorProto.FLOAT, wq).SerializeToString(), ["w"], {}),
     }
+    # code holding the handed bytes (the process's op type, a set-up id and slot) and a tensor attribute that
+    # is not UTF-8, which onnxruntime-extensions would abort on if the kernel declared it: no abort
+    not_utf8 = crafted(unseal.op_type, TensorProto.FLOAT, bytes([0xff, 0xfe]))
+    not_utf8.graph.node[0].attribute.extend(a for a in unseal.attribute if a.name in ("setup", "slot"))
+    attempts["not-utf8"] = (not_utf8.SerializeToString(), ["w"], {})
     for name, (model, outputs, feeds) in attempts.items():
         so = ort.SessionOptions()
         so.register_custom_ops_library(get_library_path())        # only the extensions library, no ortseal call
@@ -192,6 +197,7 @@ def test_fallback_kernel_is_no_oracle_and_never_aborts(publisher_model, tmp_path
                         str(tmp_path / "out-"), str(legit.parent / "v4.onnx.data")], capture_output=True, text=True,
                        timeout=300, cwd=ROOT)
     assert r.returncode == 0 and "alive" in r.stdout, r.stderr  # no std::terminate
+    assert (tmp_path / "out-not-utf8.npy").exists()  # it ran (or was refused) without aborting the process
     for name in ("edited", "header", "float16", "guessed"):
         out = np.load(tmp_path / f"out-{name}.npy")
         assert not out.any() and not contains_run(out.tobytes(), weights["wq"].tobytes()), name

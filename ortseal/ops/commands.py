@@ -126,17 +126,19 @@ def inspect(model: str, show_all: bool, as_json: bool) -> None:
 @passphrase_options
 @click.option("--min-release", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Refuse a model whose signed release is older.")
+@click.option("--model-name", metavar="NAME", help="Refuse any model but the one sealed under this name.")
 @click.option("--all", "show_all", is_flag=True, help="List every plaintext tensor in --json, the small ones too.")
 @json_option
-def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int, show_all: bool, as_json: bool) -> None:
-    """Check MODEL (- for stdin: a model without external data) as a device opens it: signed manifest,
-    release, graph binding, every sealed blob, and (with content keys) decryption and ONNX Runtime opening
-    the graph. Keeps no plaintext. Exit 0 or 1."""
+def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int, model_name: str | None,
+           show_all: bool, as_json: bool) -> None:
+    """Check MODEL (- for stdin: a model without external data) as a device opens it: the signature over the
+    whole file, release, every sealed and plain external tensor, and (with content keys) decryption and ONNX
+    Runtime opening the graph. Keeps no plaintext. Exit 0 or 1."""
     if model == "-" and keys_path == "-":
         raise click.UsageError("MODEL and --keys cannot both come from stdin")
     keys = load_keys(keys_path, passphrase)  # a bad keyset fails through the error boundary (JSON with --json)
     try:
-        report = verify_model(_model_arg(model), keys, min_release=min_release)
+        report = verify_model(_model_arg(model), keys, min_release=min_release, model_name=model_name)
     except Exception as exc:  # noqa: BLE001 - any failure is a failed verification, reported on one line
         if as_json:
             echo_json({"ok": False, "path": model, "error": type(exc).__name__, "message": str(exc)})
@@ -147,8 +149,8 @@ def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int,
         doc = {k: v for k, v in report.as_dict().items() if k != "left_plain"}
         echo_json({"ok": True, "path": model, **doc, **_plain_json(report.left_plain, show_all)})
         return
-    signer = f"signed by {report.signer}" if report.signer else "unsigned (this keyset allows it)"
-    click.echo(f"ok {model}: model {report.model!r} release {report.release}, {signer}; graph binding and "
+    signer = f"signed by {report.signer}" if report.signer else "unsigned, its MAC checked (this keyset allows it)"
+    click.echo(f"ok {model}: model {report.model!r} release {report.release}, {signer}; the whole file and "
                f"{report.sealed_tensors} sealed tensors ({format_size(report.sealed_bytes)}) verified")
     if report.decrypted:
         click.echo("decrypted in memory and opened by ONNX Runtime (CPU EP): it opens on a device with this keyset")

@@ -19,7 +19,6 @@ op type but an identity it did not verify gets zeros and an error on the ``ortse
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -39,8 +38,9 @@ from .verified import verify_sealed
 
 log = logging.getLogger("ortseal")
 SETUP_ATTRIBUTE = "setup"
+SLOT_ATTRIBUTE = "slot"
 _lock = threading.Lock()
-_opened: dict[tuple[str, str], np.ndarray] = {}  # (set-up id, tensor identity) -> verified plaintext
+_opened: dict[tuple[int, int], np.ndarray] = {}  # (set-up id, slot) -> verified plaintext
 _state: dict[str, object] = {"warned": False, "op_type": None}
 
 
@@ -53,29 +53,19 @@ class FallbackModel:
     sess_options: ort.SessionOptions
 
 
-def _zeros(identity: str) -> np.ndarray:
-    try:
-        spec = json.loads(identity)
-        dtype = spec["dtype"] if spec["dtype"] in FALLBACK_TYPES else TensorProto.FLOAT
-        return np.zeros(spec["shape"], helper.tensor_dtype_to_np_dtype(dtype))
-    except Exception:  # noqa: BLE001 - never raise into onnxruntime-extensions
-        return np.zeros(0, np.float32)
-
-
-def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, tensor: str = "", fallback_supported: int = 0,
-            setup: str = "") -> np.ndarray:
+def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, setup: int = 0, slot: int = 0) -> np.ndarray:
     with _lock:
-        opened = _opened.get((setup, tensor))
+        opened = _opened.get((setup, slot))
         if opened is not None and not _state["warned"]:
             _state["warned"] = True
             log.warning("ortseal: running sealed weights through the Unseal fallback kernel; every run() copies "
                         "every sealed weight, so per-run cost grows with weight size. Open the model with "
                         "ortseal.InferenceSession instead: it decrypts once and runs at plain-model speed.")
     if opened is None:
-        log.error("ortseal: the Unseal fallback kernel refused a sealed tensor %s of a model it did not verify "
-                  "(load fallback_session_options(...).model_bytes); it returned zeros, so this run's outputs are "
-                  "meaningless", tensor[:200])
-        return _zeros(tensor)
+        log.error("ortseal: the Unseal fallback kernel refused a node of a model it did not verify (load "
+                  "fallback_session_options(...).model_bytes); it returned an empty tensor, so this run's outputs "
+                  "are meaningless")
+        return np.zeros(0, np.float32)
     return opened
 
 
@@ -88,15 +78,17 @@ def _register_kernel() -> str:
             op_type = f"{OP_TYPE}_{secrets.token_hex(16)}"
             onnx_op(op_type=f"{DOMAIN}::{op_type}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
                     outputs=[PyCustomOpDef.undefined],
-                    attrs={"dtype": PyCustomOpDef.dt_int64, "tensor": PyCustomOpDef.dt_string,
-                           "fallback_supported": PyCustomOpDef.dt_int64, SETUP_ATTRIBUTE: PyCustomOpDef.dt_string})(_unseal)
+                    # integers only: onnxruntime-extensions aborts the process on a string attribute that is
+                    # not UTF-8, which a crafted node could hold
+                    attrs={"dtype": PyCustomOpDef.dt_int64, SETUP_ATTRIBUTE: PyCustomOpDef.dt_int64,
+                           SLOT_ATTRIBUTE: PyCustomOpDef.dt_int64})(_unseal)
             _state["op_type"] = op_type
         return str(_state["op_type"])
 
 
 def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options: ort.SessionOptions | None = None, *,
                              model: str | os.PathLike[str] | bytes, min_release: int = 0,
-                             data_dir: str | None = None) -> FallbackModel:
+                             data_dir: str | None = None, model_name: str | None = None) -> FallbackModel:
     """Verify the sealed ``model`` in full (read once: signature over the whole file, release, every sealed
     and plain external tensor), open its tensors into this process's memory for the life of the process, and
     return the model bytes and session options a plain ``onnxruntime.InferenceSession`` needs::
@@ -109,9 +101,10 @@ def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options
     """
     keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     loaded = load_model(model, data_dir)
-    setup = secrets.token_hex(8)
-    opened: dict[tuple[str, str], np.ndarray] = {}
-    with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release) as verified:
+    setup = secrets.randbits(62)
+    opened: dict[tuple[int, int], np.ndarray] = {}
+    with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release,
+                                                                           model_name=model_name) as verified:
         for st in verified.sealed:
             if st.dtype not in FALLBACK_TYPES or st.encoding != RAW:
                 kind = ("a sparse " if st.sparse else "") + kind_name(st.dtype)
@@ -121,11 +114,12 @@ def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options
             out = np.empty(st.shape, helper.tensor_dtype_to_np_dtype(st.dtype))
             verified.opener(st, keys).decrypt_into(memoryview(out.reshape(-1).view(np.uint8)))
             out.setflags(write=False)
-            opened[(setup, st.identity)] = out
-        plain = [verified.read_external(t, entry) for t, entry in verified.externals]
+            opened[(setup, len(opened))] = out  # slot = the tensor's place in verified.sealed
+        plain = [verified.read_external(t, entry) for _, t, entry in verified.externals]
         handed = ModelProto()
         handed.CopyFrom(verified.model)
-    _stamp(handed, _register_kernel(), setup, plain)
+    slots = {st.identity: slot for slot, st in enumerate(verified.sealed)}
+    _stamp(handed, _register_kernel(), setup, slots, plain)
     with _lock:
         _opened.update(opened)
     so = sess_options if sess_options is not None else ort.SessionOptions()
@@ -135,16 +129,19 @@ def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options
     return FallbackModel(handed.SerializeToString(), so)
 
 
-def _stamp(model: ModelProto, op_type: str, setup: str, plain_data: list[bytes]) -> None:
-    """Rename every Unseal node to the kernel's op type and stamp it with the set-up id, empty every blob, and put the verified plain external bytes
-    inline (they come in walk order, as :func:`verify_sealed` lists them), so ORT reads nothing but these bytes."""
+def _stamp(model: ModelProto, op_type: str, setup: int, slots: dict[str, int], plain_data: list[bytes]) -> None:
+    """Rename every Unseal node to the kernel's op type and stamp it with the set-up id and its tensor's slot,
+    empty every blob, and put the verified plain external bytes inline (they come in walk order, as
+    :func:`verify_sealed` lists them), so ORT reads nothing but these bytes."""
     externals = iter(plain_data)
     for _, b in iter_bodies(model):
         blobs = {n.input[0] for n in b.node if is_unseal(n)}
         for n in b.node:
             if is_unseal(n):
                 n.op_type = op_type
-                n.attribute.append(helper.make_attribute(SETUP_ATTRIBUTE, setup))
+                identity = next(a.s for a in n.attribute if a.name == "tensor").decode("utf-8")
+                n.attribute.extend([helper.make_attribute(SETUP_ATTRIBUTE, setup),
+                                    helper.make_attribute(SLOT_ATTRIBUTE, slots[identity])])
             elif n.op_type == "Constant" and n.output and n.output[0] in blobs:
                 for a in n.attribute:
                     if a.type == AttributeProto.TENSOR:

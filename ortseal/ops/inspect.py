@@ -88,7 +88,8 @@ class VerifyReport:
 
 
 def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet | str | os.PathLike[str], *,
-                 min_release: int = 0, sess_options: Any = None, data_dir: str | None = None) -> VerifyReport:
+                 min_release: int = 0, sess_options: Any = None, data_dir: str | None = None,
+                 model_name: str | None = None) -> VerifyReport:
     """Check a sealed model as a device opens it, and keep nothing.
 
     The file is read once and checked in the order ``ortseal.InferenceSession`` checks it (signature over the
@@ -103,14 +104,15 @@ def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet | s
     keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     loaded = load_model(path_or_bytes, data_dir)
     decrypted = keys.has_content_keys
-    with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release) as verified:
+    with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release,
+                                                                           model_name=model_name) as verified:
         if decrypted:
             with open_sealed_model(verified, keys) as opened:
                 _ort_opens(opened.path or opened.model_bytes, sess_options)
         else:
             for st in verified.sealed:
                 verified.opener(st, keys, need_key=False).verify_stored()
-            for t, entry in verified.externals:
+            for _, t, entry in verified.externals:
                 for _ in verified.external_chunks(t, entry):
                     pass
         left_plain = plaintext_report(loaded.model)

@@ -101,6 +101,32 @@ def constant_value(node: NodeProto) -> TensorProto | None:
     return None
 
 
+def external_initializers(model: ModelProto) -> list[tuple[str, TensorProto]]:
+    """``(scope, tensor)`` of every initializer stored as external data, in every graph and subgraph of the
+    model and of its local functions, in walk order (:func:`iter_bodies`)."""
+    return [(scope, t) for scope, b in iter_bodies(model) if isinstance(b, GraphProto) for t in b.initializer
+            if is_external(t)]
+
+
+def stored_tensors(model: ModelProto) -> Iterator[TensorProto]:
+    """Every TensorProto that holds data in ``model``: initializers, sparse initializers' values and indices,
+    and attribute tensors (dense and sparse), in every graph, subgraph and local function."""
+    for _, b in iter_bodies(model):
+        if isinstance(b, GraphProto):
+            yield from b.initializer
+            for sp in b.sparse_initializer:
+                yield from (sp.values, sp.indices)
+        for node in b.node:
+            for a in node.attribute:
+                if a.type == AttributeProto.TENSOR:
+                    yield a.t
+                yield from a.tensors
+                if a.type == AttributeProto.SPARSE_TENSOR:
+                    yield from (a.sparse_tensor.values, a.sparse_tensor.indices)
+                for sp in a.sparse_tensors:
+                    yield from (sp.values, sp.indices)
+
+
 def is_sealed_model(model: ModelProto) -> bool:
     """True if any graph or function of ``model`` holds an Unseal node."""
     return any(is_unseal(n) for _, b in iter_bodies(model) for n in b.node)
@@ -247,6 +273,14 @@ def _open_regular(path: str | os.PathLike[str], what: str) -> tuple[int, os.stat
     return fd, st
 
 
+def _fd_path(fd: int) -> str | None:
+    """The path the kernel has for an open descriptor (Linux ``/proc``), or None where it cannot say."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
 def read_model_file(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a model file, read once from one checked descriptor into memory ortseal owns."""
     fd, st = _open_regular(path, "model file")
@@ -377,6 +411,11 @@ class DataFiles(contextlib.AbstractContextManager):
                 raise FormatError(f"the model names the data file {ref.location!r} (in {self._base}), which is missing; "
                                   "a sealed model's data file keeps the name it was sealed with")
             fd, st = _open_regular(path, "data file")
+            opened = _fd_path(fd)
+            if opened is not None and not opened.startswith(base.rstrip("/") + "/"):
+                os.close(fd)  # a link swapped in after the check above: what was opened is outside the folder
+                raise FormatError(f"tensor {tensor.name!r} has an external-data location outside the model folder: "
+                                  f"{ref.location!r}")
             self._files[ref.location] = fd, st.st_size
         return self._files[ref.location]
 

@@ -38,14 +38,25 @@ from onnx import (
 
 from .._progress import ByteProgress
 from ..blob import Opener, available_cores
-from ..errors import OrtsealError, TamperedError
+from ..errors import FormatError, OrtsealError
 from ..keys import KeySet
 from .manifest import ExternalEntry
-from .model import LIKE_PREFIX, SealedTensor, body, constant_value, is_external, is_unseal, iter_bodies, iter_graphs, set_external
+from .model import (
+    LIKE_PREFIX,
+    SealedTensor,
+    body,
+    constant_value,
+    external_initializers,
+    is_external,
+    is_unseal,
+    iter_bodies,
+    set_external,
+    stored_tensors,
+)
 from .ramdir import RUNTIME_DIR_ENV, PrivateFolder, private_folder, remove_stale_folders, runtime_dirs
 from .schema import DOMAIN
 from .tensors import Value, is_raw_target, restore
-from .verified import VerifiedModel
+from .verified import VerifiedModel, naming
 
 log = logging.getLogger("ortseal")
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
@@ -88,10 +99,6 @@ def _parallel(fn: Callable[[T], None], items: Sequence[T]) -> None:
             errors.append(exc)
     if errors:
         raise errors[0]
-
-
-def _plain_externals(model: ModelProto) -> list[TensorProto]:
-    return [t for _, g in iter_graphs(model.graph) for t in g.initializer if is_external(t)]
 
 
 def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
@@ -149,9 +156,9 @@ def _restored_input(st: SealedTensor) -> ValueInfoProto:
     return helper.make_tensor_value_info(st.name, st.dtype, st.shape)
 
 
-def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> tuple[list[Value], list[TensorProto]]:
+def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> list[Value]:
     """The plain graph's tensors that receive each sealed tensor (initializers, sparse initializers,
-    Constant values and sparse values), and its plain external initializers."""
+    Constant values and sparse values)."""
     by_key: dict[tuple[str, str], Value] = {}
     for scope, b in iter_bodies(plain):
         if isinstance(b, GraphProto):
@@ -165,8 +172,24 @@ def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> tuple[list[Value]
                 for a in n.attribute:
                     if a.name == "sparse_value" and a.type == AttributeProto.SPARSE_TENSOR:
                         by_key.setdefault((scope, n.output[0]), a.sparse_tensor)
-    targets = [by_key[(st.scope, st.name)] for st in sealed]
-    return targets, _plain_externals(plain)
+    return [by_key[(st.scope, st.name)] for st in sealed]
+
+
+def _plain_externals(plain: ModelProto, verified: VerifiedModel) -> list[tuple[TensorProto, ExternalEntry]]:
+    """The plain graph's external initializers, each with what the manifest says of it (by scope and name,
+    as :func:`verify_sealed` paired them)."""
+    by_place = {place: entry for place, _, entry in verified.externals}
+    found = external_initializers(plain)
+    if len(found) != len(by_place) or any((scope, t.name) not in by_place for scope, t in found):
+        raise FormatError("the opened graph's external tensors differ from the verified ones")
+    return [(t, by_place[(scope, t.name)]) for scope, t in found]
+
+
+def _check_nothing_external(plain: ModelProto, ours: set[int]) -> None:
+    """ORT must read no file ortseal did not write: no tensor of ``plain`` may point at external data but
+    the RAM files in ``ours`` (ids of the tensors given them)."""
+    if any(is_external(t) and id(t) not in ours for t in stored_tensors(plain)):
+        raise FormatError("the opened graph would make ONNX Runtime read a file ortseal did not check")
 
 
 @contextlib.contextmanager
@@ -178,8 +201,8 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
     sealed = verified.sealed
     openers = [verified.opener(st, keys) for st in sealed]
     plain = _plain_graph(verified.model, sealed)
-    targets, plain_externals = _targets(plain, sealed)
-    externals = [(t, entry) for t, (_, entry) in zip(plain_externals, verified.externals)]
+    targets = _targets(plain, sealed)
+    externals = _plain_externals(plain, verified)
     total = sum(op.header.plaintext_length for op in openers) + sum(e.length for _, e in externals)
     log.info("ortseal: opening %s: %d sealed tensors, %d plain external, %.1f MiB (model %r release %d, %s)",
              verified.loaded.name, len(sealed), len(externals), total / (1 << 20), verified.manifest.model,
@@ -214,6 +237,7 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
                     continue
                 for (t, size, _), file_name in zip(jobs, names):
                     set_external(t, file_name, 0, size)
+                _check_nothing_external(plain, {id(t) for t, _, _ in jobs})
                 fd = folder.create(verified.loaded.name)
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(plain.SerializeToString())
@@ -233,6 +257,7 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
         for t, entry in large_plain:
             _read_inline(t, entry, verified)
             bar.add(entry.length)
+    _check_nothing_external(plain, set())
     serialized = plain.SerializeToString()
     del plain, targets, large, jobs
     _opened_log(verified, started, None)
@@ -244,19 +269,10 @@ def _opened_log(verified: VerifiedModel, started: float, folder: str | None) -> 
              time.monotonic() - started, folder or "memory")
 
 
-@contextlib.contextmanager
-def _naming(tensor: str) -> Iterator[None]:
-    """Prefix a TamperedError (or RollbackError) with the sealed tensor it is about."""
-    try:
-        yield
-    except TamperedError as exc:
-        raise type(exc)(f"sealed tensor {tensor!r}: {exc}") from None
-
-
 def _decrypt_inline(target: Value, opener: Opener) -> None:
     """Decrypt a sealed tensor into ``target`` itself: raw bytes, or a STRING or sparse tensor parsed back."""
     buf = np.empty(opener.header.plaintext_length, np.uint8)
-    with _naming(target.values.name if isinstance(target, SparseTensorProto) else target.name):
+    with naming(target.values.name if isinstance(target, SparseTensorProto) else target.name):
         opener.decrypt_into(memoryview(buf))
     restore(target, memoryview(buf))
 
@@ -269,7 +285,7 @@ def _read_inline(target: TensorProto, entry: ExternalEntry, verified: VerifiedMo
 
 
 def _decrypt_to(opener: Opener, tensor: str, progress: Callable[[int], object], fd: int, workers: int) -> None:
-    with _naming(tensor):
+    with naming(tensor):
         opener.decrypt_to_file(fd, 0, workers=workers, progress=progress)
 
 

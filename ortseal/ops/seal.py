@@ -45,10 +45,10 @@ from .model import (
     DataFiles,
     blob_tensors,
     body,
+    external_initializers,
     is_external,
     is_sealed_model,
     iter_bodies,
-    iter_graphs,
     load_inline,
     load_model,
     malformed_is_format_error,
@@ -524,19 +524,18 @@ def _move_plain_external(model: ModelProto, files: DataFiles, out: BinaryIO | No
     file ``out``, or inline when there is no data file. Returns their manifest entries (with SHA-256), in walk
     order."""
     entries = []
-    for _, graph in iter_graphs(model.graph):
-        for t in graph.initializer:
-            if not is_external(t) or t.name.endswith(SEALED_SUFFIX):
-                continue
-            if out is None:
-                load_inline(t, files)
-                continue
-            out.write(b"\0" * (-out.tell() % PLAIN_ALIGNMENT))
-            start = out.tell()
-            h = hashlib.sha256()
-            for chunk in files.chunks(t):
-                h.update(chunk)
-                out.write(chunk)
-            set_external(t, location, start, out.tell() - start)
-            entries.append(ExternalEntry(location, start, out.tell() - start, h.digest()))
+    for _, t in external_initializers(model):
+        if t.name.endswith(SEALED_SUFFIX):
+            continue
+        if out is None:
+            load_inline(t, files)
+            continue
+        out.write(b"\0" * (-out.tell() % PLAIN_ALIGNMENT))
+        start = out.tell()
+        h = hashlib.sha256()
+        for chunk in files.chunks(t):
+            h.update(chunk)
+            out.write(chunk)
+        set_external(t, location, start, out.tell() - start)
+        entries.append(ExternalEntry(location, start, out.tell() - start, h.digest()))
     return entries

@@ -37,7 +37,8 @@ class InferenceSession(ort.InferenceSession):
         sess = ortseal.InferenceSession("model.sealed.onnx", providers=["CPUExecutionProvider"], keys=keys)
         sess.run(None, {"x": x})
 
-    ``keys`` is a :class:`ortseal.KeySet` (or a keyset file's path). Given keys, an unsealed model is refused
+    ``keys`` is a :class:`ortseal.KeySet` (or a keyset file's path). ``model_name``: the name the model was
+    sealed with (its manifest's); any other model signed by the same publisher is then refused in its place. Given keys, an unsealed model is refused
     (a device that expects sealed models must not run a plain one put in their place); without keys, unsealed
     models pass through unchanged. A refusal leaves no session: the constructor raises, and ``set_providers``
     (which opens the model again, verifying it again) keeps the previous session. ORT's own fallback to
@@ -47,10 +48,11 @@ class InferenceSession(ort.InferenceSession):
     def __init__(self, path_or_bytes: str | bytes | os.PathLike[str], sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple[str, dict[Any, Any]]] | None = None,
                  provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet | str | os.PathLike[str] |
-                 None = None, min_release: int = 0, **kwargs: Any) -> None:
+                 None = None, min_release: int = 0, model_name: str | None = None, **kwargs: Any) -> None:
         keys = None if keys is None else as_keyset(keys)  # a KeySet, or a keyset file's path
         self._ortseal_keys = keys
         self._ortseal_min_release = check_release(min_release, "min_release")
+        self._ortseal_model_name = model_name
         self._ortseal_loaded: LoadedModel | None = None
         self._ortseal_source: str | bytes | None = None
         base_dir = config_entry(sess_options, EXTERNAL_FOLDER_KEY) or None
@@ -113,7 +115,8 @@ class InferenceSession(ort.InferenceSession):
             with malformed_is_format_error(f"the sealed model {loaded.name if loaded else ''}"):
                 if loaded is None:
                     loaded = load_model(self._ortseal_source, self._ortseal_base_dir)
-                verified = stack.enter_context(verify_sealed(loaded, keys, min_release=self._ortseal_min_release))
+                verified = stack.enter_context(verify_sealed(loaded, keys, min_release=self._ortseal_min_release,
+                                                         model_name=self._ortseal_model_name))
                 opened = stack.enter_context(open_sealed_model(verified, keys))
             yield opened
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from onnx import AttributeProto, GraphProto, TensorProto
+from onnx import TensorProto
 
-from ..blob import BlobSource, Opener, read_header
+from ..blob import BlobSource, Opener
 from ..errors import FormatError, TamperedError
 from ..keys import KeySet
 from .manifest import (
@@ -31,7 +32,16 @@ from .manifest import (
     check_record,
     read_record,
 )
-from .model import DataFiles, LoadedModel, SealedTensor, find_sealed, is_external, iter_bodies, sealed_in, tensor_context
+from .model import (
+    DataFiles,
+    LoadedModel,
+    SealedTensor,
+    external_initializers,
+    find_sealed,
+    is_external,
+    stored_tensors,
+    tensor_context,
+)
 
 
 @dataclass
@@ -44,7 +54,8 @@ class VerifiedModel(contextlib.AbstractContextManager):
     manifest: Manifest
     signer: str | None  # the signer whose signature was checked; None for an unsigned (HMAC) model
     sealed: list[SealedTensor]
-    externals: list[tuple[TensorProto, ExternalEntry]]  # plain external tensors and what the manifest says
+    # plain external tensors, by (scope, name), and what the manifest says of each
+    externals: list[tuple[tuple[str, str], TensorProto, ExternalEntry]]
     files: DataFiles = field(repr=False)
 
     @property
@@ -55,20 +66,15 @@ class VerifiedModel(contextlib.AbstractContextManager):
         return tensor_context(self.manifest.seal_id, st.identity)
 
     def opener(self, st: SealedTensor, keys: KeySet, *, need_key: bool = True) -> Opener:
-        """An :class:`Opener` for one sealed tensor once its header names the manifest's key and size;
+        """An :class:`Opener` for one sealed tensor, its header read once and checked to name the manifest's key
+        and size before any key is asked for;
         decrypting recomputes the blob's content digest against the manifest's in the same pass.
         ``need_key=False`` (public keys only) gives an opener that can hash the stored bytes but not decrypt."""
         entry = self.manifest.tensors[st.identity]
         source = self.files.source(st.blob) if is_external(st.blob) else BlobSource(st.blob.raw_data)
-        header = read_header(source, kind="model")
-        if header.key_id != self.manifest.key_id:
-            raise TamperedError(f"sealed tensor {st.name!r} names key {header.key_id!r}, its manifest "
-                                f"{self.manifest.key_id!r}")
-        if header.plaintext_length != entry.plaintext_bytes:
-            raise TamperedError(f"sealed tensor {st.name!r} holds {header.plaintext_length} bytes, its manifest "
-                                f"{entry.plaintext_bytes}")
-        return Opener(source, keys, context=self.context(st), expected_digest=entry.digest, kind="model",
-                      need_key=need_key)
+        with naming(st.name):
+            return Opener(source, keys, context=self.context(st), expected_digest=entry.digest, kind="model",
+                          need_key=need_key, key_id=self.manifest.key_id, plaintext_length=entry.plaintext_bytes)
 
     def external_chunks(self, tensor: TensorProto, entry: ExternalEntry):  # noqa: ANN201 - Iterator[bytes]
         """The bytes of a plain external tensor, read once in chunks and hashed as they go; the last chunk
@@ -94,9 +100,12 @@ class VerifiedModel(contextlib.AbstractContextManager):
         self.files.__exit__(*exc)
 
 
-def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0) -> VerifiedModel:
-    """Check a sealed model file: seal record over the body, release, and the tensors it holds against its
-    manifest. Raises FormatError, TamperedError (RollbackError) or KeyNotFoundError naming what failed."""
+def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0,
+                  model_name: str | None = None) -> VerifiedModel:
+    """Check a sealed model file: seal record over the body, release, the model's name when ``model_name`` is
+    given (a publisher's other signed model put in this one's place is then refused), and the tensors it
+    holds against its manifest. Raises FormatError, TamperedError (RollbackError) or KeyNotFoundError
+    naming what failed."""
     model = loaded.model
     props = [p for p in model.metadata_props]
     manifests = [p.value for p in props if p.key == MANIFEST_KEY]
@@ -118,21 +127,16 @@ def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0) ->
     manifest = Manifest.from_json(manifests[0])
     body = memoryview(loaded.data)[:len(loaded.data) - record.size]
     check_record(record, body_digest(body), manifest, keys, min_release=min_release)
-    sealed: list[SealedTensor] = []
-    externals: list[TensorProto] = []
-    for scope, b in iter_bodies(model):
-        here = sealed_in(scope, b)
-        sealed += here
-        blobs = {id(st.blob) for st in here}
-        if isinstance(b, GraphProto):
-            externals += [t for t in b.initializer if is_external(t) and id(t) not in blobs]
-            if any(is_external(t) for sp in b.sparse_initializer for t in (sp.values, sp.indices)):
-                raise FormatError("a sealed model's sparse initializers must not be stored as external data")
-        for node in b.node:
-            for a in node.attribute:
-                if (a.type == AttributeProto.TENSOR and is_external(a.t) and id(a.t) not in blobs) or \
-                        (a.type == AttributeProto.TENSORS and any(is_external(t) for t in a.tensors)):
-                    raise FormatError(f"node {node.name!r}: a sealed model's attribute tensors must be stored inline")
+    if model_name is not None and manifest.model != model_name:
+        raise TamperedError(f"this is the publisher's model {manifest.model!r}, not {model_name!r}: another signed "
+                            "model was put in its place")
+    sealed = find_sealed(model)
+    blobs = {id(st.blob) for st in sealed}
+    externals = [(scope, t) for scope, t in external_initializers(model) if id(t) not in blobs]
+    plain_externals = {id(t) for _, t in externals}
+    if any(is_external(t) and id(t) not in blobs and id(t) not in plain_externals for t in stored_tensors(model)):
+        raise FormatError("a sealed model keeps only initializers as external data: one of its sparse or attribute "
+                          "tensors is external")
     identities = [st.identity for st in sealed]
     if not sealed or len(set(identities)) != len(identities) or set(identities) != set(manifest.tensors):
         raise TamperedError("the model's sealed tensors differ from those its manifest names")
@@ -143,10 +147,19 @@ def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0) ->
         raise TamperedError("the model's plain external tensors differ from those its manifest lists")
     files = DataFiles(loaded.base_dir, sealed=True)
     paired = []
-    for t, entry in zip(externals, manifest.external):
+    for (scope, t), entry in zip(externals, manifest.external):
         info = {e.key: e.value for e in t.external_data}
         if (info.get("location"), info.get("offset", "0"), info.get("length")) != \
                 (entry.location, str(entry.offset), str(entry.length)):
             raise TamperedError(f"plain external tensor {t.name!r} is not where the manifest says")
-        paired.append((t, entry))
+        paired.append(((scope, t.name), t, entry))
     return VerifiedModel(loaded, manifest, record.signer_id, sealed, paired, files)
+
+
+@contextlib.contextmanager
+def naming(tensor: str) -> Iterator[None]:
+    """Prefix a TamperedError (or RollbackError) with the sealed tensor it is about."""
+    try:
+        yield
+    except TamperedError as exc:
+        raise type(exc)(f"sealed tensor {tensor!r}: {exc}") from None
