@@ -72,7 +72,9 @@ def test_a_device_cannot_sign_a_model_it_would_accept(sealed, tmp_path):
     device = KeySet.load(tmp_path / "device.json")
     (own,) = device.signing_key_ids
     assert own not in publisher.trusted_key_ids and device.trust_scope(own) == ("engine",)
-    assert json.loads((tmp_path / "device.json").read_text())["signing_keys"][0]["scope"] == ["engine"]
+    doc = json.loads((tmp_path / "device.json").read_text())
+    (entry,) = [e for e in doc["trusted_keys"] if e["id"] == own]  # its own signing key, listed with its scope
+    assert entry["scope"] == ["engine"] and doc["signing_keys"][0]["id"] == own
 
     forged = tmp_path / "forged.onnx"
     ortseal.seal_model(folder / "m.onnx", forged, device, min_bytes=256, model_name="m", release=99)

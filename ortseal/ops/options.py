@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import onnxruntime as ort
+if TYPE_CHECKING:  # only for annotations: keys, sealing and inspect need no ONNX Runtime
+    import onnxruntime as ort
 
 from ..ep_plugin.preflight import PROVIDER as TENSORRT
 from ..ep_plugin.shim import shim_path
