@@ -27,7 +27,7 @@ from .clikit import (
     setup_logging,
 )
 from .ep_plugin.commands import cache
-from .keys import ANY_SCOPE, KeySet
+from .keys import KeySet
 from .ops.commands import inspect, seal, verify
 
 SECRET_OUTPUT = "a keyset with secret keys is written only to a file (mode 0600)"
@@ -142,8 +142,9 @@ def inspect_keys(keyset: str, passphrase: Passphrase, as_json: bool) -> None:
     device, verify only, seal engines on a device; and the keys it holds."""
     text = read_keyset(keyset, "KEYSET")
     try:
-        protected = "wrapped_secrets" in json.loads(text)
-    except (ValueError, TypeError):
+        doc = json.loads(text)
+        protected = isinstance(doc, dict) and "wrapped_secrets" in doc
+    except (ValueError, TypeError, RecursionError):
         protected = False  # open_keyset names what is wrong with it
     locked = protected and passphrase.given() is None and (keyset == "-" or not sys.stdin.isatty())
     if locked:  # no way to ask: show what the readable part says, and that the secrets were not read
@@ -182,8 +183,15 @@ def _signs(keys: KeySet, key_id: str, purpose: str) -> bool:
     """True if ``key_id``'s scope lets it sign for ``purpose`` (``"model"``: some model, ``"engine"``)."""
     scope = keys.trust_scope(key_id)
     if purpose == "model":
-        return any(p in ANY_SCOPE or p.startswith(("model:", "model*")) for p in scope)
+        return any(_may_match_a_model(p) for c in scope for p in c.strip("()").split("|"))
     return keys.trusted_key(key_id, purpose) is not None
+
+
+def _may_match_a_model(pattern: str) -> bool:
+    """True if ``pattern`` (``*`` the only wildcard) matches some purpose ``model:<name>``: its literal text
+    before the first ``*`` and ``model:`` agree as far as both go."""
+    head = pattern.split("*", 1)[0]
+    return head.startswith("model:") if "*" not in pattern else ("model:".startswith(head) or head.startswith("model:"))
 
 
 def _roles(keys: KeySet) -> dict[str, tuple[bool, str]]:

@@ -85,7 +85,7 @@ def _check_content_key(key: bytes, key_id: str) -> bytes:
 
 
 def _check_scope(scope: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(scope, str) or not scope or not all(isinstance(p, str) and p for p in scope):
+    if not isinstance(scope, (list, tuple)) or not scope or not all(isinstance(p, str) and p for p in scope):
         raise ValueError(f"a trust scope is a non-empty list of purpose patterns, e.g. ['model:*'], got {scope!r}")
     return tuple(scope)
 
@@ -409,7 +409,7 @@ class KeySet:
             raise FormatError(f"keyset is not valid JSON: {exc}") from exc
         if not isinstance(doc, dict) or doc.get("format") != KEYSET_FORMAT:
             raise FormatError("not an ortseal keyset (missing \"format\": \"ortseal-keyset\")")
-        if doc.get("version") != KEYSET_VERSION:
+        if type(doc.get("version")) is not int or doc.get("version") != KEYSET_VERSION:
             raise FormatError(f"keyset version {doc.get('version')!r} is not supported (this ortseal reads {KEYSET_VERSION})")
         try:
             return cls._from_doc(doc, passphrase)
@@ -443,11 +443,18 @@ class KeySet:
         content = {check_key_id(e["id"]): _unb64(e["key"], "content key") for e in content_entries}
         signing = [Ed25519PrivateKey.from_private_bytes(_unb64(e["private"], "signing key")) for e in signing_entries]
         public = [Ed25519PublicKey.from_public_bytes(_unb64(e["public"], "public key")) for e in trusted]
+        # Each entry's id must be its own key's (an id names the key it is: no entry may borrow another's
+        # scope or trust), and each id appears once per list.
+        for entries, keys in ((signing_entries, [k.public_key() for k in signing]), (trusted, public)):
+            ids = [e["id"] for e in entries]
+            if len(set(ids)) != len(ids):
+                raise FormatError("keyset lists a key id twice")
+            for e, key in zip(entries, keys):
+                if e["id"] != signer_id(key):
+                    raise FormatError(f"keyset key id {e['id']!r} does not match its key")
+        if len(content) != len(content_entries):
+            raise FormatError("keyset lists a content key id twice")
         scopes = {e["id"]: e["scope"] for e in trusted if "scope" in e}
-        actual = {signer_id(k.public_key()) for k in signing} | {signer_id(k) for k in public}
-        for e in signing_entries + trusted:
-            if e["id"] not in actual:
-                raise FormatError(f"keyset key id {e['id']!r} does not match its key")
         return cls(content_keys=content, signing_keys=signing, trusted_keys=public, trust_scopes=scopes,
                    allow_unsigned=allow_unsigned)
 

@@ -238,12 +238,14 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
                 for (t, size, _), file_name in zip(jobs, names):
                     set_external(t, file_name, 0, size)
                 _check_nothing_external(plain, {id(t) for t, _, _ in jobs})
-                fd = folder.create(verified.loaded.name)
+                # the sealed model's own name where it cannot be taken for a tensor file or for ORT format
+                name = verified.loaded.name if verified.loaded.name.lower().endswith(".onnx") else "model.onnx"
+                fd = folder.create(name)
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(plain.SerializeToString())
                 bar.close()
                 _opened_log(verified, started, folder.path)
-                yield Opened(os.path.join(folder.path, verified.loaded.name), None)
+                yield Opened(os.path.join(folder.path, name), None)
                 return
         if weights >= SMALL_MODEL_BYTES and os.environ.get(RUNTIME_DIR_ENV) != "none":
             log.warning("ortseal: no private RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; "

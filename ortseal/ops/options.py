@@ -18,6 +18,7 @@ timings keyed by layer signatures, no weights) and profiling output (op timings,
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -230,9 +231,11 @@ def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: 
             stored = config_entry(sess_options, f"ep.{name.lower()}.{key}")
             if stored is not None and writer.is_on(stored):
                 _refuse(f"the session option ep.{name.lower()}.{key}", writer, subject)
-        if name == "OpenVINOExecutionProvider" and sealed_model and "cache_dir" in options.get("load_config", "").lower():
-            raise UnsafeOptionError(f"{name} option load_config with CACHE_DIR is refused for a sealed model: "
-                                    "OpenVINO writes the compiled model blobs, weights included, there unencrypted")
+        if name == "OpenVINOExecutionProvider" and sealed_model and "load_config" in options and \
+                _names_cache_dir(options["load_config"]):
+            raise UnsafeOptionError(f"{name} option load_config with CACHE_DIR (or a load_config that is not a JSON "
+                                    "object, such as a file path) is refused for a sealed model: OpenVINO writes the "
+                                    "compiled model blobs, weights included, there unencrypted")
         if name == TENSORRT:
             _tensorrt_cache_rule(options, sealed_model, subject)
             if sealed_model and not options:
@@ -240,3 +243,24 @@ def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: 
                     if writer.is_on(os.environ.get(var, "")):
                         _refuse(f"the environment variable {var} (read by the TensorRT EP when it gets no options)",
                                 writer, subject)
+
+
+def _names_cache_dir(load_config: object) -> bool:
+    """True unless ``load_config`` is a JSON object none of whose keys, at any depth, is CACHE_DIR in any case
+    (parsed as OpenVINO parses it: escaped spellings such as ``"\\u0043ACHE_DIR"`` are the same key)."""
+    try:
+        doc = json.loads(str(load_config))
+    except (ValueError, RecursionError):
+        return True  # not JSON: a file path or anything else ortseal cannot read the same way OpenVINO does
+    if not isinstance(doc, dict):
+        return True
+    stack: list[object] = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if any(str(k).upper() == "CACHE_DIR" for k in item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

@@ -76,6 +76,7 @@ class InferenceSession(ort.InferenceSession):
         return self._ortseal_source is not None
 
     def _create_inference_session(self, providers, provider_options, disabled_optimizers=None) -> None:
+        providers, provider_options = _plain_options(providers, provider_options)
         sealed_cache = _asks_sealed_engine_cache(providers, provider_options)
         if sealed_cache or self.is_sealed:
             # ORT's Python API would print "EP Error ... Falling back" and retry elsewhere: a sealed model or a
@@ -95,8 +96,11 @@ class InferenceSession(ort.InferenceSession):
         model is verified and opened first; if that fails, the previous session stays as it was."""
         if not self.is_sealed:
             return super()._reset_session(providers, provider_options)
-        self._refuse_plaintext_outputs(providers, provider_options,
-                                       _asks_sealed_engine_cache(providers, provider_options))
+        providers, provider_options = _plain_options(providers, provider_options)
+        # the options ORT will make the next session with: the application's own object, not the copy ORT
+        # bound to the current session (the application may have changed it since)
+        self._refuse_plaintext_outputs(providers, provider_options, _asks_sealed_engine_cache(providers, provider_options),
+                                       self._sess_options_initial)
         with self._open_sealed() as opened:
             self._ortseal_opened = opened
             try:
@@ -137,10 +141,26 @@ class InferenceSession(ort.InferenceSession):
                 if folder and opened.path:
                     self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, folder)
 
-    def _refuse_plaintext_outputs(self, providers: Any, provider_options: Any, sealed_cache: bool) -> None:
+    def _refuse_plaintext_outputs(self, providers: Any, provider_options: Any, sealed_cache: bool,
+                                  sess_options: Any = None) -> None:
         """Options that would write opened weights (sealed model) or a compiled engine (either) in plain."""
-        refuse_plaintext_writers(providers, provider_options, self._sess_options,
+        refuse_plaintext_writers(providers, provider_options, sess_options or self._sess_options,
                                  sealed_model=self.is_sealed, sealed_cache=sealed_cache)
+
+
+def _plain_options(providers: Any, provider_options: Any) -> tuple[Any, Any]:
+    """Providers and their options as plain strings, read once: what is checked is what ORT gets (an
+    object whose ``str()`` changes between two reads cannot pass the check as one value and reach ORT as
+    another). Entries of other shapes are left for ORT to refuse."""
+    def options(d: Any) -> Any:
+        return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else d
+
+    if providers is not None:
+        providers = [(str(p[0]), options(p[1])) if isinstance(p, (tuple, list)) and len(p) == 2 else
+                     str(p) if isinstance(p, str) else p for p in providers]
+    if provider_options is not None:
+        provider_options = [options(o) for o in provider_options]
+    return providers, provider_options
 
 
 def _asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
