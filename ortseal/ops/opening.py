@@ -224,11 +224,10 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
                 for t, op in large]
         jobs += [(t, e.length, functools.partial(_copy_to, verified, t, e, bar.add)) for t, e in large_plain]
         weights = sum(size for _, size, _ in jobs)
-        # $ORTSEAL_RUNTIME_DIR is checked for small models too: a misconfiguration shows at once.
+        # $ORTSEAL_RUNTIME_DIR is checked for small models too: a misconfiguration shows at once. Small models
+        # skip the folder: making, filling and removing it costs more than handing ORT bytes.
         bases = runtime_dirs() if weights >= SMALL_MODEL_BYTES or os.environ.get(RUNTIME_DIR_ENV) else []
-        if weights < SMALL_MODEL_BYTES:
-            bases = []  # small models skip the folder: making, filling and removing it costs more than bytes
-        for base in bases:
+        for base in bases if weights >= SMALL_MODEL_BYTES else []:
             remove_stale_folders(base)
             with private_folder(base, parallel=_parallel) as folder:
                 names = [f"t{i}.bin" for i in range(len(jobs))]

@@ -8,10 +8,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .._runtime import onnxruntime as ort
-
+from ..blob import check_release
 from ..ep_plugin.preflight import PROVIDER as TENSORRT
 from ..ep_plugin.shim import shim_path
-from ..blob import check_release
 from ..errors import (
     KeyNotFoundError,
     OrtsealError,
@@ -38,9 +37,9 @@ class InferenceSession(ort.InferenceSession):
         sess.run(None, {"x": x})
 
     ``keys`` is a :class:`ortseal.KeySet` (or a keyset file's path). ``model_name``: the name the model was
-    sealed with (its manifest's); any other model signed by the same publisher is then refused in its place. Given keys, an unsealed model is refused
-    (a device that expects sealed models must not run a plain one put in their place); without keys, unsealed
-    models pass through unchanged. A refusal leaves no session: the constructor raises, and ``set_providers``
+    sealed with (its manifest's); any other model signed by the same publisher is then refused in its place.
+    Given keys, an unsealed model is refused (a device that expects sealed models must not run a plain one
+    put in their place); without keys, unsealed models pass through unchanged. A refusal leaves no session: the constructor raises, and ``set_providers``
     (which opens the model again, verifying it again) keeps the previous session. ORT's own fallback to
     other EPs never runs for a sealed model.
     """

@@ -16,7 +16,7 @@ import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from onnx import TensorProto
+from onnx import ModelProto, TensorProto
 
 from ..blob import BlobSource, Opener
 from ..errors import FormatError, TamperedError
@@ -59,16 +59,16 @@ class VerifiedModel(contextlib.AbstractContextManager):
     files: DataFiles = field(repr=False)
 
     @property
-    def model(self):  # noqa: ANN201 - onnx.ModelProto
+    def model(self) -> ModelProto:
         return self.loaded.model
 
     def context(self, st: SealedTensor) -> bytes:
         return tensor_context(self.manifest.seal_id, st.identity)
 
     def opener(self, st: SealedTensor, keys: KeySet, *, need_key: bool = True) -> Opener:
-        """An :class:`Opener` for one sealed tensor, its header read once and checked to name the manifest's key
-        and size before any key is asked for;
-        decrypting recomputes the blob's content digest against the manifest's in the same pass.
+        """An :class:`Opener` for one sealed tensor, its header read once and checked to name the manifest's
+        key and size before any key is asked for; decrypting recomputes the blob's content digest against the
+        manifest's in the same pass.
         ``need_key=False`` (public keys only) gives an opener that can hash the stored bytes but not decrypt."""
         entry = self.manifest.tensors[st.identity]
         source = self.files.source(st.blob) if is_external(st.blob) else BlobSource(st.blob.raw_data)
@@ -76,7 +76,7 @@ class VerifiedModel(contextlib.AbstractContextManager):
             return Opener(source, keys, context=self.context(st), expected_digest=entry.digest, kind="model",
                           need_key=need_key, key_id=self.manifest.key_id, plaintext_length=entry.plaintext_bytes)
 
-    def external_chunks(self, tensor: TensorProto, entry: ExternalEntry):  # noqa: ANN201 - Iterator[bytes]
+    def external_chunks(self, tensor: TensorProto, entry: ExternalEntry) -> Iterator[bytes]:
         """The bytes of a plain external tensor, read once in chunks and hashed as they go; the last chunk
         is yielded only after the whole digest matched the manifest's (TamperedError otherwise), so a caller
         that stops at an error has accepted nothing."""
