@@ -250,4 +250,4 @@ def echo_rows(rows: list[tuple[str, ...]]) -> None:
     """Print rows as left-aligned columns."""
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for row in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())

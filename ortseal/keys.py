@@ -449,7 +449,7 @@ class KeySet:
             ids = [e["id"] for e in entries]
             if len(set(ids)) != len(ids):
                 raise FormatError("keyset lists a key id twice")
-            for e, key in zip(entries, keys):
+            for e, key in zip(entries, keys, strict=False):
                 if e["id"] != signer_id(key):
                     raise FormatError(f"keyset key id {e['id']!r} does not match its key")
         if len(content) != len(content_entries):

@@ -63,7 +63,7 @@ def list_cache(directory: str, as_json: bool) -> None:
     if as_json:
         keys = ("file", "bytes", "engine_bytes", "key_id", "signer", "state")
         echo_json({"ok": True, "directory": os.path.abspath(directory), "engines": [
-            {k: (None if v == "-" else int(v) if k.endswith("bytes") else v) for k, v in zip(keys, row)}
+            {k: (None if v == "-" else int(v) if k.endswith("bytes") else v) for k, v in zip(keys, row, strict=False)}
             for row in rows[1:]]})
         return
     echo_rows(rows)

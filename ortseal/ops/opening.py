@@ -211,14 +211,14 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
     with bar:
         # Small tensors go inline: ORT reads shape-like inputs (Reshape shapes, axes, pads) while it resolves
         # the graph, before external data is loaded.
-        now = [op.header.plaintext_length < INLINE_BELOW or not is_raw_target(t) for t, op in zip(targets, openers)]
-        for t, op, inline in zip(targets, openers, now):
+        now = [op.header.plaintext_length < INLINE_BELOW or not is_raw_target(t) for t, op in zip(targets, openers, strict=False)]
+        for t, op, inline in zip(targets, openers, now, strict=False):
             if inline:
                 _decrypt_inline(t, op)
         for t, entry in externals:
             if entry.length < INLINE_BELOW:
                 _read_inline(t, entry, verified)
-        large = [(t, op) for t, op, inline in zip(targets, openers, now) if not inline]
+        large = [(t, op) for t, op, inline in zip(targets, openers, now, strict=False) if not inline]
         large_plain = [(t, e) for t, e in externals if is_external(t)]
         jobs = [(t, op.header.plaintext_length, functools.partial(_decrypt_to, op, t.name, bar.add))
                 for t, op in large]
@@ -232,9 +232,9 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
             with private_folder(base, parallel=_parallel) as folder:
                 names = [f"t{i}.bin" for i in range(len(jobs))]
                 if not _fill_tensor_files(folder, list(zip(names, [size for _, size, _ in jobs],
-                                                           [write for _, _, write in jobs]))):
+                                                           [write for _, _, write in jobs], strict=False))):
                     continue
-                for (t, size, _), file_name in zip(jobs, names):
+                for (t, size, _), file_name in zip(jobs, names, strict=False):
                     set_external(t, file_name, 0, size)
                 _check_nothing_external(plain, {id(t) for t, _, _ in jobs})
                 # the sealed model's own name where it cannot be taken for a tensor file or for ORT format

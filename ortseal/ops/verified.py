@@ -147,7 +147,7 @@ def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0,
         raise TamperedError("the model's plain external tensors differ from those its manifest lists")
     files = DataFiles(loaded.base_dir, sealed=True)
     paired = []
-    for (scope, t), entry in zip(externals, manifest.external):
+    for (scope, t), entry in zip(externals, manifest.external, strict=False):
         info = {e.key: e.value for e in t.external_data}
         if (info.get("location"), info.get("offset", "0"), info.get("length")) != \
                 (entry.location, str(entry.offset), str(entry.length)):
