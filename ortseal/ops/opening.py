@@ -18,12 +18,9 @@ import errno
 import functools
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 from onnx import (
@@ -36,6 +33,7 @@ from onnx import (
     helper,
 )
 
+from .._parallel import for_each
 from .._progress import ByteProgress
 from ..blob import Opener, available_cores
 from ..errors import FormatError, OrtsealError
@@ -62,9 +60,6 @@ log = logging.getLogger("ortseal")
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
 INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through a RAM file
 SMALL_MODEL_BYTES = 16 << 20  # models whose weights to open are smaller go to ORT as bytes, in memory
-T = TypeVar("T")
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
 
 
 @dataclass
@@ -73,32 +68,6 @@ class Opened:
 
     path: str | None
     model_bytes: bytes | None
-
-
-def _pool() -> ThreadPoolExecutor:
-    """The opening pool: one thread per core, started once per process."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="ortseal-open")
-    return _POOL
-
-
-def _parallel(fn: Callable[[T], None], items: Sequence[T]) -> None:
-    """``fn(item)`` for every item on the opening pool; the first error is raised after every item has
-    finished."""
-    if len(items) <= 1 or available_cores() <= 1:
-        for item in items:
-            fn(item)
-        return
-    errors = []
-    for future in [_pool().submit(fn, item) for item in items]:
-        try:
-            future.result()
-        except Exception as exc:  # noqa: BLE001 - re-raised below, once nothing is still writing
-            errors.append(exc)
-    if errors:
-        raise errors[0]
 
 
 def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
@@ -229,7 +198,7 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
         bases = runtime_dirs() if weights >= SMALL_MODEL_BYTES or os.environ.get(RUNTIME_DIR_ENV) else []
         for base in bases if weights >= SMALL_MODEL_BYTES else []:
             remove_stale_folders(base)
-            with private_folder(base, parallel=_parallel) as folder:
+            with private_folder(base) as folder:
                 names = [f"t{i}.bin" for i in range(len(jobs))]
                 if not _fill_tensor_files(folder, list(zip(names, [size for _, size, _ in jobs],
                                                            [write for _, _, write in jobs], strict=False))):
@@ -323,7 +292,7 @@ def _fill_tensor_files(folder: PrivateFolder, jobs: list[tuple[str, int, Callabl
             os.close(fd)
 
     try:
-        _parallel(fill, sorted(jobs, key=lambda job: -job[1]))
+        for_each(fill, sorted(jobs, key=lambda job: -job[1]))
         return True
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):

@@ -33,9 +33,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-from ..blob import available_cores
+from .._parallel import for_each
 from ..errors import OrtsealError, UnsafeOptionError
 
 log = logging.getLogger("ortseal")
@@ -282,16 +281,6 @@ def _serial(fn: Callable[[str], None], items: Sequence[str]) -> None:
         fn(item)
 
 
-def _threads(fn: Callable[[str], None], items: Sequence[str]) -> None:
-    """``fn`` over ``items`` on a pool of one thread per core, for callers that bring none."""
-    workers = min(available_cores(), len(items))
-    if workers <= 1:
-        _serial(fn, items)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ortseal-unlink") as pool:
-        list(pool.map(fn, items))
-
-
 @contextlib.contextmanager
 def private_folder(base: str, *, parallel: Callable[[Callable[[str], None], Sequence[str]], None] | None = None
                    ) -> Iterator[PrivateFolder]:
@@ -301,7 +290,7 @@ def private_folder(base: str, *, parallel: Callable[[Callable[[str], None], Sequ
 
     The lock is the opening process's liveness: the kernel drops it when the process dies, in any PID
     namespace, so :func:`remove_stale_folders` removes exactly the folders whose owner is gone.
-    ``parallel(fn, names)`` runs the unlinks (default: a thread per core). Raises UnsafeOptionError if
+    ``parallel(fn, names)`` runs the unlinks (default: the opening pool, a thread per core). Raises UnsafeOptionError if
     ``base`` no longer passes the checks of :func:`runtime_dirs`, OrtsealError if no folder can be made.
     """
     try:
@@ -313,7 +302,7 @@ def private_folder(base: str, *, parallel: Callable[[Callable[[str], None], Sequ
         try:
             yield folder
         finally:
-            _remove(base_fd, folder.path, folder.fd, folder._names, parallel or _threads)
+            _remove(base_fd, folder.path, folder.fd, folder._names, parallel or for_each)
     finally:
         os.close(base_fd)
 
