@@ -361,10 +361,12 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     at least ``min_bytes`` (initializers, and the values of Constant nodes, in every graph, subgraph and local
     function) and whose name matches ``include`` (regex) and not ``exclude``. Each becomes a uint8 sealed
     blob (an initializer, or a Constant node for Constants) plus an ``ai.ortseal::Unseal`` node, bound to
-    this seal and to the sealed graph's digest. ``SealSummary.left_plain`` lists what stayed plaintext and
-    why; a tensor of no ONNX kind is an error unless excluded. A manifest
-    naming the model (``model_name``, default the file's stem), its ``release`` (an int you increase with
-    each release; devices can refuse older ones) and every blob's digest is signed when ``sign``. With
+    this seal and to the tensor's identity. ``SealSummary.left_plain`` lists what stayed plaintext and why;
+    a tensor of no ONNX kind is an error unless excluded. A manifest naming the model (``model_name``,
+    default the file's stem), its ``release`` (an int you increase with each release; devices can refuse
+    older ones), every blob's digest and every plain external tensor's SHA-256 goes into the model, and the
+    whole file is signed (model format v3) when ``sign``; else (keysets that allow unsigned models) it gets
+    an HMAC under the content key. With
     ``progress`` shows a bar on a terminal (never when stderr is redirected). With
     ``external_data`` (default) blobs go to ``<dst>.data`` beside ``dst``; both files are written
     atomically, and existing files are replaced only with ``overwrite``. Nothing is loaded whole that can be
@@ -461,8 +463,8 @@ def _nothing_to_seal(src: Path, min_bytes: int, include: str | None, exclude: st
 
 def _inline_attribute_tensors(model: ModelProto, files: DataFiles) -> None:
     """Load attribute tensors and sparse tensors stored as external data (Constant values saved with
-    ``convert_attribute``) into the model: sealed ones are then read like any other, plain ones stay where
-    sealing binds them."""
+    ``convert_attribute``) into the model: sealed ones are then read like any other, plain ones are signed
+    with the rest of the file (a sealed model keeps only initializers as external data)."""
     for _, b in iter_bodies(model):
         sparse = list(b.sparse_initializer) if isinstance(b, GraphProto) else []
         for n in b.node:
