@@ -8,7 +8,7 @@ from setuptools.command.build_ext import build_ext
 
 from setuptools.command.bdist_wheel import bdist_wheel  # setuptools >= 70.1 (pyproject.toml asks for it)
 
-SHIM = "ortseal.ep_plugin.libortseal_shim"
+SHIM = "ortseal.tensorrt.libortseal_shim"
 # The shim needs only libc symbols up to GLIBC_2.3.2 (tests/test_packaging.py checks): manylinux2014.
 # Tagged here rather than by auditwheel: auditwheel repair is a separate step after the build (pip install and
 # python -m build cannot run it), needs patchelf, and would graft nothing (the shim links libc alone).
@@ -44,7 +44,7 @@ setup(
     ext_modules=[
         Extension(
             SHIM,
-            sources=["ortseal/ep_plugin/shim.c"],
+            sources=["ortseal/tensorrt/shim.c"],
             extra_compile_args=["-std=c11", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra"],
         )
     ],

@@ -18,7 +18,7 @@ from pathlib import Path
 from bench_blob import best_of
 
 import ortseal
-from ortseal.ep_plugin.harness import TensorrtEpHarness, harness_provider
+from ortseal.tensorrt.harness import TensorrtEpHarness, harness_provider
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
         plain.write_bytes(engine)
         del engine
         buf = ctypes.create_string_buffer(size)
-        lib = ctypes.CDLL(ortseal.ep_plugin.shim_path())
+        lib = ctypes.CDLL(ortseal.tensorrt.shim_path())
 
         def read_plain() -> None:
             with open(plain, "rb", buffering=0) as fh:

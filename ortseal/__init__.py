@@ -35,12 +35,12 @@ logging.getLogger("ortseal").addHandler(logging.NullHandler())  # a library logs
 
 # name -> module that defines it, imported on first use (some import onnxruntime, some onnx)
 _LAZY = {
-    "InferenceSession": ".ops.session",
-    "fallback_session_options": ".ops.fallback",
-    "tensorrt_provider": ".ep_plugin.provider",
-    "seal_model": ".ops.seal",
-    "inspect_model": ".ops.inspect",
-    "verify_model": ".ops.inspect",
+    "InferenceSession": ".model.session",
+    "fallback_session_options": ".model.fallback",
+    "tensorrt_provider": ".tensorrt.provider",
+    "seal_model": ".model.seal",
+    "inspect_model": ".model.report",
+    "verify_model": ".model.report",
 }
 
 __all__ = [

@@ -1,29 +1,67 @@
-"""The opening pool: ``for_each(fn, items)`` on one thread per core, started once per process.
+"""ortseal's two thread pools and the core count they are sized by; each pool starts once per process.
 
-Separate from the blob pool (``ortseal.blob.run_split``) on purpose: each item here (a tensor file being
-filled) runs its segments on the blob pool, so the two never wait on each other's threads.
+- The segment pool (``run_split``) runs one blob's segments, one contiguous range per core: sealing and
+  opening blobs.
+- The opening pool (``for_each``) runs independent items (a tensor file being filled), each of which runs
+  its own segments on the segment pool.
+
+Two pools on purpose: an item of the opening pool waits on segment-pool work, so were they one pool its
+items could hold every thread while waiting for segments that then never run.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from .blob import available_cores
-
 T = TypeVar("T")
-_POOL: ThreadPoolExecutor | None = None
-_POOL_LOCK = threading.Lock()
+_POOLS: dict[str, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix="ortseal-open")
-    return _POOL
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system says, else the CPU count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _pool(name: str) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(name)
+        if pool is None:
+            pool = _POOLS[name] = ThreadPoolExecutor(max_workers=available_cores(), thread_name_prefix=name)
+    return pool
+
+
+def _first_error(futures: Sequence[Future[None]], errors: list[BaseException]) -> None:
+    """Wait for every future, then raise the first error (nothing is still running when it is raised)."""
+    for future in futures:
+        try:
+            future.result()
+        except Exception as exc:  # noqa: BLE001 - re-raised below, once nothing is still writing
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+def run_split(count: int, work: Callable[[int, int], None], workers: int | None = None) -> None:
+    """Run ``work(first, stop)`` over ``range(count)`` split into one contiguous range per core (at most
+    ``workers``), the first range in the caller's thread; the first error is raised once every range has
+    stopped."""
+    n = min(workers or available_cores(), count)
+    if n <= 1:
+        work(0, count)
+        return
+    bounds = [count * k // n for k in range(n + 1)]
+    futures = [_pool("ortseal").submit(work, bounds[k], bounds[k + 1]) for k in range(1, n)]
+    errors: list[BaseException] = []
+    try:
+        work(bounds[0], bounds[1])
+    except Exception as exc:  # noqa: BLE001 - re-raised below after the others finish
+        errors.append(exc)
+    _first_error(futures, errors)
 
 
 def for_each(fn: Callable[[T], None], items: Sequence[T]) -> None:
@@ -33,11 +71,4 @@ def for_each(fn: Callable[[T], None], items: Sequence[T]) -> None:
         for item in items:
             fn(item)
         return
-    errors = []
-    for future in [_pool().submit(fn, item) for item in items]:
-        try:
-            future.result()
-        except Exception as exc:  # noqa: BLE001 - re-raised below, once nothing is still writing
-            errors.append(exc)
-    if errors:
-        raise errors[0]
+    _first_error([_pool("ortseal-open").submit(fn, item) for item in items], [])

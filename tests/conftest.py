@@ -10,7 +10,7 @@ import pytest
 
 from ortseal import KeySet
 from ortseal._atomic import lock_held
-from ortseal.ops.ramdir import FOLDER_PREFIX, SHARED_RAM_DIR, USER_BASE_PREFIX
+from ortseal.model.ramdir import FOLDER_PREFIX, SHARED_RAM_DIR, USER_BASE_PREFIX
 
 
 @pytest.fixture(scope="session")

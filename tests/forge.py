@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ortseal import KeySet
 from ortseal.blob import TAG_SIZE, blob_key, parse_header
-from ortseal.ops.model import SEALED_SUFFIX
+from ortseal.model._graph import SEALED_SUFFIX
 
 _R = 0xE1 << 120
 _ONE = 1 << 127

@@ -7,12 +7,11 @@ import os
 
 import numpy as np
 import pytest
+from forge import keep_tag_rewrite
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ortseal
-from forge import keep_tag_rewrite
-
 from ortseal import FormatError, KeyNotFoundError, KeySet, RollbackError, TamperedError
 from ortseal.blob import (
     DEFAULT_SEGMENT_SIZE,

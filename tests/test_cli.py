@@ -13,7 +13,6 @@ from pathlib import Path
 import ortseal
 from ortseal import KeySet
 
-
 ROOT = Path(__file__).resolve().parents[1]
 # this tree's ortseal, from any folder (tools/convert.py puts tools/ first on sys.path), or the installed one when
 # the sources are gone (the packaging test)
@@ -235,7 +234,7 @@ def test_dash_is_stdin_where_a_stream_makes_sense_and_refused_elsewhere(tmp_path
 
 
 def test_engine_cache_commands_report_json_and_fail_on_nothing_to_check(tmp_path):
-    from ortseal.ep_plugin.harness import TensorrtEpHarness, harness_provider
+    from ortseal.tensorrt.harness import TensorrtEpHarness, harness_provider
 
     keys = tmp_path / "keys.json"
     KeySet.generate().save(keys)

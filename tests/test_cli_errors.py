@@ -16,7 +16,7 @@ from models import transformer_like
 
 from ortseal import KeySet
 from ortseal.cli import main
-from ortseal.clikit import Group
+from ortseal.cli._kit import Group
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback():
     @click.group(cls=Group)
     @click.option("--log-level", default="warning")
     def app(log_level: str) -> None:
-        from ortseal.clikit import setup_logging
+        from ortseal.cli._kit import setup_logging
 
         setup_logging(log_level, False)
 

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from conftest import contains_run, unlocked_opening_folders
 from corpus import MODELS, CorpusModel, feeds, fetch_model
 from forge import keep_tag_rewrite
 from onnx import AttributeProto, numpy_helper
@@ -16,11 +17,9 @@ from onnx import AttributeProto, numpy_helper
 import ortseal
 from ortseal import KeySet, TamperedError
 from ortseal.blob import parse_header
-from ortseal.ops.model import DataFiles, find_sealed, load_model
-from ortseal.ops.schema import SEALABLE_TYPES
-from ortseal.ops import plaintext_report
-
-from conftest import contains_run, unlocked_opening_folders
+from ortseal.model._graph import DataFiles, find_sealed, load_model
+from ortseal.model.schema import SEALABLE_TYPES
+from ortseal.model.seal import plaintext_report
 
 CPU = ["CPUExecutionProvider"]
 MIN_BYTES = 1024  # seal_model's default
@@ -98,7 +97,7 @@ def test_real_model_through_ram_files(tmp_path, publisher, monkeypatch, entry: C
     """Forced through RAM files (the route of models over 16 MiB), a real model's weights (initializers for
     nudenet, Constant nodes for PP-OCR) open bit-identical, and a device-key holder's tag-keeping rewrite of
     its largest weight, or a flipped bit, is refused before ORT sees anything."""
-    monkeypatch.setattr("ortseal.ops.opening.SMALL_MODEL_BYTES", 0)
+    monkeypatch.setattr("ortseal.model.open.SMALL_MODEL_BYTES", 0)
     src = fetch_model(entry)
     dst = tmp_path / "model.sealed.onnx"
     ortseal.seal_model(src, dst, publisher, progress=False)

@@ -15,8 +15,8 @@ from models import transformer_like
 
 import ortseal
 from ortseal import KeySet, TamperedError, as_keyset
-from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
-from ortseal.ep_plugin.vault import verify_engine_file
+from ortseal.tensorrt.harness import EngineLoadError, TensorrtEpHarness, harness_provider
+from ortseal.tensorrt.vault import verify_engine_file
 
 CPU = ["CPUExecutionProvider"]
 

@@ -20,9 +20,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ortseal
 from ortseal import FormatError, KeySet, OrtsealError, TamperedError
-from ortseal.ops.manifest import read_record
-from ortseal.ops import plaintext_report
-from ortseal.ops.model import SEALED_SUFFIX, load_model
+from ortseal.model._graph import SEALED_SUFFIX, load_model
+from ortseal.model._record import read_record
+from ortseal.model.seal import plaintext_report
 
 CPU = ["CPUExecutionProvider"]
 
@@ -148,8 +148,8 @@ def test_plain_tensor_rewritten_while_sessions_open_never_runs(with_plain_extern
     refuses or runs with the signed bytes, on both routes (ORT reads nothing but what ortseal checked)."""
     d, keys, _, (offset, length), feeds, want = with_plain_external
     if route == "ram-files":
-        monkeypatch.setattr("ortseal.ops.opening.SMALL_MODEL_BYTES", 0)
-        monkeypatch.setattr("ortseal.ops.opening.INLINE_BELOW", 0)
+        monkeypatch.setattr("ortseal.model.open.SMALL_MODEL_BYTES", 0)
+        monkeypatch.setattr("ortseal.model.open.INLINE_BELOW", 0)
     good = (d / "s.onnx.data").read_bytes()[offset:offset + length]
     bad = np.full(length // 4, 1e30, np.float32).tobytes()
     stop = threading.Event()
@@ -410,8 +410,8 @@ def test_verify_shows_progress_on_a_terminal(tmp_path):
 def test_external_sparse_constant_is_sealed_inline(tmp_path):
     """A Constant whose sparse_value keeps its values in an external file: sealing takes them in, so a file
     rewritten afterwards changes nothing; an HMAC-sealed model that points one outside is refused."""
-    from ortseal.ops.manifest import body_digest, make_record, read_record
-    from ortseal.ops.model import set_external
+    from ortseal.model._graph import set_external
+    from ortseal.model._record import body_digest, make_record, read_record
 
     n = 64
     vals = np.full(4, 1.0, np.float32)
@@ -450,7 +450,7 @@ def test_plain_external_tensor_in_a_function_subgraph_is_checked(tmp_path):
     file, listed in the manifest and checked like any other: rewritten, it is refused."""
     n = 64
     bias = np.full((1, n), 2.0, np.float32)
-    from ortseal.ops.model import set_external
+    from ortseal.model._graph import set_external
 
     (tmp_path / "b.bin").write_bytes(bias.tobytes())
     external_bias = numpy_helper.from_array(bias, "B")

@@ -19,8 +19,8 @@ import pytest
 from test_cli import ortseal_cli
 
 from ortseal import TamperedError
-from ortseal.ep_plugin import verify_engine_file
-from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
+from ortseal.tensorrt import verify_engine_file
+from ortseal.tensorrt.harness import EngineLoadError, TensorrtEpHarness, harness_provider
 
 LIMIT_S = 60  # generous for a slow machine: a refusal takes milliseconds, a hang forever
 SPECIAL_KINDS = ["fifo", "socket", "directory", "link_to_dev_zero", "link_to_directory", "link_to_good_engine"]

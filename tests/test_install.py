@@ -17,8 +17,8 @@ from models import big_embedding, transformer_like
 import ortseal
 from ortseal import KeySet, ProviderUnavailableError, UnsafeOptionError
 from ortseal._runtime import check_ort_distribution, ort_distributions
-from ortseal.ep_plugin.harness import harness_provider
-from ortseal.ep_plugin.preflight import load_provider_library
+from ortseal.tensorrt.harness import harness_provider
+from ortseal.tensorrt.preflight import load_provider_library
 
 CPU = ["CPUExecutionProvider"]
 
@@ -51,7 +51,7 @@ def test_onnxruntime_import_fails_with_two_distributions_and_says_what_to_run(tm
     env.pop("ORTSEAL_SKIP_ORT_CHECK", None)
     assert subprocess.run([sys.executable, "-c", "import ortseal; ortseal.KeySet.generate()"], env=env,
                           timeout=120).returncode == 0
-    for needs_ort in ("from ortseal import InferenceSession", "import ortseal.ops.session",
+    for needs_ort in ("from ortseal import InferenceSession", "import ortseal.model.session",
                       "import ortseal; ortseal.fallback_session_options"):
         r = subprocess.run([sys.executable, "-c", needs_ort], capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 1 and "ImportError: 2 ONNX Runtime" in r.stderr and "pip uninstall -y" in r.stderr
@@ -155,8 +155,8 @@ def test_passphrase_from_file_and_descriptor(tmp_path):
     assert both.returncode == 1 and "one way" in both.stderr
 
 
-@pytest.mark.parametrize("module", ["ortseal.ops.commands", "ortseal.ep_plugin.commands", "ortseal.cli", "ortseal.demo",
-                                    "ortseal.ops.demo", "ortseal.ep_plugin.demo"])
+@pytest.mark.parametrize("module", ["ortseal.cli.model", "ortseal.cli.cache", "ortseal.cli", "ortseal.cli.demo",
+                                    "ortseal.cli.demo_model", "ortseal.cli.demo_cache"])
 def test_cli_modules_import_on_their_own(module):
     """No import circle: each command module imports first without the others."""
     r = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=120)

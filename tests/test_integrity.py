@@ -23,10 +23,10 @@ from models import big_embedding, transformer_like
 import ortseal
 from ortseal import KeySet, RollbackError, TamperedError
 from ortseal.blob import Sealer
-from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
-from ortseal.ep_plugin.vault import engine_context
-from ortseal.ops.model import SEALED_SUFFIX
-from ortseal.ops.ramdir import FOLDER_PREFIX, private_folder, remove_stale_folders, runtime_dirs
+from ortseal.model._graph import SEALED_SUFFIX
+from ortseal.model.ramdir import FOLDER_PREFIX, private_folder, remove_stale_folders, runtime_dirs
+from ortseal.tensorrt.harness import EngineLoadError, TensorrtEpHarness, harness_provider
+from ortseal.tensorrt.vault import engine_context
 
 CPU = ["CPUExecutionProvider"]
 ROOT = Path(__file__).parents[1]
@@ -218,7 +218,7 @@ def test_sparse_engine_declaring_2_24_segments_is_refused_fast(tmp_path, keys, c
         fh.write(header.raw)
         fh.truncate(header.blob_length)  # 64 GiB declared, a few KiB on disk
     started = time.perf_counter()
-    for attempt in (trt.load_engine, lambda p: ortseal.ep_plugin.verify_engine_file(p, keys)):
+    for attempt in (trt.load_engine, lambda p: ortseal.tensorrt.verify_engine_file(p, keys)):
         with pytest.raises((EngineLoadError, TamperedError)):
             attempt(path)
     assert time.perf_counter() - started < 2
@@ -321,7 +321,7 @@ def test_opener_killed_mid_open_is_cleaned_by_the_next_open(big_sealed, namespac
 def test_a_live_openers_folder_is_not_removed():
     runtime_dir = _runtime_dir()
     with private_folder(runtime_dir) as folder:
-        r = subprocess.run([sys.executable, "-c", "import sys; from ortseal.ops.ramdir import remove_stale_folders as r; "
+        r = subprocess.run([sys.executable, "-c", "import sys; from ortseal.model.ramdir import remove_stale_folders as r; "
                             "print(r(sys.argv[1]))", runtime_dir], capture_output=True, text=True, timeout=120,
                            cwd=ROOT)
         assert r.returncode == 0 and folder.path not in r.stdout and os.path.isdir(folder.path)
@@ -366,11 +366,11 @@ STARVE_HOST = textwrap.dedent(r"""
 def test_unregister_is_not_starved_by_constant_decrypt_calls(tmp_path):
     compiler = shutil.which("cc") or shutil.which("gcc")
     (tmp_path / "starve.c").write_text(STARVE_HOST)
-    include = Path(ortseal.ep_plugin.__file__).parent
+    include = Path(ortseal.tensorrt.__file__).parent
     build = subprocess.run([compiler, "-std=gnu11", "-O1", "-o", str(tmp_path / "starve"), str(tmp_path / "starve.c"),
                             f"-I{include}", "-ldl", "-lpthread"], capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr
-    r = subprocess.run([str(tmp_path / "starve"), ortseal.ep_plugin.shim_path()], capture_output=True, text=True,
+    r = subprocess.run([str(tmp_path / "starve"), ortseal.tensorrt.shim_path()], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert float(r.stdout) < 1.0  # waits for the calls in flight (2 ms each), not for the stream to pause

@@ -19,11 +19,11 @@ from onnx import SparseTensorProto, TensorProto, helper, numpy_helper
 
 import ortseal
 from ortseal import FormatError, TamperedError
-from ortseal.ops import opening
-from ortseal.ops.model import SEALED_SUFFIX, is_unseal, iter_bodies, load_model, set_external
-from ortseal.ops.schema import ELEMENT_BITS, SEALABLE_TYPES, kind_name, raw_length
-from ortseal.ops.opening import open_sealed_model
-from ortseal.ops.verified import verify_sealed
+from ortseal.model import open as opening
+from ortseal.model._graph import SEALED_SUFFIX, is_unseal, iter_bodies, load_model, set_external
+from ortseal.model.open import open_sealed_model
+from ortseal.model.schema import ELEMENT_BITS, SEALABLE_TYPES, kind_name, raw_length
+from ortseal.model.verify import verify_sealed
 
 CPU = ["CPUExecutionProvider"]
 IR_VERSION = 10  # onnx 1.23 would write 14, which ORT refuses

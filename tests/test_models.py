@@ -13,14 +13,13 @@ import onnx
 import onnxruntime as ort
 import onnxruntime.datasets
 import pytest
-from onnx import TensorProto, helper
+from conftest import contains_run, unlocked_opening_folders
 from models import big_embedding, constants_everywhere, control_flow, transformer_like
+from onnx import TensorProto, helper
 
 import ortseal
 from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError, UnsafeOptionError
-from ortseal.ops.model import SEALED_SUFFIX, load_model
-
-from conftest import contains_run, unlocked_opening_folders
+from ortseal.model._graph import SEALED_SUFFIX, load_model
 
 CPU = ["CPUExecutionProvider"]
 
@@ -176,7 +175,7 @@ def test_both_routes_give_the_same_outputs(tiny, monkeypatch, route):
     if route == "memory":
         monkeypatch.setenv("ORTSEAL_RUNTIME_DIR", "none")
     else:
-        monkeypatch.setattr("ortseal.ops.opening.SMALL_MODEL_BYTES", 0)
+        monkeypatch.setattr("ortseal.model.open.SMALL_MODEL_BYTES", 0)
     assert_identical(run_sealed(d / "sealed" / "model.onnx", feeds, keys), run_plain(d / "model.onnx", feeds))
     assert not shm_leftovers()
 

@@ -26,8 +26,8 @@ from onnx import helper, numpy_helper
 from onnx.backend.test import loader
 
 import ortseal
-from ortseal.ops import opening
-from ortseal.ops.model import iter_bodies
+from ortseal.model import open as opening
+from ortseal.model._graph import iter_bodies
 
 CPU = ["CPUExecutionProvider"]
 DATA_DIR = Path(loader.DATA_DIR)

@@ -12,8 +12,9 @@ from models import transformer_like
 
 import ortseal
 from ortseal import KeySet, UnsafeOptionError
-from ortseal.ep_plugin.harness import harness_provider
-from ortseal.ops.options import refuse_plaintext_writers
+from ortseal._policy import refuse_plaintext_writers
+from ortseal.tensorrt.harness import harness_provider
+from ortseal.tensorrt.shim import shim_path
 
 CPU = "CPUExecutionProvider"
 TRT = "TensorrtExecutionProvider"
@@ -192,12 +193,12 @@ def test_sealed_engine_cache_guards_engine_writers_only(keys, tmp_path):
     provider = harness_provider(keys, {"trt_engine_cache_path": str(tmp_path / "cache")})
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")  # an unsealed model's weights are not secret
-    refuse_plaintext_writers([provider, CPU], None, so, sealed_model=False, sealed_cache=True)
+    refuse_plaintext_writers([provider, CPU], None, so, sealed_model=False, sealed_cache=True, shim=shim_path())
     so.add_session_config_entry("ep.context_enable", "1")  # the EP-context model would hold the engine
     with pytest.raises(UnsafeOptionError, match="ep.context_enable"):
-        refuse_plaintext_writers([provider, CPU], None, so, sealed_model=False, sealed_cache=True)
+        refuse_plaintext_writers([provider, CPU], None, so, sealed_model=False, sealed_cache=True, shim=shim_path())
     # the sealed cache itself (shim + decryption) is what a sealed model may use
-    refuse_plaintext_writers([provider, CPU], None, None, sealed_model=True, sealed_cache=True)
+    refuse_plaintext_writers([provider, CPU], None, None, sealed_model=True, sealed_cache=True, shim=shim_path())
 
 
 def test_tensorrt_provider_refuses_context_file_path(keys, tmp_path):

@@ -61,7 +61,7 @@ def test_wheel_and_sdist_build_install_and_pass_the_tests(tmp_path):
         assert tag == "py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
-        shim = z.read("ortseal/ep_plugin/libortseal_shim.so")
+        shim = z.read("ortseal/tensorrt/libortseal_shim.so")
         assert any(n.endswith("dist-info/licenses/LICENSE") or n.endswith("dist-info/LICENSE") for n in names)
     assert glibc_needed(shim) <= MANYLINUX_GLIBC, f"the shim needs glibc {glibc_needed(shim)}: above manylinux2014"
 
@@ -70,7 +70,7 @@ def test_wheel_and_sdist_build_install_and_pass_the_tests(tmp_path):
     (src,) = (tmp_path / "src").iterdir()
     for needed in ("LICENSE", "README.md", "docs/format.md", "tools/convert.py", "tools/gpu_smoke.py",
                    "tests/conftest.py", "tests/models.py", "tests/corpus.py", "tests/vectors/blob_v2.json",
-                   "benchmarks/bench_open.py", "ortseal/ep_plugin/shim.c", ".ci/run"):
+                   "benchmarks/bench_open.py", "ortseal/tensorrt/shim.c", ".ci/run"):
         assert (src / needed).exists(), f"the sdist lacks {needed}"
 
     venv = tmp_path / "venv"
@@ -79,7 +79,7 @@ def test_wheel_and_sdist_build_install_and_pass_the_tests(tmp_path):
                               str(wheel)], capture_output=True, text=True, timeout=600)
     assert install.returncode == 0, install.stderr
     shutil.rmtree(src / "ortseal")  # the tests must import the installed wheel, not these sources
-    where = subprocess.run([python, "-c", "import ortseal, ortseal.ep_plugin.shim as s; print(ortseal.__file__); "
+    where = subprocess.run([python, "-c", "import ortseal, ortseal.tensorrt.shim as s; print(ortseal.__file__); "
                             "print(s.shim_path())"], capture_output=True, text=True, cwd=src, timeout=120)
     assert where.returncode == 0, where.stderr
     assert all(line.startswith(str(venv)) for line in where.stdout.split()), where.stdout

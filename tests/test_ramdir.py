@@ -1,4 +1,4 @@
-"""The private RAM folders sealed models open into (ortseal.ops.ramdir): real folders, real files, and a
+"""The private RAM folders sealed models open into (ortseal.model.ramdir): real folders, real files, and a
 second local user (``setpriv`` as root) planting links, FIFOs, files and folders where ortseal works."""
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from models import transformer_like
 
 import ortseal
 from ortseal import KeySet, OrtsealError, UnsafeOptionError
-from ortseal.ops import ramdir
-from ortseal.ops.ramdir import (
+from ortseal.model import ramdir
+from ortseal.model.ramdir import (
     FOLDER_PREFIX,
     NEW_PREFIX,
     RUNTIME_DIR_ENV,
@@ -170,7 +170,7 @@ def open_and_run(model, monkeypatch, caplog) -> str:
     """Open the sealed model through the RAM-file route if any base is usable; check its outputs are
     bit-identical to the plain model's. Returns the folder it opened into, or "memory"."""
     path, keys, feeds, expected = model
-    monkeypatch.setattr("ortseal.ops.opening.SMALL_MODEL_BYTES", 0)  # every open goes through RAM files
+    monkeypatch.setattr("ortseal.model.open.SMALL_MODEL_BYTES", 0)  # every open goes through RAM files
     caplog.clear()
     with caplog.at_level(logging.DEBUG, logger="ortseal"):
         got = ortseal.InferenceSession(str(path), providers=CPU, keys=keys).run(None, feeds)
@@ -214,7 +214,7 @@ def test_is_ram_backed_knows_ramfs(tmp_path):
         pytest.skip("needs root and mount namespaces to mount a ramfs")
     r = subprocess.run(mount + ["stat", "-f", "-c", "%t", str(tmp_path)], capture_output=True, text=True)
     assert int(r.stdout, 16) == 0x858458F6
-    r = subprocess.run(mount + [sys.executable, "-c", "import sys; from ortseal.ops.ramdir import is_ram_backed; "
+    r = subprocess.run(mount + [sys.executable, "-c", "import sys; from ortseal.model.ramdir import is_ram_backed; "
                                 "print(is_ram_backed(sys.argv[1]))", str(tmp_path)],
                        cwd=ROOT, capture_output=True, text=True)
     assert r.stdout.strip() == "True", r.stderr
@@ -434,7 +434,7 @@ def test_stale_cleanup_removes_dead_openers_folders_and_nothing_else(quiet_env, 
     os.symlink(victim, planted_link)  # not a folder ortseal made: left alone, never followed
     live = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
         import sys
-        from ortseal.ops.ramdir import private_folder
+        from ortseal.model.ramdir import private_folder
         with private_folder(sys.argv[1]) as f:
             print(f.path, flush=True)
             sys.stdin.read()

@@ -16,7 +16,7 @@ from models import big_embedding
 
 import ortseal
 from ortseal import FormatError, KeySet, UnsafeOptionError
-from ortseal.ops import opening
+from ortseal.model import open as opening
 
 CPU = ["CPUExecutionProvider"]
 OV = "OpenVINOExecutionProvider"

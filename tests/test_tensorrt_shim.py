@@ -16,8 +16,8 @@ from conftest import contains_run
 
 import ortseal
 from ortseal import KeySet, UnsafeOptionError
-from ortseal.ep_plugin.harness import EngineLoadError, TensorrtEpHarness, harness_provider
-from ortseal.ep_plugin.provider import LEAKING_OPTIONS
+from ortseal.tensorrt.harness import EngineLoadError, TensorrtEpHarness, harness_provider
+from ortseal.tensorrt.provider import LEAKING_OPTIONS
 
 ENGINE_MIB = 5
 
@@ -147,7 +147,7 @@ def test_many_threads_at_once(trt, keys):
 WRITER = textwrap.dedent("""
     import sys
     import ortseal
-    from ortseal.ep_plugin.harness import TensorrtEpHarness, harness_provider
+    from ortseal.tensorrt.harness import TensorrtEpHarness, harness_provider
     keys = ortseal.KeySet.load({keys!r})
     trt = TensorrtEpHarness(harness_provider(keys, {{"trt_engine_cache_path": {cache!r}}}))
     engine = bytes([int(sys.argv[1])]) * (3 << 20)
@@ -177,7 +177,7 @@ def test_library_alone_gives_nothing(trt, engine):
     trt.save_engine(path, engine)
     code = textwrap.dedent(f"""
         import ctypes
-        lib = ctypes.CDLL({ortseal.ep_plugin.shim_path()!r})
+        lib = ctypes.CDLL({ortseal.tensorrt.shim_path()!r})
         size = ctypes.c_size_t(0)
         d = lib.decrypt({path.encode()!r}, None, ctypes.byref(size))
         buf = ctypes.create_string_buffer(16)
@@ -305,11 +305,11 @@ def test_c_host_registers_its_own_callbacks(tmp_path):
     compiler = _shutil.which("cc") or _shutil.which("gcc")
     assert compiler, "a C compiler is needed to build ortseal at all"
     (tmp_path / "host.c").write_text(C_HOST)
-    include = Path(ortseal.ep_plugin.__file__).parent
+    include = Path(ortseal.tensorrt.__file__).parent
     build = subprocess.run([compiler, "-std=c11", "-Wall", "-o", str(tmp_path / "host"), str(tmp_path / "host.c"),
                             f"-I{include}", "-ldl"], capture_output=True, text=True, timeout=120)
     assert build.returncode == 0, build.stderr
-    r = subprocess.run([str(tmp_path / "host"), ortseal.ep_plugin.shim_path()], capture_output=True, text=True,
+    r = subprocess.run([str(tmp_path / "host"), ortseal.tensorrt.shim_path()], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["1", "1", "0", "0", "12", "engine-bytes"]

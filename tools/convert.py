@@ -7,7 +7,7 @@
 
 import sys
 
-from ortseal.ops.commands import seal
+from ortseal.cli.model import seal
 
 if __name__ == "__main__":
     seal.main(sys.argv[1:], prog_name="tools/convert.py")  # behind the ortseal error boundary, as in ortseal seal

@@ -46,7 +46,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO)
     import onnxruntime as ort
 
-    from ortseal.ep_plugin.preflight import tensorrt_preflight
+    from ortseal.tensorrt.preflight import tensorrt_preflight
 
     try:
         print(f"preflight: {tensorrt_preflight()}")
@@ -83,7 +83,7 @@ def main() -> int:
     if plain:
         failures.append(f"plaintext engine files found: {plain}")
     for path in engines:
-        ortseal.ep_plugin.verify_engine_file(path, keys)
+        ortseal.tensorrt.verify_engine_file(path, keys)
         data = path.read_bytes()
         if b"ftrt" in data[:4096] or b"ptrt" in data[:4096]:
             failures.append(f"{path.name} looks like a plaintext TensorRT engine")

@@ -1,25 +1,11 @@
-"""The TensorRT engine-cache shim: a keyless C library ORT loads, the in-process vault it forwards to,
-and :func:`tensorrt_provider`, which builds the provider options.
+"""Deprecated: ``ortseal.ep_plugin`` moved to ``ortseal.tensorrt`` (the sealed TensorRT engine cache); import
+``tensorrt_provider`` from ``ortseal`` itself. This alias only re-exports the public names and will be removed."""
 
-Imported on first use, so that ``ortseal.ops.options`` can import the shim's path without the provider
-(which imports it back)."""
+import warnings
 
-from typing import Any
+from ..tensorrt import shim_path, tensorrt_provider, verify_engine_file
+
+warnings.warn("ortseal.ep_plugin is deprecated: import from ortseal (or ortseal.tensorrt)", DeprecationWarning,
+              stacklevel=2)
 
 __all__ = ["tensorrt_provider", "shim_path", "verify_engine_file"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "tensorrt_provider":
-        from .provider import tensorrt_provider
-
-        return tensorrt_provider
-    if name == "shim_path":
-        from .shim import shim_path
-
-        return shim_path
-    if name == "verify_engine_file":
-        from .vault import verify_engine_file
-
-        return verify_engine_file
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

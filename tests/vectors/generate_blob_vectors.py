@@ -15,8 +15,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ortseal import blob as blob_format
 from ortseal.blob import SIGNATURE_SIZE, TAG_SIZE, Sealer, parse_header
+from ortseal.blob import _format as blob_format
 from ortseal.keys import KeySet
 
 sys.path.insert(0, str(Path(__file__).parent.parent))

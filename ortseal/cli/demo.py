@@ -8,9 +8,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..blob import parse_header, seal_bytes, unseal_bytes
+from ..keys import KeySet
 from ._demokit import DemoFailure, expect_refused, say
-from .blob import parse_header, seal_bytes, unseal_bytes
-from .keys import KeySet
 
 
 def blob_steps(work: Path, keys: KeySet) -> None:
@@ -33,8 +33,8 @@ def blob_steps(work: Path, keys: KeySet) -> None:
 
 
 def _steps() -> list[Callable[[Path, KeySet], None]]:
-    from .ep_plugin.demo import engine_cache_steps
-    from .ops.demo import model_steps
+    from .demo_cache import engine_cache_steps
+    from .demo_model import model_steps
 
     return [blob_steps, model_steps, engine_cache_steps]
 

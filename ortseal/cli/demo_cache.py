@@ -6,9 +6,9 @@ import os
 import shutil
 from pathlib import Path
 
-from .._demokit import DemoFailure, say
 from ..keys import KeySet
-from .harness import EngineLoadError, TensorrtEpHarness, harness_provider
+from ..tensorrt.harness import EngineLoadError, TensorrtEpHarness, harness_provider
+from ._demokit import DemoFailure, say
 
 
 def _expect_load_refused(trt: TensorrtEpHarness, path: str, what: str) -> None:

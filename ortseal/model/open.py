@@ -3,7 +3,7 @@
 Every sealed blob is decrypted while its content digest is recomputed in the same pass, and every plain
 external tensor is hashed as it is read, once, into memory ortseal owns; only when every digest matched the
 signed manifest does ORT get anything. Large models go to ORT as one 0600 file per tensor in a private folder
-on a RAM-backed file system in this user's own private base folder (:mod:`ortseal.ops.ramdir`:
+on a RAM-backed file system in this user's own private base folder (:mod:`ortseal.model.ramdir`:
 ``$XDG_RUNTIME_DIR`` or ``/dev/shm/ortseal-<uid>``), filled several at once, next to a copy of the graph
 whose tensors point at them; ORT copies them into its own memory and the folder is removed (its RAM freed, a
 file per core) as soon as the session exists. Models with under 16 MiB of weights, and any model where no
@@ -33,13 +33,12 @@ from onnx import (
     helper,
 )
 
-from .._parallel import for_each
+from .._parallel import available_cores, for_each
 from .._progress import ByteProgress
-from ..blob import Opener, available_cores
+from ..blob import Opener
 from ..errors import FormatError, OrtsealError
 from ..keys import KeySet
-from .manifest import ExternalEntry
-from .model import (
+from ._graph import (
     LIKE_PREFIX,
     SealedTensor,
     body,
@@ -51,10 +50,11 @@ from .model import (
     set_external,
     stored_tensors,
 )
+from ._record import ExternalEntry
 from .ramdir import RUNTIME_DIR_ENV, PrivateFolder, private_folder, remove_stale_folders, runtime_dirs
 from .schema import DOMAIN
 from .tensors import Value, is_raw_target, restore
-from .verified import VerifiedModel, naming
+from .verify import VerifiedModel, naming
 
 log = logging.getLogger("ortseal")
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph

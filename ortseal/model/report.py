@@ -11,11 +11,11 @@ from onnx import helper
 from ..blob import BlobSource, read_header
 from ..errors import FormatError
 from ..keys import KeySet, as_keyset
-from .manifest import MANIFEST_KEY, Manifest, read_record
-from .model import DataFiles, LoadedModel, find_sealed, is_external, load_model, malformed_is_format_error
-from .opening import open_sealed_model
+from ._graph import DataFiles, LoadedModel, find_sealed, is_external, load_model, malformed_is_format_error
+from ._record import MANIFEST_KEY, Manifest, read_record
+from .open import open_sealed_model
 from .seal import PlainTensor, plaintext_report
-from .verified import verify_sealed
+from .verify import verify_sealed
 
 
 @dataclass
@@ -44,7 +44,7 @@ class SealedTensorInfo:
 def inspect_model(path_or_bytes: str | os.PathLike[str] | bytes) -> list[SealedTensorInfo]:
     """The sealed tensors of a model, read from its manifest, seal record and blob headers (no keys needed,
     nothing decrypted or verified: the signer shown is the one the seal record names). What it holds in
-    plaintext: :func:`ortseal.ops.seal.plaintext_report`."""
+    plaintext: :func:`ortseal.model.seal.plaintext_report`."""
     loaded = load_model(path_or_bytes)
     with malformed_is_format_error(loaded.name):
         return _inspect(loaded)

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import remove_stale_temps
+from .._policy import PROVIDER_WRITERS, TRUE_VALUES, option_str, refuse_tensorrt_writers
 from ..blob import check_release
 from ..errors import OrtsealError, UnsafeOptionError
 from ..keys import KeySet, as_keyset
-from ..ops.options import PROVIDER_WRITERS, TRUE_VALUES, option_str, refuse_tensorrt_writers
 from .preflight import PROVIDER, tensorrt_preflight
 from .shim import shim_path
 from .vault import ENGINE_SUFFIX, Vault, registry, verify_engine_file
@@ -23,7 +23,7 @@ DEFAULT_CACHE_PATH = "./trt_cache"
 QUARANTINE = "quarantine"
 
 # The TensorRT flags that write plaintext even with decryption on; the full list (paths and other EPs too)
-# is in ortseal/ops/options.py.
+# is in ortseal/_policy.py.
 LEAKING_OPTIONS = {name: w.why for name, w in PROVIDER_WRITERS[PROVIDER].items() if w.engine and w.kind == "flag"}
 _SET_BY_ORTSEAL = ("trt_engine_decryption_enable", "trt_engine_decryption_lib_path", "trt_engine_cache_enable")
 

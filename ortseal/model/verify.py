@@ -1,6 +1,6 @@
 """File bytes -> one verified sealed model (spec: ``docs/format.md``, "Sealed model v3", "Opening").
 
-:func:`verify_sealed` takes a model file read once (:class:`~ortseal.ops.model.LoadedModel`) and checks, in
+:func:`verify_sealed` takes a model file read once (:class:`~ortseal.model._graph.LoadedModel`) and checks, in
 order and before any content key is used for decryption: the seal record at the end of the file over every
 other byte of it (signature by a trusted key, or the HMAC of an unsigned model), the release, then, in one
 walk of the graph, that the sealed tensors are exactly those the manifest names and the plain external tensors
@@ -21,7 +21,17 @@ from onnx import ModelProto, TensorProto
 from ..blob import BlobSource, Opener
 from ..errors import FormatError, TamperedError
 from ..keys import KeySet
-from .manifest import (
+from ._graph import (
+    DataFiles,
+    LoadedModel,
+    SealedTensor,
+    external_initializers,
+    find_sealed,
+    is_external,
+    stored_tensors,
+    tensor_context,
+)
+from ._record import (
     MANIFEST_KEY,
     MODEL_FORMAT_VERSION,
     RECORD_KEY,
@@ -31,16 +41,6 @@ from .manifest import (
     body_digest,
     check_record,
     read_record,
-)
-from .model import (
-    DataFiles,
-    LoadedModel,
-    SealedTensor,
-    external_initializers,
-    find_sealed,
-    is_external,
-    stored_tensors,
-    tensor_context,
 )
 
 

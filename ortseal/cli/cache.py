@@ -10,10 +10,10 @@ from pathlib import Path
 import click
 
 from .._atomic import lock_held, temp_files
-from ..clikit import Group, Passphrase, echo_json, echo_rows, json_option, keys_option, load_keys, passphrase_options
 from ..errors import OrtsealError, TamperedError
-from .provider import QUARANTINE
-from .vault import ENGINE_SUFFIX, read_engine_header, verify_engine_file
+from ..tensorrt.provider import QUARANTINE
+from ..tensorrt.vault import ENGINE_SUFFIX, read_engine_header, verify_engine_file
+from ._kit import Group, Passphrase, echo_json, echo_rows, json_option, keys_option, load_keys, passphrase_options
 
 
 def _lstat_size(path: Path) -> str:

@@ -11,13 +11,12 @@ import onnx
 from onnx import helper
 
 from .._runtime import onnxruntime as ort
-
-from .._demokit import DemoFailure, expect_refused, say
 from ..keys import KeySet
-from .commands import print_table
-from .inspect import inspect_model
-from .seal import seal_model
-from .session import InferenceSession
+from ..model.report import inspect_model
+from ..model.seal import seal_model
+from ..model.session import InferenceSession
+from ._demokit import DemoFailure, expect_refused, say
+from .model import print_table
 
 DEMO_MODEL = "mul_1.onnx"  # onnxruntime.datasets: Y = X * W, W a float initializer
 

@@ -20,7 +20,7 @@ OP_TYPE = "Unseal"
 OPSET_VERSION = 2  # version 1 (format v1, with a graph_digest attribute) is refused
 
 # How an Unseal node's payload becomes its tensor (its ``encoding`` attribute; absent means RAW). The
-# payloads themselves: ``ortseal.ops.tensors``.
+# payloads themselves: ``ortseal.model.tensors``.
 RAW = "raw"  # the tensor's exact ONNX raw_data bytes
 TENSOR_PROTO = "tensor_proto"  # a serialized TensorProto (STRING tensors)
 SPARSE_TENSOR_PROTO = "sparse_tensor_proto"  # a serialized SparseTensorProto (sparse tensors of any kind)

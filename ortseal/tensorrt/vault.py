@@ -10,16 +10,15 @@ the shim's calls are routed by the path ORT passes.
 from __future__ import annotations
 
 import ctypes
-import errno
 import io
 import logging
 import os
-import stat
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from .._atomic import atomic_writer
+from .._files import ReadPolicy, open_checked
 from ..blob import BlobSource, Header, Opener, read_header, seal_stream
 from ..errors import OrtsealError, TamperedError
 from ..keys import KeySet
@@ -46,44 +45,9 @@ def engine_context(path: str | os.PathLike[str]) -> bytes:
     return CONTEXT_PREFIX + os.fsencode(Path(path).name)
 
 
-# The name is ours (ortseal wrote it): a symbolic link in its place is refused, not followed. O_NONBLOCK:
-# opening a FIFO planted there returns at once (and is then refused) instead of waiting for a writer.
-ENGINE_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW
-_NOT_REGULAR = {errno.ELOOP: "a symbolic link", errno.ENXIO: "a socket or device with nothing behind it"}
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
-def _open_regular(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
-    """Open an engine file without following a link or waiting on a FIFO; refuse anything but a regular,
-    non-sparse file before a byte is read. Returns the descriptor (the caller closes it) and its fstat."""
-    try:
-        fd = os.open(path, ENGINE_OPEN_FLAGS)
-    except OSError as exc:
-        if exc.errno in _NOT_REGULAR:
-            raise TamperedError(f"engine file {os.fspath(path)} is {_NOT_REGULAR[exc.errno]}, not a regular file: "
-                                "refused") from None
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise TamperedError(f"engine file {os.fspath(path)} is {_file_kind(st.st_mode)}, not a regular file: "
-                                "refused")
-        # Ciphertext does not compress and has no holes: a file with far fewer blocks than bytes declares a
-        # length it does not hold (a sparse file), which would only cost time and memory to read.
-        if st.st_size > (1 << 20) and st.st_blocks * 512 < st.st_size // 2:
-            raise TamperedError(f"engine file {os.fspath(path)} is sparse ({st.st_blocks * 512} bytes allocated of "
-                                f"{st.st_size}): not a sealed engine")
-        return fd, st
-    except BaseException:
-        os.close(fd)
-        raise
+# The name is ours (ortseal wrote it): a symbolic link in its place is refused, not followed; a FIFO planted
+# there is refused at once instead of waited on.
+ENGINE_FILE = ReadPolicy("engine file", TamperedError, follow_links=False, refuse_sparse=True, wrap_os_errors=False)
 
 
 def _checked_header(fd: int, st: os.stat_result) -> Header:
@@ -97,7 +61,7 @@ def _checked_header(fd: int, st: os.stat_result) -> Header:
 def read_engine_header(path: str | os.PathLike[str]) -> tuple[Header, int]:
     """The header of the engine file at ``path`` (no keys needed) and the file's size, after the checks
     of :func:`read_engine_file`; its length is checked against the header."""
-    fd, st = _open_regular(path)
+    fd, st = open_checked(path, ENGINE_FILE)
     try:
         return _checked_header(fd, st), st.st_size
     finally:
@@ -106,10 +70,10 @@ def read_engine_header(path: str | os.PathLike[str]) -> tuple[Header, int]:
 
 def read_engine_file(path: str | os.PathLike[str]) -> bytes:
     """The whole engine file, read once into memory ortseal owns. The file is opened with
-    :data:`ENGINE_OPEN_FLAGS`, must be a regular, non-sparse file whose length matches its header (checked
+    :data:`ENGINE_FILE`, must be a regular, non-sparse file whose length matches its header (checked
     before the rest is read), and must not change length while it is read. Every later check runs on
     these bytes."""
-    fd, st = _open_regular(path)
+    fd, st = open_checked(path, ENGINE_FILE)
     try:
         _checked_header(fd, st)
         with io.FileIO(fd, "rb", closefd=False) as fh:

@@ -29,12 +29,11 @@ import numpy as np
 from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, helper
 
 from .._runtime import onnxruntime as ort
-
 from ..errors import FormatError
 from ..keys import KeySet, as_keyset
-from .model import is_external, is_unseal, iter_bodies, load_model, malformed_is_format_error
+from ._graph import is_external, is_unseal, iter_bodies, load_model, malformed_is_format_error
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, RAW, kind_name
-from .verified import verify_sealed
+from .verify import verify_sealed
 
 log = logging.getLogger("ortseal")
 SETUP_ATTRIBUTE = "setup"

@@ -1,7 +1,7 @@
 """The ``ortseal`` command line: a thin shell over the public API.
 
 Every command exits 0 on success and 1 with a one-line ``error: ...`` otherwise (2: a command line that
-does not parse); no command prints a traceback (``clikit.ErrorBoundary``).
+does not parse); no command prints a traceback (``ortseal.cli._kit.ErrorBoundary``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import sys
 
 import click
 
-from ._version import __version__
-from .clikit import (
+from .._version import __version__
+from ..keys import KeySet
+from ._kit import (
     LOG_LEVELS,
     Group,
     Passphrase,
@@ -26,9 +27,8 @@ from .clikit import (
     refuse_dash,
     setup_logging,
 )
-from .ep_plugin.commands import cache
-from .keys import KeySet
-from .ops.commands import inspect, seal, verify
+from .cache import cache
+from .model import inspect, seal, verify
 
 SECRET_OUTPUT = "a keyset with secret keys is written only to a file (mode 0600)"
 

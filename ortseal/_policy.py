@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # only for annotations: keys, sealing and inspect need no ONNX Runtime
     import onnxruntime as ort
 
-from ..ep_plugin.preflight import PROVIDER as TENSORRT
-from ..ep_plugin.shim import shim_path
-from ..errors import OrtsealError, UnsafeOptionError
+from .errors import UnsafeOptionError
+
+TENSORRT = "TensorrtExecutionProvider"
 
 FALSE_VALUES = frozenset({"0", "false", "False", "FALSE", ""})
 TRUE_VALUES = frozenset({"1", "true", "True", "TRUE"})
@@ -174,12 +174,9 @@ def _refuse(what: str, writer: Writer, subject: str) -> None:
     raise UnsafeOptionError(f"{what} is refused for {subject}: {writer.why}")
 
 
-def _tensorrt_cache_rule(options: Mapping[str, str], sealed_model: bool, subject: str) -> None:
-    """The engine cache is allowed only when routed through ortseal's shim; no other decryption library."""
-    try:
-        shim: str | None = shim_path()
-    except OrtsealError:
-        shim = None
+def _tensorrt_cache_rule(options: Mapping[str, str], sealed_model: bool, subject: str, shim: str | None) -> None:
+    """The engine cache is allowed only when routed through ortseal's shim (``shim``: its path, None where it
+    is not built); no other decryption library."""
     decrypting = options.get("trt_engine_decryption_enable", "False") not in FALSE_VALUES
     library = options.get("trt_engine_decryption_lib_path", "")
     if decrypting and library != shim:
@@ -201,10 +198,12 @@ def refuse_tensorrt_writers(options: Mapping[str, str], subject: str = "a sealed
 
 def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: Sequence[Mapping[Any, Any]] | None,
                              sess_options: ort.SessionOptions | None, *, sealed_model: bool,
-                             sealed_cache: bool) -> None:
+                             sealed_cache: bool, shim: str | None) -> None:
     """Raise :class:`UnsafeOptionError`, naming the option and why, if these session arguments would make ORT
     or an EP write plaintext weights or a compiled engine: everything in this module's tables for a sealed
-    model; the engine and EP-context writers for a sealed TensorRT engine cache. Does nothing otherwise."""
+    model; the engine and EP-context writers for a sealed TensorRT engine cache. Does nothing otherwise.
+    ``shim``: the path of ortseal's engine-cache shim (None where it is not built), the one decryption
+    library TensorRT may be given."""
     if not (sealed_model or sealed_cache):
         return
     subject = "a sealed model" if sealed_model else "a sealed engine cache"
@@ -237,7 +236,7 @@ def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: 
                                     "object, such as a file path) is refused for a sealed model: OpenVINO writes the "
                                     "compiled model blobs, weights included, there unencrypted")
         if name == TENSORRT:
-            _tensorrt_cache_rule(options, sealed_model, subject)
+            _tensorrt_cache_rule(options, sealed_model, subject, shim)
             if sealed_model and not options:
                 for var, writer in TENSORRT_ENV_WRITERS.items():
                     if writer.is_on(os.environ.get(var, "")):

@@ -1,6 +1,6 @@
 """What every ``ortseal`` command shares: error handling, keyset and passphrase options, output helpers.
 
-Below ``cli.py`` and the command modules (``ops/commands.py``, ``ep_plugin/commands.py``), which all
+Below the ``ortseal`` group (``cli/__init__.py``) and the command modules (``cli/model.py``, ``cli/cache.py``), which all
 import it; it imports none of them.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 import click
 
-from .errors import FormatError, KeyNotFoundError, OrtsealError
-from .keys import KeySet
+from ..errors import FormatError, KeyNotFoundError, OrtsealError
+from ..keys import KeySet
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 

@@ -11,10 +11,11 @@ import importlib
 import re
 from pathlib import Path
 
+from .._policy import TENSORRT
 from .._runtime import ort_distributions
 from ..errors import ProviderUnavailableError
 
-PROVIDER = "TensorrtExecutionProvider"
+PROVIDER = TENSORRT  # the name ORT gives the TensorRT EP
 PROVIDER_LIBRARY = "libonnxruntime_providers_tensorrt.so"
 SHARED_LIBRARY = "libonnxruntime_providers_shared.so"
 TENSORRT_MAJOR = 10  # the libnvinfer.so.N that ONNX Runtime 1.20-1.32's TensorRT EP links

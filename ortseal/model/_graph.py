@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import rfc8785
 from google.protobuf.message import DecodeError
 from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
 
+from .._files import ReadPolicy, open_checked
 from ..blob import BlobSource
 from ..errors import FormatError, OrtsealError, TamperedError
 from .schema import (
@@ -36,6 +36,8 @@ register_schema()
 
 CONTEXT_LABEL = b"ortseal/tensor/v3\x00"
 MAX_MODEL_FILE = (1 << 31) - 1  # protobuf's limit for one message
+MODEL_FILE = ReadPolicy("model file", FormatError)
+DATA_FILE = ReadPolicy("data file", FormatError)
 MAX_OFFSET = (1 << 63) - 1
 SEALED_SUFFIX = ".ortseal_sealed"
 LIKE_PREFIX = "ortseal.like."
@@ -256,23 +258,6 @@ def malformed_is_format_error(what: str) -> Iterator[None]:
         raise FormatError(f"{what} is a malformed ONNX model: {type(exc).__name__}: {exc}") from exc
 
 
-def _open_regular(path: str | os.PathLike[str], what: str) -> tuple[int, os.stat_result]:
-    """Open ``path`` read-only without blocking on a FIFO or device, and refuse anything but a regular file
-    before any byte is read."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise FormatError(f"{what} {os.fspath(path)} does not exist") from None
-    except OSError as exc:
-        raise FormatError(f"cannot open {what} {os.fspath(path)}: {exc.strerror}") from None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise FormatError(f"{what} {os.fspath(path)} is not a regular file (a FIFO, device, socket or folder): refused")
-    os.set_blocking(fd, True)
-    return fd, st
-
-
 def _fd_path(fd: int) -> str | None:
     """The path the kernel has for an open descriptor (Linux ``/proc``), or None where it cannot say."""
     try:
@@ -283,7 +268,7 @@ def _fd_path(fd: int) -> str | None:
 
 def read_model_file(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a model file, read once from one checked descriptor into memory ortseal owns."""
-    fd, st = _open_regular(path, "model file")
+    fd, st = open_checked(path, MODEL_FILE)
     try:
         if st.st_size > MAX_MODEL_FILE:
             raise FormatError(f"model file {os.fspath(path)} is over 2 GiB: ONNX keeps large weights as external data")
@@ -410,7 +395,7 @@ class DataFiles(contextlib.AbstractContextManager):
             if not os.path.lexists(path):
                 raise FormatError(f"the model names the data file {ref.location!r} (in {self._base}), which is missing; "
                                   "a sealed model's data file keeps the name it was sealed with")
-            fd, st = _open_regular(path, "data file")
+            fd, st = open_checked(path, DATA_FILE)
             opened = _fd_path(fd)
             if opened is not None and not opened.startswith(base.rstrip("/") + "/"):
                 os.close(fd)  # a link swapped in after the check above: what was opened is outside the folder

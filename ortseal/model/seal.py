@@ -36,8 +36,7 @@ from .._progress import ByteProgress
 from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, Sealer, check_release
 from ..errors import FormatError
 from ..keys import KeySet
-from .manifest import MANIFEST_KEY, MODEL_FORMAT_VERSION, ExternalEntry, Manifest, TensorEntry, body_digest, make_record
-from .model import (
+from ._graph import (
     LIKE_PREFIX,
     METADATA_KEY,
     SEALED_SUFFIX,
@@ -56,6 +55,7 @@ from .model import (
     tensor_context,
     tensor_identity,
 )
+from ._record import MANIFEST_KEY, MODEL_FORMAT_VERSION, ExternalEntry, Manifest, TensorEntry, body_digest, make_record
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, OPSET_VERSION, RAW, SEALABLE_TYPES, kind_name, raw_length
 from .tensors import Value, encoding_of, proto_payload, raw_payload
 

@@ -22,7 +22,7 @@ import mmap
 from onnx import SparseTensorProto, TensorProto, numpy_helper
 
 from ..errors import FormatError
-from .model import DataFiles, is_external, load_inline
+from ._graph import DataFiles, is_external, load_inline
 from .schema import RAW, SEALABLE_TYPES, SPARSE_TENSOR_PROTO, TENSOR_PROTO, kind_name
 
 Value = TensorProto | SparseTensorProto

@@ -1,4 +1,4 @@
-"""What the demo steps share (``demo.py``, ``ops/demo.py``, ``ep_plugin/demo.py``): printing a step and
+"""What the demo steps share (``demo.py``, ``demo_model.py``, ``demo_cache.py``): printing a step and
 checking that something is refused. Below all three; imports none of them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import click
 
-from .errors import OrtsealError
+from ..errors import OrtsealError
 
 
 class DemoFailure(Exception):

@@ -7,11 +7,21 @@ from dataclasses import asdict
 
 import click
 
-from ..clikit import Command, Passphrase, echo_json, echo_rows, json_option, keys_option, load_keys, passphrase_options, \
-    quiet, refuse_dash
-from .inspect import SealedTensorInfo, inspect_model, verify_model
-from .model import load_model
-from .seal import REASON_SMALL, PlainTensor, format_size, plaintext_report, seal_model, summarize_plain
+from ..model._graph import load_model
+from ..model.report import SealedTensorInfo, inspect_model, verify_model
+from ..model.seal import REASON_SMALL, PlainTensor, format_size, plaintext_report, seal_model, summarize_plain
+from ._kit import (
+    Command,
+    Passphrase,
+    echo_json,
+    echo_rows,
+    json_option,
+    keys_option,
+    load_keys,
+    passphrase_options,
+    quiet,
+    refuse_dash,
+)
 
 MAIN_GRAPH = "(main graph)"  # how the tables show scope "" (the main graph; docs/sealed-models.md)
 

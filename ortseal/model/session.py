@@ -7,10 +7,9 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from .._policy import TENSORRT, config_entry, refuse_plaintext_writers
 from .._runtime import onnxruntime as ort
 from ..blob import check_release
-from ..ep_plugin.preflight import PROVIDER as TENSORRT
-from ..ep_plugin.shim import shim_path
 from ..errors import (
     KeyNotFoundError,
     OrtsealError,
@@ -18,11 +17,11 @@ from ..errors import (
     TamperedError,
 )
 from ..keys import KeySet, as_keyset
-from .manifest import read_record
-from .model import LoadedModel, is_sealed_model, load_model, malformed_is_format_error, read_model
-from .opening import Opened, open_sealed_model
-from .options import config_entry, refuse_plaintext_writers
-from .verified import verify_sealed
+from ..tensorrt.shim import shim_path
+from ._graph import LoadedModel, is_sealed_model, load_model, malformed_is_format_error, read_model
+from ._record import read_record
+from .open import Opened, open_sealed_model
+from .verify import verify_sealed
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
@@ -144,7 +143,7 @@ class InferenceSession(ort.InferenceSession):
                                   sess_options: Any = None) -> None:
         """Options that would write opened weights (sealed model) or a compiled engine (either) in plain."""
         refuse_plaintext_writers(providers, provider_options, sess_options or self._sess_options,
-                                 sealed_model=self.is_sealed, sealed_cache=sealed_cache)
+                                 sealed_model=self.is_sealed, sealed_cache=sealed_cache, shim=_shim())
 
 
 def _plain_options(providers: Any, provider_options: Any) -> tuple[Any, Any]:
@@ -170,8 +169,14 @@ def _asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
             options.append(p[1])
         elif p == TENSORRT and provider_options and i < len(provider_options):
             options.append(provider_options[i])
+    shim = _shim()
+    return shim is not None and any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim
+                                    for o in options)
+
+
+def _shim() -> str | None:
+    """The path of ortseal's engine-cache shim, None where it is not built."""
     try:
-        shim = shim_path()
+        return shim_path()
     except OrtsealError:
-        return False
-    return any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim for o in options)
+        return None
