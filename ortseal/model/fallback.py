@@ -31,6 +31,7 @@ from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, helper
 from .._runtime import onnxruntime as ort
 from ..errors import FormatError
 from ..keys import KeySet, as_keyset
+from ._gate import check_handed_options
 from ._graph import is_external, is_unseal, iter_bodies, load_model, malformed_is_format_error
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, RAW, kind_name
 from .verify import verify_sealed
@@ -99,6 +100,7 @@ def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options
     external data of a model given as bytes lives. Only models under 2 GiB (the bytes hold every plain tensor).
     """
     keys = as_keyset(keys)  # a KeySet, or a keyset file's path
+    check_handed_options(sess_options)  # before a byte is read: the application's session gets the opened weights
     loaded = load_model(model, data_dir)
     setup = secrets.randbits(62)
     opened: dict[tuple[int, int], np.ndarray] = {}

@@ -11,11 +11,15 @@ from onnx import helper
 from ..blob import BlobSource, read_header
 from ..errors import FormatError
 from ..keys import KeySet, as_keyset
+from ._gate import check_session
 from ._graph import DataFiles, LoadedModel, find_sealed, is_external, load_model, malformed_is_format_error
 from ._record import MANIFEST_KEY, Manifest, read_record
 from .open import open_sealed_model
 from .seal import PlainTensor, plaintext_report
 from .verify import verify_sealed
+
+
+VERIFY_PROVIDERS = ["CPUExecutionProvider"]  # verification opens the graph on the CPU EP alone
 
 
 @dataclass
@@ -102,6 +106,7 @@ def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet | s
     Raises ``TamperedError`` (``RollbackError``), ``KeyNotFoundError`` or ``FormatError`` naming what failed.
     """
     keys = as_keyset(keys)  # a KeySet, or a keyset file's path
+    check_session(VERIFY_PROVIDERS, None, sess_options, sealed_model=True)  # before a byte is read
     loaded = load_model(path_or_bytes, data_dir)
     decrypted = keys.has_content_keys
     with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release,
@@ -125,6 +130,6 @@ def _ort_opens(model: str | bytes | None, sess_options: Any) -> None:
     from .._runtime import onnxruntime as ort  # only verification that opens needs ONNX Runtime
 
     try:
-        ort.InferenceSession(model, sess_options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model, sess_options, providers=VERIFY_PROVIDERS)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types
         raise FormatError(f"the model verifies, but ONNX Runtime cannot open its graph: {exc}") from exc

@@ -7,17 +7,16 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .._policy import TENSORRT, config_entry, refuse_plaintext_writers
+from .._policy import TENSORRT, config_entry
 from .._runtime import onnxruntime as ort
 from ..blob import check_release
 from ..errors import (
     KeyNotFoundError,
-    OrtsealError,
     ProviderUnavailableError,
     TamperedError,
 )
 from ..keys import KeySet, as_keyset
-from ..tensorrt.shim import shim_path
+from ._gate import check_session
 from ._graph import LoadedModel, is_sealed_model, load_model, malformed_is_format_error, read_model
 from ._record import read_record
 from .open import Opened, open_sealed_model
@@ -74,13 +73,12 @@ class InferenceSession(ort.InferenceSession):
         return self._ortseal_source is not None
 
     def _create_inference_session(self, providers, provider_options, disabled_optimizers=None) -> None:
-        providers, provider_options = _plain_options(providers, provider_options)
-        sealed_cache = _asks_sealed_engine_cache(providers, provider_options)
+        checked = check_session(providers, provider_options, self._sess_options, sealed_model=self.is_sealed)
+        providers, provider_options, sealed_cache = checked.providers, checked.provider_options, checked.sealed_cache
         if sealed_cache or self.is_sealed:
             # ORT's Python API would print "EP Error ... Falling back" and retry elsewhere: a sealed model or a
             # session that asked for the sealed engine cache gets what it asked for or fails.
             self._enable_fallback = False
-            self._refuse_plaintext_outputs(providers, provider_options, sealed_cache)
         if not self.is_sealed:
             super()._create_inference_session(providers, provider_options, disabled_optimizers)
         else:
@@ -94,11 +92,11 @@ class InferenceSession(ort.InferenceSession):
         model is verified and opened first; if that fails, the previous session stays as it was."""
         if not self.is_sealed:
             return super()._reset_session(providers, provider_options)
-        providers, provider_options = _plain_options(providers, provider_options)
         # the options ORT will make the next session with: the application's own object, not the copy ORT
         # bound to the current session (the application may have changed it since)
-        self._refuse_plaintext_outputs(providers, provider_options, _asks_sealed_engine_cache(providers, provider_options),
-                                       self._sess_options_initial)
+        checked = check_session(providers, provider_options, self._sess_options_initial or self._sess_options,
+                                sealed_model=True)
+        providers, provider_options = checked.providers, checked.provider_options
         with self._open_sealed() as opened:
             self._ortseal_opened = opened
             try:
@@ -138,45 +136,3 @@ class InferenceSession(ort.InferenceSession):
                 self._model_path, self._model_bytes = origin
                 if folder and opened.path:
                     self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, folder)
-
-    def _refuse_plaintext_outputs(self, providers: Any, provider_options: Any, sealed_cache: bool,
-                                  sess_options: Any = None) -> None:
-        """Options that would write opened weights (sealed model) or a compiled engine (either) in plain."""
-        refuse_plaintext_writers(providers, provider_options, sess_options or self._sess_options,
-                                 sealed_model=self.is_sealed, sealed_cache=sealed_cache, shim=_shim())
-
-
-def _plain_options(providers: Any, provider_options: Any) -> tuple[Any, Any]:
-    """Providers and their options as plain strings, read once: what is checked is what ORT gets (an
-    object whose ``str()`` changes between two reads cannot pass the check as one value and reach ORT as
-    another). Entries of other shapes are left for ORT to refuse."""
-    def options(d: Any) -> Any:
-        return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else d
-
-    if providers is not None:
-        providers = [(str(p[0]), options(p[1])) if isinstance(p, (tuple, list)) and len(p) == 2 else
-                     str(p) if isinstance(p, str) else p for p in providers]
-    if provider_options is not None:
-        provider_options = [options(o) for o in provider_options]
-    return providers, provider_options
-
-
-def _asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
-    """True when ``providers`` hold ``ortseal.tensorrt_provider(...)``'s TensorRT entry."""
-    options: list[Any] = []
-    for i, p in enumerate(providers or []):
-        if isinstance(p, (tuple, list)) and len(p) == 2 and p[0] == TENSORRT:
-            options.append(p[1])
-        elif p == TENSORRT and provider_options and i < len(provider_options):
-            options.append(provider_options[i])
-    shim = _shim()
-    return shim is not None and any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim
-                                    for o in options)
-
-
-def _shim() -> str | None:
-    """The path of ortseal's engine-cache shim, None where it is not built."""
-    try:
-        return shim_path()
-    except OrtsealError:
-        return None
