@@ -7,19 +7,19 @@ Public API::
     ortseal.verify_model("model.sealed.onnx", "device.json")
     sess = ortseal.InferenceSession("model.sealed.onnx", providers=["CPUExecutionProvider"], keys="device.json")
 
-``import ortseal`` needs no ONNX Runtime: the names that do (``InferenceSession``,
-``fallback_session_options``, ``tensorrt_provider``...) are imported on first use, which checks that
-exactly one ONNX Runtime distribution is installed (``ortseal/_runtime.py``).
+``import ortseal`` imports only the errors: every other name is imported on first use, so that a command or
+an application loads what it uses. Those that need ONNX Runtime (``InferenceSession``,
+``fallback_session_options``, ``tensorrt_provider``...) check on first use that exactly one ONNX Runtime
+distribution is installed (``ortseal/_runtime.py``).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
 from .errors import (
     FormatError,
     KeyNotFoundError,
@@ -29,12 +29,27 @@ from .errors import (
     TamperedError,
     UnsafeOptionError,
 )
-from .keys import KeySet, as_keyset
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
+    from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
+    from .keys import KeySet, as_keyset
+    from .model.fallback import fallback_session_options
+    from .model.report import inspect_model, verify_model
+    from .model.seal import seal_model
+    from .model.session import InferenceSession
+    from .tensorrt.provider import tensorrt_provider
 
 logging.getLogger("ortseal").addHandler(logging.NullHandler())  # a library logs; the application decides where
 
-# name -> module that defines it, imported on first use (some import onnxruntime, some onnx)
+# name -> module that defines it, imported on first use (some import onnxruntime, some onnx; the ortseal CLI
+# starts without cryptography)
 _LAZY = {
+    "KeySet": ".keys",
+    "as_keyset": ".keys",
+    "seal_bytes": ".blob",
+    "unseal_bytes": ".blob",
+    "unseal_into": ".blob",
+    "plaintext_size": ".blob",
     "InferenceSession": ".model.session",
     "fallback_session_options": ".model.fallback",
     "tensorrt_provider": ".tensorrt.provider",
@@ -58,7 +73,12 @@ __all__ = [
     "FormatError",
     "UnsafeOptionError",
     "ProviderUnavailableError",
-    *_LAZY,
+    "InferenceSession",
+    "fallback_session_options",
+    "tensorrt_provider",
+    "seal_model",
+    "inspect_model",
+    "verify_model",
 ]
 
 

@@ -109,3 +109,51 @@ def test_deprecated_aliases_give_the_new_objects():
     assert ep_plugin.tensorrt_provider is ortseal.tensorrt_provider
     assert ep_plugin.shim_path() == ortseal.tensorrt.shim_path()
     assert set(ops.__all__) <= set(dir(ops)) and set(ep_plugin.__all__) <= set(dir(ep_plugin))
+
+
+# -- cold start: commands that need no model load no onnx ----------------------------------------------
+HEAVY = ("onnx", "ml_dtypes")
+RUN_AND_LIST = """
+import json, sys
+from ortseal.cli import main
+try:
+    main(sys.argv[1:], prog_name="ortseal")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print(json.dumps({"code": code, "heavy": sorted(m for m in sys.modules if m.split(".")[0] in %r)}))
+""" % (HEAVY,)
+
+
+def _run(args: list[str], cwd: Path) -> dict:
+    r = subprocess.run([sys.executable, "-c", RUN_AND_LIST, *args], capture_output=True, text=True, cwd=cwd,
+                       timeout=120)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("args, code", [
+    (["--help"], 0),
+    (["keygen", "-o", "new.json"], 0),
+    (["pubkey", "keys.json", "-o", "public.json"], 0),
+    (["device-keys", "keys.json", "-o", "device.json"], 0),
+    (["inspect-keys", "keys.json"], 0),
+    (["cache", "list", "cache"], 0),
+    (["cache", "verify", "cache", "--keys", "keys.json"], 1),  # an empty cache: nothing to verify
+    (["seal", "--help"], 0),
+], ids=lambda a: " ".join(a) if isinstance(a, list) else str(a))
+def test_commands_that_need_no_model_never_import_onnx(args, code, tmp_path):
+    assert _run(["keygen", "-o", "keys.json"], tmp_path)["code"] == 0
+    (tmp_path / "cache").mkdir()
+    result = _run(args, tmp_path)
+    assert result == {"code": code, "heavy": []}, result
+
+
+def test_sealing_does_import_onnx(tmp_path):
+    """The check above can fail: sealing builds ONNX protos with onnx, and the list shows it."""
+    from models import transformer_like
+
+    transformer_like(tmp_path / "m.onnx", d=8, vocab=16, seq=4)
+    assert _run(["keygen", "-o", "keys.json"], tmp_path)["code"] == 0
+    result = _run(["-q", "seal", "m.onnx", "-o", "s.onnx", "--keys", "keys.json"], tmp_path)
+    assert result["code"] == 0 and "onnx" in result["heavy"], result

@@ -8,8 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import numpy as np
-
 from .._parallel import available_cores, run_split
 from ..keys import KeySet
 from ._format import (
@@ -101,12 +99,12 @@ def seal_bytes(data: Buffer, keys: KeySet, *, context: Context, sign: bool = Tru
     src = memoryview(data).cast("B")
     sealer = Sealer(keys, context=context, length=len(src), sign=sign, segment_size=segment_size, release=release)
     h = sealer.header
-    out = np.empty(h.blob_length, np.uint8)  # uninitialised: every byte is written below
+    out = bytearray(h.blob_length)
     view = memoryview(out)
     view[:len(h.raw)] = h.raw
     sealer.encrypt(0, src, view[len(h.raw):h.body_length])
     view[h.body_length:] = sealer.signature()
-    return out.tobytes()
+    return bytes(out)
 
 
 class BlobWriter:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from .._version import __version__
-from ..keys import KeySet
 from ._kit import (
     LOG_LEVELS,
     Group,
@@ -29,6 +29,9 @@ from ._kit import (
 )
 from .cache import cache
 from .model import inspect, seal, verify
+
+if TYPE_CHECKING:
+    from ..keys import KeySet
 
 SECRET_OUTPUT = "a keyset with secret keys is written only to a file (mode 0600)"
 
@@ -65,6 +68,8 @@ def keygen(output: str, passphrase: Passphrase, protect: bool, overwrite: bool, 
     """Make the publisher's keyset: one AES-256 content key and one Ed25519 signing key (protected by a
     passphrase when one is given, or with --protect). Keep it off devices: give them ortseal device-keys."""
     refuse_dash(output, "--output", SECRET_OUTPUT)
+    from ..keys import KeySet
+
     ks = KeySet.generate()
     secret = passphrase.for_new_keyset(protect)
     ks.save(output, secret, overwrite=overwrite)

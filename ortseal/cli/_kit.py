@@ -14,12 +14,14 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import FormatError, KeyNotFoundError, OrtsealError
-from ..keys import KeySet
+
+if TYPE_CHECKING:
+    from ..keys import KeySet
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -204,6 +206,8 @@ def read_keyset(path: str, what: str = "--keys") -> bytes:
 def open_keyset(text: bytes, path: str, passphrase: Passphrase, what: str = "--keys") -> KeySet:
     """Parse keyset bytes read from ``path``; a protected keyset with no passphrase option is unlocked
     from a prompt when stdin is a terminal (and not the keyset itself)."""
+    from ..keys import KeySet  # when a command needs keys: the CLI starts without cryptography
+
     given = passphrase.given()
     try:
         return KeySet.from_json(text, given)

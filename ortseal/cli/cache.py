@@ -1,4 +1,6 @@
-"""``ortseal cache list`` and ``ortseal cache verify``: the sealed TensorRT engine cache from the shell."""
+"""``ortseal cache list`` and ``ortseal cache verify``: the sealed TensorRT engine cache from the shell.
+
+Each command imports the engine-cache modules when it runs, not when the CLI starts."""
 
 from __future__ import annotations
 
@@ -9,10 +11,7 @@ from pathlib import Path
 
 import click
 
-from .._atomic import lock_held, temp_files
 from ..errors import OrtsealError, TamperedError
-from ..tensorrt.provider import QUARANTINE
-from ..tensorrt.vault import ENGINE_SUFFIX, read_engine_header, verify_engine_file
 from ._kit import Group, Passphrase, echo_json, echo_rows, json_option, keys_option, load_keys, passphrase_options
 
 
@@ -24,6 +23,9 @@ def _lstat_size(path: Path) -> str:
 
 
 def _engine_files(directory: str) -> list[Path]:
+    from ..tensorrt.provider import QUARANTINE
+    from ..tensorrt.vault import ENGINE_SUFFIX
+
     root = Path(directory)
     if not root.is_dir():
         raise click.ClickException(f"{directory} is not a directory")
@@ -40,6 +42,10 @@ def cache() -> None:
 @json_option
 def list_cache(directory: str, as_json: bool) -> None:
     """List engines in DIRECTORY with sizes, key ids, signer and state (no keys needed)."""
+    from .._atomic import lock_held, temp_files
+    from ..tensorrt.provider import QUARANTINE
+    from ..tensorrt.vault import ENGINE_SUFFIX, read_engine_header
+
     header = ("file", "bytes", "engine bytes", "key id", "signer", "state")
     rows = [header]
     for path in _engine_files(directory):
@@ -78,6 +84,9 @@ def list_cache(directory: str, as_json: bool) -> None:
 @json_option
 def verify_cache(directory: str, keys_path: str, passphrase: Passphrase, as_json: bool) -> None:
     """Fully verify every engine in DIRECTORY; exit 1 naming each bad file, or when there is none to verify."""
+    from ..tensorrt.provider import QUARANTINE
+    from ..tensorrt.vault import ENGINE_SUFFIX, verify_engine_file
+
     keys = load_keys(keys_path, passphrase)
     files = [p for p in _engine_files(directory) if p.parent.name != QUARANTINE]
     if not files:  # a gate with nothing to check must not pass

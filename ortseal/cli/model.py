@@ -1,15 +1,20 @@
-"""``ortseal seal``, ``ortseal inspect`` and ``ortseal verify``."""
+"""``ortseal seal``, ``ortseal inspect`` and ``ortseal verify``.
+
+Each command imports the sealed-model modules (and so onnx) when it runs, not when the CLI starts: ``ortseal
+--help`` and the key and cache commands never pay for them.
+"""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import click
 
-from ..model._graph import load_model
-from ..model.report import SealedTensorInfo, inspect_model, verify_model
-from ..model.seal import REASON_SMALL, PlainTensor, format_size, plaintext_report, seal_model, summarize_plain
+if TYPE_CHECKING:
+    from ..model.report import SealedTensorInfo
+    from ..model.seal import PlainTensor
 from ._kit import (
     Command,
     Passphrase,
@@ -46,6 +51,8 @@ def seal(src: str, dst: str, keys_path: str, passphrase: Passphrase, min_bytes: 
          exclude: str | None, no_sign: bool, inline: bool, model_name: str | None, release: int,
          overwrite: bool, as_json: bool) -> None:
     """Seal the weights of SRC (initializers and Constant nodes) into a new model (payloads in <output>.data)."""
+    from ..model.seal import format_size, seal_model, summarize_plain
+
     refuse_dash(src, "SRC", "seal reads the model and its external data files from a folder: give its path")
     refuse_dash(dst, "--output", "seal writes a model and its .data file: give a file name")
     keys = load_keys(keys_path, passphrase)
@@ -66,12 +73,16 @@ def seal(src: str, dst: str, keys_path: str, passphrase: Passphrase, min_bytes: 
 def shown_plain(left: list[PlainTensor], show_all: bool) -> list[PlainTensor]:
     """The plaintext tensors listed one by one: all with ``--all``, else all but those below --min-bytes
     (a real model has scores of 4-8 byte Constants; the summary line counts them)."""
+    from ..model.seal import REASON_SMALL
+
     return list(left) if show_all else [p for p in left if p.reason != REASON_SMALL]
 
 
 def print_plain(left: list[PlainTensor], show_all: bool = False) -> None:
     """What a model holds in plaintext, a line per tensor (below --min-bytes only with ``show_all``), then
     the summary by reason."""
+    from ..model.seal import format_size, summarize_plain
+
     shown = shown_plain(left, show_all)
     if shown:
         echo_rows([("plaintext", "scope", "from", "size", "why")] + [
@@ -84,6 +95,8 @@ def print_plain(left: list[PlainTensor], show_all: bool = False) -> None:
 def print_table(infos: list[SealedTensorInfo]) -> None:
     """The sealed tensors as ``ortseal inspect`` shows them, then the manifest line (the only signature: the
     tensors' blobs are bound by the signed manifest, not signed one by one)."""
+    from ..model.seal import format_size
+
     rows = [("tensor", "scope", "from", "dtype", "shape", "size", "sealed", "key id", "v")]
     rows += [(i.name, i.scope or MAIN_GRAPH, i.source, i.dtype, "x".join(map(str, i.shape)) or "scalar",
               format_size(i.plaintext_bytes), format_size(i.sealed_bytes), i.key_id, str(i.format_version))
@@ -97,6 +110,8 @@ def print_table(infos: list[SealedTensorInfo]) -> None:
 
 
 def _plain_json(left: list[PlainTensor], show_all: bool) -> dict:
+    from ..model.seal import summarize_plain
+
     shown = shown_plain(left, show_all)
     return {"left_plain": [asdict(p) for p in shown], "left_plain_not_listed": len(left) - len(shown),
             "left_plain_summary": summarize_plain(left)}
@@ -114,6 +129,10 @@ def _model_arg(model: str) -> str | bytes:
 def inspect(model: str, show_all: bool, as_json: bool) -> None:
     """Show which tensors of MODEL (- for stdin: a model without external data) are sealed (sizes, key ids,
     the manifest's signer) and which are left plaintext, and why (no keys needed)."""
+    from ..model._graph import load_model
+    from ..model.report import inspect_model
+    from ..model.seal import plaintext_report
+
     source = _model_arg(model)
     infos = inspect_model(source)
     left = plaintext_report(load_model(source).model) if infos else []
@@ -144,6 +163,9 @@ def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int,
     """Check MODEL (- for stdin: a model without external data) as a device opens it: the signature over the
     whole file, release, every sealed and plain external tensor, and (with content keys) decryption and ONNX
     Runtime opening the graph. Keeps no plaintext. Exit 0 or 1."""
+    from ..model.report import verify_model
+    from ..model.seal import format_size, summarize_plain
+
     if model == "-" and keys_path == "-":
         raise click.UsageError("MODEL and --keys cannot both come from stdin")
     keys = load_keys(keys_path, passphrase)  # a bad keyset fails through the error boundary (JSON with --json)

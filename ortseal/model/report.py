@@ -18,7 +18,6 @@ from .open import open_sealed_model
 from .seal import PlainTensor, plaintext_report
 from .verify import verify_sealed
 
-
 VERIFY_PROVIDERS = ["CPUExecutionProvider"]  # verification opens the graph on the CPU EP alone
 
 
