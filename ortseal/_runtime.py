@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 SKIP_ENV = "ORTSEAL_SKIP_ORT_CHECK"
 INSTALL_HINT = ('pip install "ortseal[cpu]" for the CPU build, or install the ONNX Runtime you deploy on: '
@@ -64,6 +65,9 @@ def check_ort_distribution(path: Iterable[str] | None = None) -> None:
                           f"pip uninstall -y {names} && pip install <the one you deploy on, e.g. onnxruntime-gpu> "
                           f"(or set {SKIP_ENV}=1 if this is intended)")
 
+
+if TYPE_CHECKING:  # what ``from ._runtime import onnxruntime`` gives, as the type checker sees it
+    import onnxruntime as onnxruntime
 
 _checked = False
 

@@ -53,9 +53,9 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str, what: str) -> bytes:
+def _unb64(text: object, what: str) -> bytes:
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode(text, validate=True)  # type: ignore[arg-type]  # a non-str is a TypeError
     except (ValueError, TypeError) as exc:
         raise FormatError(f"keyset: {what} is not valid base64") from exc
 
@@ -516,7 +516,7 @@ def _unwrap(wrapped: Any, passphrase: str | bytes, aad: bytes) -> bytes:
     if wrapped.get("kdf") != "scrypt" or wrapped.get("cipher") != "AES-256-GCM":
         raise FormatError("keyset wraps its secrets with an unknown kdf or cipher")
     n, r, p = wrapped.get("n"), wrapped.get("r"), wrapped.get("p")
-    if not all(type(v) is int for v in (n, r, p)):
+    if type(n) is not int or type(r) is not int or type(p) is not int:
         raise FormatError("keyset scrypt parameters must be integers")
     if not (SCRYPT_MIN_N <= n <= SCRYPT_MAX_N and n & (n - 1) == 0 and r == SCRYPT_R and p == SCRYPT_P):
         raise FormatError(f"keyset asks for scrypt n={n}, r={r}, p={p}; accepted: n a power of two in "

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,9 +58,10 @@ class ErrorBoundary:
         message = f"{kind}: {detail}"
         raise click.ClickException(message)
 
-    def main(self, args: Any = None, prog_name: str | None = None, **extra: Any) -> Any:
+    def main(self, *args: Any, **extra: Any) -> Any:  # click's arguments (args, prog_name...), always standalone
+        extra.pop("standalone_mode", None)
         try:
-            code = super().main(args, prog_name, standalone_mode=False, **extra)  # type: ignore[misc]
+            code = super().main(*args, standalone_mode=False, **extra)  # type: ignore[misc]
         except click.UsageError as exc:
             hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
             click.echo(f"error: {exc.format_message()}{hint}", err=True)
@@ -250,7 +251,7 @@ def setup_logging(level: str, quiet_flag: bool) -> None:
     logger.setLevel(logging.ERROR if quiet_flag else getattr(logging, level.upper()))
 
 
-def echo_rows(rows: list[tuple[str, ...]]) -> None:
+def echo_rows(rows: Sequence[tuple[str, ...]]) -> None:
     """Print rows as left-aligned columns."""
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for row in rows:

@@ -163,7 +163,7 @@ class Manifest:
             "external": [{"location": e.location, "offset": e.offset, "length": e.length, "sha256": e.sha256.hex()}
                          for e in self.external],
         }
-        return rfc8785.dumps(doc).decode("utf-8")
+        return rfc8785.dumps(doc).decode("utf-8")  # type: ignore[arg-type]  # rfc8785 types values narrowly
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -201,7 +201,7 @@ class Manifest:
 
 
 def _int(value: object, top: int = (1 << 63) - 1) -> bool:
-    return type(value) is int and 0 <= value <= top  # type: ignore[operator]
+    return type(value) is int and 0 <= value <= top
 
 
 def check_record(record: SealRecord, digest: bytes, manifest: Manifest, keys: KeySet, *, min_release: int = 0) -> bool:

@@ -113,7 +113,7 @@ def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options
                                   "serves dense float, double, integer and bool tensors); use ortseal.InferenceSession")
         for st in verified.sealed:
             out = np.empty(st.shape, helper.tensor_dtype_to_np_dtype(st.dtype))
-            verified.opener(st, keys).decrypt_into(memoryview(out.reshape(-1).view(np.uint8)))
+            verified.opener(st, keys).decrypt_into(out.reshape(-1).view(np.uint8).data)
             out.setflags(write=False)
             opened[(setup, len(opened))] = out  # slot = the tensor's place in verified.sealed
         plain = [verified.read_external(t, entry) for _, t, entry in verified.externals]

@@ -27,6 +27,7 @@ from onnx import (
     AttributeProto,
     GraphProto,
     ModelProto,
+    NodeProto,
     SparseTensorProto,
     TensorProto,
     ValueInfoProto,
@@ -84,7 +85,9 @@ def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
         unseal = {n.input[0]: n for n in b.node if is_unseal(n)}
         if not unseal:
             continue
-        nodes, added, sparse = [], [], []
+        nodes: list[NodeProto] = []
+        added: list[TensorProto] = []
+        sparse: list[SparseTensorProto] = []
         for n in b.node:
             if is_unseal(n):
                 st = by_key[(scope, n.output[0])]
@@ -243,8 +246,8 @@ def _decrypt_inline(target: Value, opener: Opener) -> None:
     """Decrypt a sealed tensor into ``target`` itself: raw bytes, or a STRING or sparse tensor parsed back."""
     buf = np.empty(opener.header.plaintext_length, np.uint8)
     with naming(target.values.name if isinstance(target, SparseTensorProto) else target.name):
-        opener.decrypt_into(memoryview(buf))
-    restore(target, memoryview(buf))
+        opener.decrypt_into(buf.data)
+    restore(target, buf.data)
 
 
 def _read_inline(target: TensorProto, entry: ExternalEntry, verified: VerifiedModel) -> None:

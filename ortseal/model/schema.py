@@ -27,7 +27,7 @@ SPARSE_TENSOR_PROTO = "sparse_tensor_proto"  # a serialized SparseTensorProto (s
 ENCODINGS = (RAW, TENSOR_PROTO, SPARSE_TENSOR_PROTO)
 
 # Bits per element of every kind held as raw bytes: every kind of onnx.TensorProto but STRING.
-ELEMENT_BITS = {
+ELEMENT_BITS: dict[int, int] = {
     TensorProto.FLOAT: 32, TensorProto.UINT8: 8, TensorProto.INT8: 8, TensorProto.UINT16: 16,
     TensorProto.INT16: 16, TensorProto.INT32: 32, TensorProto.INT64: 64, TensorProto.BOOL: 8,
     TensorProto.FLOAT16: 16, TensorProto.DOUBLE: 64, TensorProto.UINT32: 32, TensorProto.UINT64: 64,

@@ -220,11 +220,13 @@ def _unseal_node(c: _Candidate, identity: str) -> NodeProto:
     """``c.name = Unseal(c.name.ortseal_sealed, like)``; STRING and sparse tensors also name their encoding
     and payload length, raw ones of the fallback kernel's types say it can serve them."""
     encoding = encoding_of(c.tensor)
-    extra = {"fallback_supported": 1} if encoding == RAW and c.dtype in FALLBACK_TYPES else {}
+    extra: dict[str, str | int] = {"fallback_supported": 1} if encoding == RAW and c.dtype in FALLBACK_TYPES else {}
     if encoding != RAW:
+        assert c.nbytes is not None  # set when it was selected
         extra = {"encoding": encoding, "payload_bytes": c.nbytes}
     node = helper.make_node(OP_TYPE, [c.name + SEALED_SUFFIX, _like_name(c.dtype)], [c.name],
-                            name=f"ortseal.unseal/{c.name}", domain=DOMAIN, dtype=c.dtype, tensor=identity, **extra)
+                            name=f"ortseal.unseal/{c.name}", domain=DOMAIN, dtype=c.dtype, tensor=identity,
+                            **extra)  # type: ignore[arg-type]  # onnx types **kwargs as the doc_string's type
     # built explicitly: onnx cannot infer the type of an empty list (a scalar's shape)
     node.attribute.append(helper.make_attribute("shape", list(c.tensor.dims), attr_type=AttributeProto.INTS))
     return node

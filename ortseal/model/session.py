@@ -42,6 +42,9 @@ class InferenceSession(ort.InferenceSession):
     other EPs never runs for a sealed model.
     """
 
+    _model_path: str | None  # ORT's own: what its session is made from
+    _model_bytes: bytes | None
+
     def __init__(self, path_or_bytes: str | bytes | os.PathLike[str], sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str | tuple[str, dict[Any, Any]]] | None = None,
                  provider_options: Sequence[dict[Any, Any]] | None = None, *, keys: KeySet | str | os.PathLike[str] |

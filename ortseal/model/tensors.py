@@ -39,15 +39,17 @@ def encoding_of(value: Value) -> str:
     return TENSOR_PROTO if dtype == TensorProto.STRING else RAW
 
 
-def proto_payload(value: Value, files: DataFiles) -> bytes:
+def proto_payload(value: Value, files: DataFiles | None) -> bytes:
     """The payload of a STRING or sparse tensor: its deterministic serialization, external data loaded
-    (``data_location`` cleared) and the (values') name cleared, since opening takes the name from the
-    Unseal node."""
+    from ``files`` (``data_location`` cleared) and the (values') name cleared, since opening takes the name
+    from the Unseal node. ``files=None``: the tensor holds its data inline (FormatError otherwise)."""
     copy = type(value)()
     copy.CopyFrom(value)
     parts = [copy.values, copy.indices] if isinstance(copy, SparseTensorProto) else [copy]
     for part in parts:
         if is_external(part):
+            if files is None:
+                raise FormatError(f"tensor {part.name!r} keeps its data in an external file, which cannot be read here")
             load_inline(part, files)
         part.ClearField("data_location")  # inline now, whether it always was or was loaded
     parts[0].ClearField("name")

@@ -48,7 +48,7 @@ class TensorrtEpHarness:
     def save_engine(self, path: str, engine: bytes) -> None:
         """ORT after building an engine: encrypt(path, serialized->data(), serialized->size())."""
         data = ctypes.create_string_buffer(engine, len(engine))
-        if not self._encrypt(path.encode(), data, len(engine)):
+        if self._encrypt is None or not self._encrypt(path.encode(), data, len(engine)):
             raise EngineLoadError("TensorRT EP could not call engine encryption function encrypt")
 
     def load_engine(self, path: str) -> bytes:

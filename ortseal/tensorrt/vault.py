@@ -182,7 +182,9 @@ class _Registry:
         path = os.fsdecode(c_path)
         try:
             vault = self.vault_for(path)
-            engine = memoryview((ctypes.c_char * size).from_address(data)).cast("B") if size else memoryview(b"")
+            if size and not data:
+                raise ValueError(f"encrypt was given {size} bytes at a NULL address")
+            engine = memoryview((ctypes.c_char * size).from_address(data)).cast("B") if size and data else memoryview(b"")
             write_engine(path, engine, vault)
             log.info("ortseal: sealed TensorRT engine %s (%d bytes, release %d)", path, size, vault.release)
             return 1
