@@ -26,6 +26,7 @@ from .errors import (
     OrtsealError,
     ProviderUnavailableError,
     RollbackError,
+    SetupError,
     TamperedError,
     UnsafeOptionError,
 )
@@ -73,6 +74,7 @@ __all__ = [
     "FormatError",
     "UnsafeOptionError",
     "ProviderUnavailableError",
+    "SetupError",
     "InferenceSession",
     "fallback_session_options",
     "tensorrt_provider",

@@ -21,8 +21,7 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # a writ
 
 
 def _exists_error(target: Path) -> FileExistsError:
-    return FileExistsError(f"{target} exists; choose another output, or replace it with --overwrite "
-                           "(Python: overwrite=True)")
+    return FileExistsError(f"{target} exists; choose another output, or replace it (overwrite=True)")
 
 
 @contextlib.contextmanager

@@ -26,6 +26,12 @@ class UnsafeOptionError(OrtsealError):
     """An option would write plaintext weights or engines to disk, so ortseal refuses it."""
 
 
-class ProviderUnavailableError(OrtsealError):
+class SetupError(OrtsealError):
+    """This machine or process cannot do what was asked, whatever the input: a file ortseal needs is missing
+    (the engine-cache shim library), a folder it must use cannot be opened or made, there is no RAM-backed
+    folder to open large weights in. The message says what to install, set or fix."""
+
+
+class ProviderUnavailableError(SetupError):
     """An execution provider asked for through ortseal cannot run here (its ONNX Runtime build or the
     libraries it needs are missing); the message names what is missing and what to install."""

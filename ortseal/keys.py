@@ -426,8 +426,7 @@ class KeySet:
             raise FormatError("keyset allow_unsigned must be true or false")
         if "wrapped_secrets" in doc:
             if passphrase is None:
-                raise KeyNotFoundError("this keyset is passphrase-protected: pass passphrase= (CLI: --passphrase-file, "
-                                       "--passphrase-env, or the prompt)")
+                raise KeyNotFoundError("this keyset is passphrase-protected: pass passphrase=")
             policy = {"trusted_keys": trusted, **({"allow_unsigned": True} if allow_unsigned else {})}
             try:
                 secret = json.loads(_unwrap(doc["wrapped_secrets"], passphrase, _policy_aad(policy)))

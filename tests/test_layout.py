@@ -157,3 +157,31 @@ def test_sealing_does_import_onnx(tmp_path):
     assert _run(["keygen", "-o", "keys.json"], tmp_path)["code"] == 0
     result = _run(["-q", "seal", "m.onnx", "-o", "s.onnx", "--keys", "keys.json"], tmp_path)
     assert result["code"] == 0 and "onnx" in result["heavy"], result
+
+
+def _message_strings(path: Path) -> list[str]:
+    """The string constants of a module that are not docstrings (messages, hints, table text)."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docstrings]
+
+
+@pytest.mark.parametrize("path", [p for p in MODULES if _module_name(p).split(".")[1:2] != ["cli"]],
+                         ids=lambda p: _module_name(p))
+def test_library_messages_spell_no_cli_flags(path):
+    """The library names its Python parameters (``overwrite=True``); the CLI says its flags (``cli_words``)."""
+    import re
+
+    flags = [s for s in _message_strings(path) if re.search(r"(?<![\w-])--[a-z][a-z-]+", s)]
+    assert not flags, flags
+
+
+def test_the_cli_says_its_flags_for_the_librarys_parameters():
+    from ortseal.cli._kit import cli_words
+
+    assert cli_words("no tensor to seal with min_bytes=4096, include='^w'; widen include=") == \
+        "no tensor to seal with --min-bytes 4096, --include '^w'; widen --include"
+    assert cli_words("m.onnx exists; choose another output, or replace it (overwrite=True)").endswith("--overwrite")

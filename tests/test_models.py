@@ -105,8 +105,15 @@ def test_ort_example_models_without_weights(tmp_path, keys, name):
     sess = ortseal.InferenceSession(src, providers=CPU)  # unsealed models pass through without keys
     assert not sess.is_sealed and sess.get_inputs()
     # a device given keys refuses a plain model put where it expects a sealed one
-    with pytest.raises(TamperedError, match="not a sealed model"):
+    with pytest.raises(FormatError, match="not a sealed model"):  # a refusal by policy, not an authentication
         ortseal.InferenceSession(src, providers=CPU, keys=keys)
+
+
+def test_sealed_model_without_keys_is_misuse(tiny):
+    """A sealed model and no keys= is a call that cannot work: a TypeError (misuse), not a key lookup."""
+    d, *_ = tiny
+    with pytest.raises(TypeError, match="pass keys="):
+        ortseal.InferenceSession(str(d / "sealed" / "model.onnx"), providers=CPU)
 
 
 def test_transformer_bit_identical_and_valid_onnx(tiny):

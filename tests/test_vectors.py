@@ -86,10 +86,10 @@ def test_sealed_model_vector_still_opens():
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_older_sealed_models_are_refused_with_the_reseal_command(version):
+def test_older_sealed_models_are_refused_saying_to_reseal(version):
     for attempt in (lambda p: ortseal.verify_model(p, gen.keyset()),
                     lambda p: ortseal.InferenceSession(str(p), providers=["CPUExecutionProvider"], keys=gen.keyset())):
-        with pytest.raises(FormatError, match=f"format v{version}.*ortseal seal ORIGINAL.onnx"):
+        with pytest.raises(FormatError, match=f"format v{version}.*re-seal the original model"):
             attempt(HERE / f"fail_v{version}_mul_1.sealed.onnx")
     assert issubclass(ortseal.RollbackError, TamperedError)
 

@@ -62,7 +62,7 @@ PURPOSE_BLOB = "blob"
 
 RESEAL_HINT = {
     "blob": "seal it again with this ortseal (ortseal.seal_bytes)",
-    "model": "re-seal the original model: ortseal seal ORIGINAL.onnx -o SEALED.onnx --keys KEYS",
+    "model": "re-seal the original model with this ortseal (seal_model)",
     "engine": "delete the engine file (or use on_tamper='rebuild'): TensorRT rebuilds and re-seals it",
 }
 
@@ -174,6 +174,15 @@ def parse_header(data: Buffer, *, kind: str = "blob") -> Header:
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormatError("blob header key id is not printable ASCII") from exc
     return Header(version, key_id, signer, segment_size, length, release, salt, prefix, digest, bytes(view[:end]))
+
+
+def sealed_length(plaintext_length: int, *, key_id: str, signer_id: str | None = None,
+                  segment_size: int = DEFAULT_SEGMENT_SIZE) -> int:
+    """The length of the blob that seals ``plaintext_length`` bytes under ``key_id`` (signed by ``signer_id``,
+    if given): the header, the plaintext, one tag per segment and the signature (docs/format.md)."""
+    segments = max(1, -(-plaintext_length // segment_size))
+    header = FIXED_HEADER_SIZE + len(key_id.encode()) + (len(signer_id.encode()) if signer_id is not None else 0)
+    return header + plaintext_length + segments * TAG_SIZE + (SIGNATURE_SIZE if signer_id is not None else 0)
 
 
 def plaintext_size(blob_header: Buffer) -> int:

@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .._parallel import run_split
-from ..errors import KeyNotFoundError, RollbackError, TamperedError
+from ..errors import RollbackError, TamperedError
 from ..keys import KeySet
 from ._format import (
     DEFAULT_SEGMENT_SIZE,
@@ -130,17 +130,16 @@ class Opener:
         return digest
 
     def _each_segment(self, sink: Callable[[int, memoryview], None], *, decrypt: bool,
-                      scratch_for: Callable[[int], memoryview] | None = None, workers: int | None = None,
-                      check: bool = True) -> None:
-        """For each segment ``i``, on all cores: read it, record its digest when a commitment is checked
-        (and ``check``), decrypt it (into ``scratch_for(i)`` or a per-thread scratch buffer) when ``decrypt``,
+                      scratch_for: Callable[[int], memoryview] | None = None, workers: int | None = None) -> None:
+        """For each segment ``i``, on all cores: read it, record its digest when a commitment is checked,
+        decrypt it (into ``scratch_for(i)`` or a per-thread scratch buffer) when ``decrypt``,
         and call ``sink(i, plaintext or stored bytes)``. Stops early once any segment fails; raises
         TamperedError."""
         h = self.header
         aead = self._aead
         if decrypt and aead is None:
-            raise KeyNotFoundError("this blob was opened for checking only (need_key=False): it cannot be decrypted")
-        checked = decrypt and check and self.expected_digest is not None
+            raise ValueError("this blob was opened for checking only (need_key=False): it cannot be decrypted")
+        checked = decrypt and self.expected_digest is not None
         digests = bytearray(h.segment_count * DIGEST_SIZE) if checked else None
         failed = threading.Event()
 
@@ -172,7 +171,7 @@ class Opener:
         except InvalidTag:
             raise TamperedError("sealed blob failed authentication: wrong key, or the data was altered") from None
         if digests is not None:
-            self.check_segment_digests(digests)
+            self._check_segment_digests(digests)
 
     def decrypt_into(self, out: memoryview) -> None:
         """Decrypt every segment into ``out`` on all cores; on failure ``out`` is zeroed and TamperedError raised."""
@@ -194,16 +193,12 @@ class Opener:
         """Authenticate every segment (and the commitment) without keeping any plaintext."""
         self._each_segment(lambda i, plain: None, decrypt=True)
 
-    def decrypt_to_file(self, fd: int, offset: int, *, workers: int | None = None, check: bool = True,
+    def decrypt_to_file(self, fd: int, offset: int, *, workers: int | None = None,
                         progress: Callable[[int], object] | None = None) -> None:
         """Decrypt into file ``fd`` at ``offset`` with ``pwrite`` (for a RAM-backed file: no mapping, no
         page pre-zeroing), on at most ``workers`` threads (default: all cores). On failure the region holds
-        partial plaintext: the caller removes the file.
-
-        ``check=False`` authenticates each segment (GCM) but leaves the signed digest unchecked: the caller
-        must then check what the file holds with :meth:`digest_from_plaintext` and
-        :meth:`check_segment_digests` before anything is accepted. ``progress(n)`` is called as each
-        segment of ``n`` bytes is written."""
+        partial plaintext: the caller removes the file. The signed digest is checked in the same pass, as
+        :meth:`decrypt_into` does. ``progress(n)`` is called as each segment of ``n`` bytes is written."""
         seg = self.header.segment_size
 
         def write(i: int, plain: memoryview) -> None:
@@ -213,20 +208,9 @@ class Opener:
             if progress is not None:
                 progress(len(plain))
 
-        self._each_segment(write, decrypt=True, workers=workers, check=check)
+        self._each_segment(write, decrypt=True, workers=workers)
 
-    def digest_from_plaintext(self, index: int, plaintext: memoryview, scratch: memoryview) -> bytes:
-        """The digest of segment ``index`` as stored, recomputed from its plaintext by encrypting it again
-        (into ``scratch``, at least ``len(plaintext) + TAG_SIZE`` bytes). Encryption is deterministic (the
-        blob key, nonce and header are fixed), so this is the digest of exactly the stored bytes that
-        decrypt to ``plaintext``: checking it checks the plaintext itself, wherever it has been kept."""
-        if self._aead is None:
-            raise KeyNotFoundError("this blob was opened for checking only (need_key=False)")
-        out = scratch[:len(plaintext) + TAG_SIZE]
-        self._aead.encrypt_into(self.header.nonce(index), plaintext, self.header.raw, out)
-        return hashlib.sha256(out).digest()
-
-    def check_segment_digests(self, digests: bytes | bytearray) -> None:
+    def _check_segment_digests(self, digests: bytes | bytearray) -> None:
         """Check every segment's digest (in order, concatenated) against the commitment; raises TamperedError."""
         if self.expected_digest is None:
             raise TamperedError("nothing commits to this blob's content (unsigned)")

@@ -10,6 +10,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,21 @@ if TYPE_CHECKING:
     from ..keys import KeySet
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# The library's messages name its Python parameters; the CLI shows its own flags for them.
+_PARAMETER_FLAGS = {"min_bytes": "--min-bytes", "include": "--include", "exclude": "--exclude"}
+_PHRASES = (("replace it (overwrite=True)", "replace it with --overwrite"), ("sign=False", "--no-sign"),
+            ("below min_bytes", "below --min-bytes"), ("(seal_model)", "(ortseal seal)"),
+            ("pass passphrase=", "give --passphrase-file, --passphrase-fd or --passphrase-env"))
+_PARAMETER = re.compile(r"\b(" + "|".join(_PARAMETER_FLAGS) + r")=(\S?)")
+
+
+def cli_words(text: str) -> str:
+    """A library message (or report line) as the CLI says it: ``min_bytes=1024`` becomes ``--min-bytes 1024``,
+    ``overwrite=True`` becomes ``--overwrite``..."""
+    for python, flag in _PHRASES:
+        text = text.replace(python, flag)
+    return _PARAMETER.sub(lambda m: _PARAMETER_FLAGS[m[1]] + (" " + m[2] if m[2] else ""), text)
 
 
 class ErrorBoundary:
@@ -48,7 +64,7 @@ class ErrorBoundary:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise click.exceptions.Exit(0) from None
         except (OrtsealError, OSError, ValueError, ImportError) as exc:
-            kind, detail = type(exc).__name__, str(exc)
+            kind, detail = type(exc).__name__, cli_words(str(exc))
         except Exception as exc:  # noqa: BLE001 - the boundary: nothing gets past it as a traceback
             logging.getLogger("ortseal").debug("unexpected error", exc_info=True)
             kind, detail = f"unexpected {type(exc).__name__}", (f"{exc} (a bug in ortseal; --log-level debug shows "

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 from ._kit import (
     Command,
     Passphrase,
+    cli_words,
     echo_json,
     echo_rows,
     json_option,
@@ -62,11 +63,11 @@ def seal(src: str, dst: str, keys_path: str, passphrase: Passphrase, min_bytes: 
     if as_json:
         echo_json({"ok": True, "model": str(summary.model), "data_file": summary.data_file and str(summary.data_file),
                    "sealed": list(summary.sealed), "sealed_bytes": summary.plaintext_bytes,
-                   "left_plain_summary": summarize_plain(summary.left_plain)})
+                   "left_plain_summary": cli_words(summarize_plain(summary.left_plain))})
         return
     data = f" + {summary.data_file}" if summary.data_file else ""
     click.echo(f"sealed {len(summary.sealed)} tensors ({format_size(summary.plaintext_bytes)}) -> {summary.model}{data}")
-    click.echo(summarize_plain(summary.left_plain) + ("" if not summary.left_plain else
+    click.echo(cli_words(summarize_plain(summary.left_plain)) + ("" if not summary.left_plain else
                                                       f"; list them with: ortseal inspect {summary.model}"))
 
 
@@ -87,9 +88,9 @@ def print_plain(left: list[PlainTensor], show_all: bool = False) -> None:
     if shown:
         echo_rows([("plaintext", "scope", "from", "size", "why")] + [
             (p.name, p.scope or MAIN_GRAPH, p.source, "?" if p.nbytes is None else format_size(p.nbytes),
-             f"{p.reason} ({p.detail})" if p.detail else p.reason) for p in shown])
+             cli_words(f"{p.reason} ({p.detail})" if p.detail else p.reason)) for p in shown])
     hidden = len(left) - len(shown)
-    click.echo(summarize_plain(left) + (f" ({hidden} below --min-bytes not listed: --all lists them)" if hidden else ""))
+    click.echo(cli_words(summarize_plain(left)) + (f" ({hidden} below --min-bytes not listed: --all lists them)" if hidden else ""))
 
 
 def print_table(infos: list[SealedTensorInfo]) -> None:
@@ -114,7 +115,7 @@ def _plain_json(left: list[PlainTensor], show_all: bool) -> dict:
 
     shown = shown_plain(left, show_all)
     return {"left_plain": [asdict(p) for p in shown], "left_plain_not_listed": len(left) - len(shown),
-            "left_plain_summary": summarize_plain(left)}
+            "left_plain_summary": cli_words(summarize_plain(left))}
 
 
 def _model_arg(model: str) -> str | bytes:
@@ -173,9 +174,9 @@ def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int,
         report = verify_model(_model_arg(model), keys, min_release=min_release, model_name=model_name)
     except Exception as exc:  # noqa: BLE001 - any failure is a failed verification, reported on one line
         if as_json:
-            echo_json({"ok": False, "path": model, "error": type(exc).__name__, "message": str(exc)})
+            echo_json({"ok": False, "path": model, "error": type(exc).__name__, "message": cli_words(str(exc))})
         else:
-            click.echo(f"FAILED {model}: {type(exc).__name__}: {exc}", err=True)
+            click.echo(f"FAILED {model}: {type(exc).__name__}: {cli_words(str(exc))}", err=True)
         sys.exit(1)
     if as_json:
         doc = {k: v for k, v in report.as_dict().items() if k != "left_plain"}
@@ -189,4 +190,4 @@ def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int,
     else:
         click.echo("decryption NOT checked: this keyset holds no content key (public keys only); the stored bytes "
                    "match what was signed")
-    click.echo(summarize_plain(report.left_plain))
+    click.echo(cli_words(summarize_plain(report.left_plain)))

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._policy import PROVIDER_WRITERS, TENSORRT, refuse_plaintext_writers
-from ..errors import OrtsealError
+from ..errors import SetupError
 from ..tensorrt.shim import shim_path
 
 if TYPE_CHECKING:
@@ -87,5 +87,5 @@ def _shim() -> str | None:
     not built."""
     try:
         return shim_path()
-    except OrtsealError:
+    except SetupError:
         return None

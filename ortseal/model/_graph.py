@@ -222,8 +222,7 @@ def sealed_in(scope: str, b: Body) -> list[SealedTensor]:
             raise FormatError(f"Unseal node {node.name!r} does not read a sealed blob of its own graph")
         if any(a.name == "graph_digest" for a in node.attribute):
             raise FormatError("this model was sealed by ortseal format v1, which is refused (its signatures do "
-                              "not commit to the content); re-seal the original model: "
-                              "ortseal seal ORIGINAL.onnx -o SEALED.onnx --keys KEYS")
+                              "not commit to the content); re-seal the original model with this ortseal (seal_model)")
         dtype, shape = _attr(node, "dtype").i, list(_attr(node, "shape").ints)
         try:
             identity = _attr(node, "tensor").s.decode("utf-8")

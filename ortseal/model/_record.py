@@ -39,7 +39,7 @@ MAC_LABEL = b"ortseal v3 model mac\x00"
 MAC_KEY_INFO = b"ortseal v3 model mac key\x00"
 SIGNED_PREFIX = b"ed25519:"
 UNSIGNED_PREFIX = b"hmac-sha256:"
-RESEAL = "re-seal the original model with this ortseal: ortseal seal ORIGINAL.onnx -o SEALED.onnx --keys KEYS"
+RESEAL = "re-seal the original model with this ortseal (seal_model)"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SEAL_ID = re.compile(r"[0-9a-f]{32}")
 _SIGNED_VALUE = re.compile(rb"ed25519:([0-9a-f]{16}):([A-Za-z0-9+/]{86}==)")

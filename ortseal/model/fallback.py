@@ -41,7 +41,8 @@ SETUP_ATTRIBUTE = "setup"
 SLOT_ATTRIBUTE = "slot"
 _lock = threading.Lock()
 _opened: dict[tuple[int, int], np.ndarray] = {}  # (set-up id, slot) -> verified plaintext
-_state: dict[str, object] = {"warned": False, "op_type": None}
+_warned = False  # the slow-path warning was logged (once per process)
+_op_type: str | None = None  # this process's kernel op type, once registered (under _lock)
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,11 @@ class FallbackModel:
 
 
 def _unseal(sealed: np.ndarray, like: np.ndarray, dtype: int = 0, setup: int = 0, slot: int = 0) -> np.ndarray:
+    global _warned
     with _lock:
         opened = _opened.get((setup, slot))
-        if opened is not None and not _state["warned"]:
-            _state["warned"] = True
+        if opened is not None and not _warned:
+            _warned = True
             log.warning("ortseal: running sealed weights through the Unseal fallback kernel; every run() copies "
                         "every sealed weight, so per-run cost grows with weight size. Open the model with "
                         "ortseal.InferenceSession instead: it decrypts once and runs at plain-model speed.")
@@ -73,8 +75,9 @@ def _register_kernel() -> str:
     """Register this process's kernel once, op type ``Unseal_<random secret>``; returns that op type."""
     from onnxruntime_extensions import PyCustomOpDef, onnx_op  # only the fallback needs it
 
+    global _op_type
     with _lock:
-        if _state["op_type"] is None:
+        if _op_type is None:
             op_type = f"{OP_TYPE}_{secrets.token_hex(16)}"
             onnx_op(op_type=f"{DOMAIN}::{op_type}", inputs=[PyCustomOpDef.dt_uint8, PyCustomOpDef.undefined],
                     outputs=[PyCustomOpDef.undefined],
@@ -82,8 +85,8 @@ def _register_kernel() -> str:
                     # not UTF-8, which a crafted node could hold
                     attrs={"dtype": PyCustomOpDef.dt_int64, SETUP_ATTRIBUTE: PyCustomOpDef.dt_int64,
                            SLOT_ATTRIBUTE: PyCustomOpDef.dt_int64})(_unseal)
-            _state["op_type"] = op_type
-        return str(_state["op_type"])
+            _op_type = op_type
+        return _op_type
 
 
 def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options: ort.SessionOptions | None = None, *,

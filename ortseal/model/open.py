@@ -37,7 +37,7 @@ from onnx import (
 from .._parallel import available_cores, for_each
 from .._progress import ByteProgress
 from ..blob import Opener
-from ..errors import FormatError, OrtsealError
+from ..errors import FormatError, SetupError
 from ..keys import KeySet
 from ._graph import (
     LIKE_PREFIX,
@@ -222,7 +222,7 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
             log.warning("ortseal: no private RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; "
                         "opening in memory instead (higher peak memory)", RUNTIME_DIR_ENV, weights >> 20)
         if total > INLINE_LIMIT:
-            raise OrtsealError(f"the model's weights ({total >> 20} MiB) need a RAM-backed folder to open: set "
+            raise SetupError(f"the model's weights ({total >> 20} MiB) need a RAM-backed folder to open: set "
                                f"{RUNTIME_DIR_ENV} to a private tmpfs folder with room for them")
         for t, op in large:
             _decrypt_inline(t, op)

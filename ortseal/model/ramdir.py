@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from .._parallel import for_each
-from ..errors import OrtsealError, UnsafeOptionError
+from ..errors import SetupError, UnsafeOptionError
 
 log = logging.getLogger("ortseal")
 
@@ -219,7 +219,7 @@ def runtime_dirs() -> list[str]:
         except UnsafeOptionError as exc:
             raise UnsafeOptionError(f"{RUNTIME_DIR_ENV}={chosen}: {exc}") from None
         except OSError as exc:
-            raise OrtsealError(f"{RUNTIME_DIR_ENV}={chosen}: cannot use {target}: {exc.strerror}") from None
+            raise SetupError(f"{RUNTIME_DIR_ENV}={chosen}: cannot use {target}: {exc.strerror}") from None
     dirs = []
     candidates = [(os.environ.get("XDG_RUNTIME_DIR"), False)]
     if os.path.isdir(SHARED_RAM_DIR):
@@ -291,12 +291,12 @@ def private_folder(base: str, *, parallel: Callable[[Callable[[str], None], Sequ
     The lock is the opening process's liveness: the kernel drops it when the process dies, in any PID
     namespace, so :func:`remove_stale_folders` removes exactly the folders whose owner is gone.
     ``parallel(fn, names)`` runs the unlinks (default: the opening pool, a thread per core). Raises UnsafeOptionError if
-    ``base`` no longer passes the checks of :func:`runtime_dirs`, OrtsealError if no folder can be made.
+    ``base`` no longer passes the checks of :func:`runtime_dirs`, SetupError if no folder can be made.
     """
     try:
         base_fd, real = _open_base(base, create=False)
     except OSError as exc:
-        raise OrtsealError(f"cannot open the runtime folder {base}: {exc.strerror}") from None
+        raise SetupError(f"cannot open the runtime folder {base}: {exc.strerror}") from None
     try:
         folder = _make_locked_folder(base_fd, real)
         try:
@@ -315,7 +315,7 @@ def _make_locked_folder(base_fd: int, base: str) -> PrivateFolder:
     try:
         os.mkdir(new, 0o700, dir_fd=base_fd)
     except OSError as exc:
-        raise OrtsealError(f"cannot make a private folder in {base}: {exc.strerror}") from None
+        raise SetupError(f"cannot make a private folder in {base}: {exc.strerror}") from None
     fd = -1
     try:
         fd = os.open(new, _DIR_FLAGS, dir_fd=base_fd)
@@ -330,7 +330,7 @@ def _make_locked_folder(base_fd: int, base: str) -> PrivateFolder:
         else:
             with contextlib.suppress(OSError):
                 os.rmdir(new, dir_fd=base_fd)
-        raise OrtsealError(f"cannot make a private folder in {base}: {exc.strerror}") from None
+        raise SetupError(f"cannot make a private folder in {base}: {exc.strerror}") from None
 
 
 def _same(st: os.stat_result, other: os.stat_result) -> bool:
@@ -393,7 +393,7 @@ def remove_stale_folders(base: str) -> list[str]:
     except FileNotFoundError:
         return []
     except OSError as exc:
-        raise OrtsealError(f"cannot open the runtime folder {base}: {exc.strerror}") from None
+        raise SetupError(f"cannot open the runtime folder {base}: {exc.strerror}") from None
     removed = []
     try:
         for entry in list(os.scandir(base_fd)):

@@ -33,7 +33,7 @@ from onnx import (
 
 from .._atomic import atomic_writer
 from .._progress import ByteProgress
-from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, Sealer, check_release
+from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, check_release, sealed_length
 from ..errors import FormatError
 from ..keys import KeySet
 from ._graph import (
@@ -62,8 +62,8 @@ from .tensors import Value, encoding_of, proto_payload, raw_payload
 PLAIN_ALIGNMENT = 4096  # plain external tensors copied to the data file stay page-aligned for mmap
 
 
-REASON_SMALL = "below --min-bytes"
-REASON_EXCLUDED = "excluded"  # by --exclude, or not matched by --include
+REASON_SMALL = "below min_bytes"
+REASON_EXCLUDED = "excluded"  # by exclude=, or not matched by include=
 
 
 @dataclass
@@ -196,8 +196,8 @@ def _select(model: ModelProto, min_bytes: int, include: str | None,
         try:
             nbytes = c.nbytes = _nbytes(c.tensor)
         except FormatError as err:
-            raise FormatError(f"{source} {c.name!r} (scope {c.scope or '/'!r}) cannot be sealed: {err}; exclude it "
-                              "with --exclude to leave it plaintext") from None
+            raise FormatError(f"{source} {c.name!r} (scope {c.scope or '/'!r}) cannot be sealed: {err}; leave it "
+                              "plaintext with exclude=") from None
         if nbytes < min_bytes:
             plain.append(PlainTensor(c.name, c.scope, source, nbytes, REASON_SMALL))
         else:
@@ -332,8 +332,8 @@ def _rewrite(model: ModelProto, chosen: list[_Candidate], keys: KeySet, segment_
     Node lists are edited first, graph by graph, each looked up afresh by scope (editing a node list copies
     the subgraphs it owns); initializers are then changed in place, and the blobs looked up last.
     """
-    lengths = {id(c): Sealer(keys, context=b"", length=c.nbytes or 0, sign=False,
-                             segment_size=segment_size).header.blob_length for c in chosen}
+    key_id = keys.sealing_key()[0]  # tensor blobs are unsigned: the signed manifest commits to them
+    lengths = {id(c): sealed_length(c.nbytes or 0, key_id=key_id, segment_size=segment_size) for c in chosen}
     plans: dict[str, list[_Candidate]] = {}
     for c in chosen:
         plans.setdefault(c.scope, []).append(c)
@@ -387,16 +387,15 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
         raise ValueError("dst must differ from src")
     for existing in (dst_path, dst_path.with_name(dst_path.name + ".data") if external_data else None):
         if existing is not None and not overwrite and existing.exists():
-            raise FileExistsError(f"{existing} exists; choose another output, or replace it with --overwrite "
-                                  "(Python: overwrite=True)")
+            raise FileExistsError(f"{existing} exists; choose another output, or replace it (overwrite=True)")
     if min_bytes < 0:
         raise ValueError("min_bytes must be >= 0")
     key_id, _ = keys.sealing_key()
     if sign and keys.signing_key() is None:
-        raise ValueError("this keyset has no signing key; seal with the publisher's keyset, or pass --no-sign "
-                         "(Python: sign=False) for devices whose keyset allows unsigned models")
+        raise ValueError("this keyset has no signing key; seal with the publisher's keyset, or with sign=False for "
+                         "devices whose keyset allows unsigned models")
     if not sign and keys.requires_signature:
-        raise ValueError("--no-sign (Python: sign=False) writes a model this keyset could never open, since it "
+        raise ValueError("sign=False writes a model this keyset could never open, since it "
                          "requires signatures; sign it, or use a keyset made with allow_unsigned=True")
     with DataFiles(loaded.base_dir) as files:
         _inline_attribute_tensors(model, files)
@@ -453,13 +452,13 @@ def _set_metadata(model: ModelProto, entries: dict[str, str]) -> None:
 def _nothing_to_seal(src: Path, min_bytes: int, include: str | None, exclude: str | None,
                      left: list[PlainTensor]) -> str:
     """Why nothing was selected, with the option that would change it."""
-    given = "".join(f", --{k} {v!r}" for k, v in (("include", include), ("exclude", exclude)) if v is not None)
-    base = f"no constant tensor of {src} to seal with --min-bytes {min_bytes}{given}"
+    given = "".join(f", {k}={v!r}" for k, v in (("include", include), ("exclude", exclude)) if v is not None)
+    base = f"no constant tensor of {src} to seal with min_bytes={min_bytes}{given}"
     if not left:
         return base + ": the model has no initializer or Constant node"
     if any(p.reason == REASON_SMALL for p in left):
-        return base + "; smaller tensors are sealed with a lower --min-bytes"
-    fix = " or ".join(what for what, given in (("widen --include", include), ("narrow --exclude", exclude)) if given)
+        return base + "; smaller tensors are sealed with a lower min_bytes="
+    fix = " or ".join(what for what, given in (("widen include=", include), ("narrow exclude=", exclude)) if given)
     return base + f"; all {len(left)} are excluded: {fix}"
 
 
@@ -501,7 +500,7 @@ def _plaintext_report(model: ModelProto) -> list[PlainTensor]:
 
 
 def summarize_plain(left: list[PlainTensor]) -> str:
-    """``"12 tensors, 3.1 KiB, left plaintext: 10 below --min-bytes (2.0 KiB), 2 ..."`` (one line)."""
+    """``"12 tensors, 3.1 KiB, left plaintext: 10 below min_bytes (2.0 KiB), 2 ..."`` (one line)."""
     if not left:
         return "nothing left plaintext"
     by_reason: dict[str, list[PlainTensor]] = {}

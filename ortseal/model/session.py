@@ -10,11 +10,7 @@ from typing import Any
 from .._policy import TENSORRT, config_entry
 from .._runtime import onnxruntime as ort
 from ..blob import check_release
-from ..errors import (
-    KeyNotFoundError,
-    ProviderUnavailableError,
-    TamperedError,
-)
+from ..errors import FormatError, ProviderUnavailableError
 from ..keys import KeySet, as_keyset
 from ._gate import check_session
 from ._graph import LoadedModel, is_sealed_model, load_model, malformed_is_format_error, read_model
@@ -59,13 +55,13 @@ class InferenceSession(ort.InferenceSession):
         loaded = read_model(path_or_bytes, base_dir)  # model None: not ONNX protobuf (an .ort file): ORT decides
         if loaded.model is not None and (is_sealed_model(loaded.model) or read_record(loaded.data) is not None):
             if keys is None:
-                raise KeyNotFoundError("this model is sealed: pass keys= (the keyset that opens it)")
+                raise TypeError("this model is sealed: pass keys= (the keyset that opens it)")
             # The first session is made from these very bytes; set_providers() reads the file again.
             self._ortseal_loaded = loaded
             self._ortseal_source = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
             self._ortseal_base_dir = base_dir
         elif keys is not None:
-            raise TamperedError(f"{loaded.name} is not a sealed model, but keys= was given: a device that expects "
+            raise FormatError(f"{loaded.name} is not a sealed model, but keys= was given: a device that expects "
                                 "sealed models refuses a plain one (open unsealed models without keys=)")
         self._ortseal_opened: Opened | None = None
         super().__init__(path_or_bytes, sess_options, providers, provider_options, **kwargs)

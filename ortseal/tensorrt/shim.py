@@ -6,7 +6,7 @@ import ctypes
 import functools
 from pathlib import Path
 
-from ..errors import OrtsealError
+from ..errors import SetupError
 
 DECRYPT_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p,
                                     ctypes.POINTER(ctypes.c_size_t))
@@ -22,7 +22,7 @@ def shim_path() -> str:
     candidate = Path(__file__).resolve().parent / SHIM_FILE
     if candidate.is_file():
         return str(candidate)
-    raise OrtsealError(f"the ortseal shim library {candidate} is missing; install ortseal from its wheel, or "
+    raise SetupError(f"the ortseal shim library {candidate} is missing; install ortseal from its wheel, or "
                        "build it with pip install . (needs a C compiler)")
 
 
@@ -35,6 +35,6 @@ def load_shim() -> ctypes.CDLL:
     lib.ortseal_shim_unregister.argtypes = []
     lib.ortseal_shim_unregister.restype = None
     if lib.ortseal_shim_abi_version() != ABI_VERSION:
-        raise OrtsealError(f"shim library {shim_path()} has ABI {lib.ortseal_shim_abi_version()}, expected "
+        raise SetupError(f"shim library {shim_path()} has ABI {lib.ortseal_shim_abi_version()}, expected "
                            f"{ABI_VERSION}; rebuild it with pip install -e .")
     return lib

@@ -20,7 +20,7 @@ from pathlib import Path
 from .._atomic import atomic_writer
 from .._files import ReadPolicy, open_checked
 from ..blob import BlobSource, Header, Opener, read_header, seal_stream
-from ..errors import OrtsealError, TamperedError
+from ..errors import KeyNotFoundError, SetupError, TamperedError
 from ..keys import KeySet
 from .shim import DECRYPT_CALLBACK, ENCRYPT_CALLBACK, load_shim
 
@@ -109,9 +109,9 @@ def check_can_write(keys: KeySet) -> None:
     """Raise unless engines written with ``keys`` could be opened again by the same keyset."""
     keys.sealing_key()
     if keys.requires_signature and keys.signing_key() is None:
-        raise OrtsealError("this keyset verifies signatures but cannot sign, so an engine written with it could "
-                           "never be opened again; ship signed engines, or give the engine cache a keyset with a "
-                           "signing key (e.g. the device's own KeySet.generate())")
+        raise KeyNotFoundError("this keyset verifies signatures but cannot sign (it holds no signing key), so an "
+                               "engine written with it could never be opened again; ship signed engines, or give the "
+                               "engine cache a keyset with a signing key (e.g. the device's own KeySet.generate())")
 
 
 def write_engine(path: str | os.PathLike[str], engine: memoryview, vault: Vault) -> None:
@@ -153,7 +153,7 @@ class _Registry:
         with self._lock:
             vault = self._vaults.get(directory)
         if vault is None:
-            raise OrtsealError(f"no ortseal vault is registered for the cache directory {directory}")
+            raise SetupError(f"no ortseal vault is registered for the cache directory {directory}")
         return vault
 
     # The two callbacks never raise into C: any failure is logged and reported to ORT as 0.
