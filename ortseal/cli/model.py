@@ -90,7 +90,8 @@ def print_plain(left: list[PlainTensor], show_all: bool = False) -> None:
             (p.name, p.scope or MAIN_GRAPH, p.source, "?" if p.nbytes is None else format_size(p.nbytes),
              cli_words(f"{p.reason} ({p.detail})" if p.detail else p.reason)) for p in shown])
     hidden = len(left) - len(shown)
-    click.echo(cli_words(summarize_plain(left)) + (f" ({hidden} below --min-bytes not listed: --all lists them)" if hidden else ""))
+    not_listed = f" ({hidden} below --min-bytes not listed: --all lists them)" if hidden else ""
+    click.echo(cli_words(summarize_plain(left)) + not_listed)
 
 
 def print_table(infos: list[SealedTensorInfo]) -> None:

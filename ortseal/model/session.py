@@ -32,10 +32,11 @@ class InferenceSession(ort.InferenceSession):
 
     ``keys`` is a :class:`ortseal.KeySet` (or a keyset file's path). ``model_name``: the name the model was
     sealed with (its manifest's); any other model signed by the same publisher is then refused in its place.
-    Given keys, an unsealed model is refused (a device that expects sealed models must not run a plain one
-    put in their place); without keys, unsealed models pass through unchanged. A refusal leaves no session: the constructor raises, and ``set_providers``
-    (which opens the model again, verifying it again) keeps the previous session. ORT's own fallback to
-    other EPs never runs for a sealed model.
+    Given keys, an unsealed model is refused with FormatError (a device that expects sealed models must not
+    run a plain one put in their place); without keys, unsealed models pass through unchanged, and a sealed
+    one is a TypeError. A refusal leaves no session: the constructor raises, and ``set_providers`` (which
+    opens the model again, verifying it again) keeps the previous session. ORT's own fallback to other EPs
+    never runs for a sealed model.
     """
 
     _model_path: str | None  # ORT's own: what its session is made from
