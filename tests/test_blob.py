@@ -77,6 +77,7 @@ def header_field_expectations(h) -> list[tuple[range, tuple[type, ...]]]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sign", [True, False])
 def test_every_bit_flip_is_refused(keys, sign):
     opener = keys if sign else content_only(keys)
@@ -195,6 +196,7 @@ def test_not_a_blob():
 @settings(max_examples=60, deadline=None)
 @given(data=st.binary(max_size=10_000), seg=st.integers(SEG, 2 * SEG + 100), context=st.text(max_size=20),
        sign=st.booleans())
+@pytest.mark.slow
 def test_property_round_trip(keys, data, seg, context, sign):
     opener = keys if sign else content_only(keys)
     blob = seal_bytes(data, keys, context=context, sign=sign, segment_size=seg)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import ortseal
 from ortseal import KeySet
 
@@ -59,6 +61,7 @@ def test_keygen_with_passphrase(tmp_path):
     assert r.returncode == 1 and "UNSET_VAR_X" in r.stderr
 
 
+@pytest.mark.slow
 def test_demo_prints_commands_that_run(tmp_path):
     folder = tmp_path / "demo dir"  # a space: the commands must be quoted for the shell
     r = ortseal_cli("demo", "--workdir", str(folder))
@@ -72,6 +75,7 @@ def test_demo_prints_commands_that_run(tmp_path):
     assert "verified" in run.stdout
 
 
+@pytest.mark.slow
 def test_demo_runs_and_shows_refusals():
     r = ortseal_cli("demo")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -79,6 +83,7 @@ def test_demo_runs_and_shows_refusals():
     assert "demo passed" in r.stdout
 
 
+@pytest.mark.slow
 def test_seal_inspect_verify_and_convert(tmp_path):
     from models import transformer_like
 
@@ -130,6 +135,7 @@ def test_seal_inspect_verify_and_convert(tmp_path):
     assert again.returncode == 1 and "already sealed" in again.stderr
 
 
+@pytest.mark.slow
 def test_cli_refusals_are_one_clear_line(tmp_path):
     from models import transformer_like
 
@@ -176,6 +182,7 @@ def many_small_constants(path: Path, count: int = 30) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION), str(path))
 
 
+@pytest.mark.slow
 def test_inspect_and_verify_summarize_small_tensors(tmp_path):
     many_small_constants(tmp_path / "m.onnx")
     keys = tmp_path / "keys.json"
@@ -202,6 +209,7 @@ def test_inspect_and_verify_summarize_small_tensors(tmp_path):
     assert len(report["left_plain"]) == 31
 
 
+@pytest.mark.slow
 def test_dash_is_stdin_where_a_stream_makes_sense_and_refused_elsewhere(tmp_path):
     from models import transformer_like
 
@@ -278,6 +286,7 @@ def test_every_reporting_command_has_json(tmp_path):
         assert "--json" in ortseal_cli("cache", command, "--help").stdout, command
 
 
+@pytest.mark.slow
 def test_errors_name_the_users_file_and_options(tmp_path):
     from models import transformer_like
 

@@ -47,6 +47,7 @@ def files(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_bad_keysets_are_one_line_with_and_without_json(files):
     model = str(files / "s.onnx")
     cases = {
@@ -123,6 +124,7 @@ def _site_without_onnxruntime(folder: Path) -> str:
     return str(folder)
 
 
+@pytest.mark.slow
 def test_commands_that_need_no_onnxruntime_work_without_it(files, tmp_path):
     """A Python with no ONNX Runtime installed at all: python -S, this tree (or the installed ortseal) and every
     other installed package."""
@@ -157,6 +159,7 @@ def test_commands_that_need_no_onnxruntime_work_without_it(files, tmp_path):
     assert lib.returncode == 1 and "KeySet(" in lib.stdout and "ImportError: ortseal needs ONNX Runtime" in lib.stderr
 
 
+@pytest.mark.slow
 def test_two_onnxruntime_distributions_break_only_what_needs_one(files, tmp_path):
     fake = tmp_path / "fake"
     info = fake / "onnxruntime_gpu-1.31.1.dist-info"

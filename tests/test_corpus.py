@@ -21,6 +21,8 @@ from ortseal.model._graph import DataFiles, find_sealed, load_model
 from ortseal.model.schema import SEALABLE_TYPES
 from ortseal.model.seal import plaintext_report
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: CI runs it, the quick tier (-m "not slow") does not
+
 CPU = ["CPUExecutionProvider"]
 MIN_BYTES = 1024  # seal_model's default
 

@@ -36,6 +36,7 @@ def sealed(tmp_path_factory):
     return folder, publisher
 
 
+@pytest.mark.slow
 def test_device_keys_hold_no_publisher_signing_key_and_open_the_model(sealed, tmp_path):
     folder, publisher = sealed
     r = cli("device-keys", str(folder / "keys.json"), "-o", str(tmp_path / "device.json"))
@@ -120,6 +121,7 @@ def test_protected_device_keyset_keeps_its_engine_scope(sealed, tmp_path):
     assert secret.returncode == 2 and "only to a file" in secret.stderr
 
 
+@pytest.mark.slow
 def test_inspect_keys_names_the_roles(sealed, tmp_path):
     folder, publisher = sealed
     assert cli("device-keys", str(folder / "keys.json"), "-o", str(tmp_path / "device.json")).returncode == 0

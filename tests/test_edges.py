@@ -67,6 +67,7 @@ def deploy(src: Path, folder: Path) -> Path:
 
 
 # -- a refusal leaves no usable session ---------------------------------------------------------------
+@pytest.mark.slow
 def test_set_providers_on_a_forged_file_keeps_the_good_session(mid, tmp_path):
     d, keys, table = mid
     path = deploy(d / "sealed.onnx", tmp_path)
@@ -375,6 +376,7 @@ def test_opening_logs_what_it_checks(mid, caplog):
     assert "1 sealed tensors" in text and "20.0 MiB" in text and "verified and decrypted in" in text
 
 
+@pytest.mark.slow
 def test_verify_shows_progress_on_a_terminal(tmp_path):
     """On a terminal, verifying (which opens) a large model draws a progress bar; redirected, it does not."""
     import fcntl

@@ -106,6 +106,7 @@ def test_provider_on_a_cache_with_a_special_file_does_not_hang(planted, on_tampe
             within_limit(lambda: TensorrtEpHarness(provider).load_engine(path))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("planted", SPECIAL_KINDS, indirect=True)
 def test_cache_cli_reports_special_file_without_hanging(planted, tmp_path):
     trt, keys, path, kind = planted

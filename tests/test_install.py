@@ -44,6 +44,7 @@ def test_exactly_one_onnxruntime_distribution(tmp_path):
         check_ort_distribution([str(tmp_path)])
 
 
+@pytest.mark.slow
 def test_onnxruntime_import_fails_with_two_distributions_and_says_what_to_run(tmp_path):
     """``import ortseal`` works (keys, blobs, sealing need no ORT); what imports ONNX Runtime checks first."""
     fake_distribution(tmp_path, "onnxruntime-gpu", "1.31.1")
@@ -122,6 +123,7 @@ def cli(*args: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ortseal", *args], capture_output=True, text=True, timeout=600, **kw)
 
 
+@pytest.mark.slow
 def test_no_progress_frames_when_redirected_and_quiet_mode(tmp_path):
     big_embedding(tmp_path / "big.onnx", rows=18000)  # 70 MiB: above the progress bar's threshold
     keys = tmp_path / "k.json"
@@ -134,6 +136,7 @@ def test_no_progress_frames_when_redirected_and_quiet_mode(tmp_path):
     assert bad.returncode == 2 and "--log-level" in bad.stderr
 
 
+@pytest.mark.slow
 def test_passphrase_from_file_and_descriptor(tmp_path):
     secret = tmp_path / "pass.txt"
     secret.write_text("correct horse battery staple\n")

@@ -72,6 +72,7 @@ def test_device_cannot_forge_publisher_signed_weights(publisher_model, tmp_path)
             ortseal.fallback_session_options(opener, model=path)
 
 
+@pytest.mark.slow
 def test_device_cannot_forge_a_publisher_signed_engine(tmp_path, keys, caplog):
     engine = os.urandom(3 << 20)
     publisher = TensorrtEpHarness(harness_provider(keys, {"trt_engine_cache_path": str(tmp_path / "p")}))
@@ -185,6 +186,7 @@ ORACLE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_fallback_kernel_is_no_oracle_and_never_aborts(publisher_model, tmp_path):
     """In a process that set the fallback up once: an edited copy of another sealed model, a crafted node
     holding a blob's public header and a verified tensor's identity, the same as float16 (onnxruntime-extensions
@@ -288,6 +290,7 @@ def big_sealed(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("namespace", [False, True], ids=["same-pid-namespace", "own-pid-namespace"])
 def test_opener_killed_mid_open_is_cleaned_by_the_next_open(big_sealed, namespace):
     runtime_dir = _runtime_dir()

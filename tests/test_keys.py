@@ -118,6 +118,7 @@ def test_repr_hides_secrets(keys):
     assert keys.content_key(kid).hex() not in repr(keys)
 
 
+@pytest.mark.slow
 def test_policy_round_trips_and_is_bound_when_wrapped(keys, tmp_path):
     device = KeySet.merge(keys.without_signing(), KeySet.generate().public(scope=["model:cam*", "engine"]))
     lax = KeySet(content_keys={"k1": os.urandom(32)}, allow_unsigned=True)
@@ -164,6 +165,7 @@ _json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(
                                  optional={"trusted_keys": _json_values, "content_keys": _json_values,
                                            "signing_keys": _json_values, "allow_unsigned": _json_values,
                                            "wrapped_secrets": _json_values}))
+@pytest.mark.slow
 def test_fuzzed_keyset_files_raise_only_ortseal_errors(doc):
     try:
         KeySet.from_json(json.dumps(doc), "pw")

@@ -578,6 +578,7 @@ def test_shape_like_inputs_sealed_still_open(tmp_path, keys, monkeypatch, route)
     assert_identical(out, run_plain(tmp_path / "m.onnx", feeds))
 
 
+@pytest.mark.slow
 def test_thousands_of_sealed_tensors_open_within_a_small_descriptor_limit(tmp_path, keys):
     """Every blob of a data file is read through one descriptor: 1500 sealed tensors open under a limit
     of 256 open files."""

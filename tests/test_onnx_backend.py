@@ -29,6 +29,8 @@ import ortseal
 from ortseal.model import open as opening
 from ortseal.model._graph import iter_bodies
 
+pytestmark = pytest.mark.slow  # minutes on 2 cores: CI runs it, the quick tier (-m "not slow") does not
+
 CPU = ["CPUExecutionProvider"]
 DATA_DIR = Path(loader.DATA_DIR)
 MODEL_KINDS = ("simple", "pytorch-converted", "pytorch-operator", "real")

@@ -600,6 +600,7 @@ def test_another_user_racing_the_opening(route, quiet_env, fresh_user_base, vict
     assert ortseal_entries(SHARED_RAM_DIR) <= shm_before  # ortseal made no opening folder in /dev/shm itself
 
 
+@pytest.mark.slow
 def test_attacks_in_a_private_dev_shm():
     """The second-user tests above, in a mount namespace with a fresh tmpfs on /dev/shm (as root)."""
     if not MAKES_PRIVATE_SHM:
