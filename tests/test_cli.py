@@ -75,7 +75,6 @@ def test_demo_prints_commands_that_run(tmp_path):
     assert "verified" in run.stdout
 
 
-@pytest.mark.slow
 def test_demo_runs_and_shows_refusals():
     r = ortseal_cli("demo")
     assert r.returncode == 0, r.stdout + r.stderr
