@@ -359,6 +359,21 @@ class KeySet:
             return None
         return key
 
+    def trusted_key_for_some(self, key_id: str, purpose_pattern: str) -> Ed25519PublicKey | None:
+        """The public key ``key_id`` unless this keyset trusts it for no purpose matching ``purpose_pattern``
+        (such as ``model:*``), so that a signature can be checked, or refused, before anything it signed is
+        read. A key returned may still be trusted for none of those purposes: :meth:`trusted_key` gives the
+        exact answer for one purpose."""
+        key = self._trusted.get(key_id)
+        if key is None or any(_intersect_scopes(c, (purpose_pattern,)) == () for c in self._scope(key_id)):
+            return None
+        return key
+
+    @property
+    def has_providers(self) -> bool:
+        """True if content keys may also come from a provider (:meth:`from_provider`), which lists none."""
+        return bool(self._providers)
+
     # -- files -----------------------------------------------------------------------------------
     def _public_doc(self) -> dict[str, Any]:
         own = set(self._signing)

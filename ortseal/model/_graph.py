@@ -7,16 +7,17 @@ Shared by sealing, opening, the fallback kernel, ``inspect`` and ``verify``. Spe
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import rfc8785
 from google.protobuf.message import DecodeError
-from onnx import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
 
 from .._files import ReadPolicy, open_checked
+from .._onnx_proto import AttributeProto, FunctionProto, GraphProto, ModelProto, NodeProto, TensorProto
 from ..blob import BlobSource
 from ..errors import FormatError, OrtsealError, TamperedError
 from .schema import (
@@ -29,10 +30,7 @@ from .schema import (
     TENSOR_PROTO,
     kind_name,
     raw_length,
-    register_schema,
 )
-
-register_schema()
 
 CONTEXT_LABEL = b"ortseal/tensor/v3\x00"
 MAX_MODEL_FILE = (1 << 31) - 1  # protobuf's limit for one message
@@ -43,6 +41,14 @@ SEALED_SUFFIX = ".ortseal_sealed"
 LIKE_PREFIX = "ortseal.like."
 METADATA_KEY = "ortseal.sealed"
 SELECTION_KEY = "ortseal.selection"  # the seal's --min-bytes/--include/--exclude, for inspect
+
+# What one walk of a sealed model may meet (docs/format.md, "Limits"): a file the keyset trusts can still be
+# hostile (a publisher's build gone wrong, or any holder of the content key for an unsigned model), and the
+# walk's cost grows with these counts, not with the file's size (an empty node is two bytes).
+MAX_NODES = 1 << 20  # nodes of every graph, subgraph and function together
+MAX_ATTRIBUTES = 1 << 22  # node attributes, all nodes together
+MAX_INITIALIZERS = 1 << 20  # dense and sparse initializers, all graphs together
+MAX_GRAPH_NESTING = 24  # subgraphs (If/Loop/Scan bodies) inside subgraphs (protobuf parses up to 32)
 
 
 def iter_graphs(graph: GraphProto, scope: str = "") -> Iterator[tuple[str, GraphProto]]:
@@ -110,25 +116,6 @@ def external_initializers(model: ModelProto) -> list[tuple[str, TensorProto]]:
             if is_external(t)]
 
 
-def stored_tensors(model: ModelProto) -> Iterator[TensorProto]:
-    """Every TensorProto that holds data in ``model``: initializers, sparse initializers' values and indices,
-    and attribute tensors (dense and sparse), in every graph, subgraph and local function."""
-    for _, b in iter_bodies(model):
-        if isinstance(b, GraphProto):
-            yield from b.initializer
-            for sp in b.sparse_initializer:
-                yield from (sp.values, sp.indices)
-        for node in b.node:
-            for a in node.attribute:
-                if a.type == AttributeProto.TENSOR:
-                    yield a.t
-                yield from a.tensors
-                if a.type == AttributeProto.SPARSE_TENSOR:
-                    yield from (a.sparse_tensor.values, a.sparse_tensor.indices)
-                for sp in a.sparse_tensors:
-                    yield from (sp.values, sp.indices)
-
-
 def is_sealed_model(model: ModelProto) -> bool:
     """True if any graph or function of ``model`` holds an Unseal node."""
     return any(is_unseal(n) for _, b in iter_bodies(model) for n in b.node)
@@ -173,6 +160,8 @@ class SealedTensor:
     constant: bool = False  # sealed from (and opened as) a Constant node rather than an initializer
     encoding: str = RAW  # how the payload becomes the tensor (schema.ENCODINGS)
     payload_bytes: int | None = None  # the payload's length, for encodings other than RAW
+    node: NodeProto | None = field(default=None, repr=False)  # its Unseal node
+    body: Body | None = field(default=None, repr=False)  # the graph or function holding that node
 
     @property
     def sparse(self) -> bool:
@@ -211,37 +200,124 @@ def _encoding(node: NodeProto, dtype: int) -> tuple[str, int | None]:
     return encoding, length
 
 
-def sealed_in(scope: str, b: Body) -> list[SealedTensor]:
-    """The sealed tensors of one graph or function, each checked for a consistent Unseal node."""
-    found = []
-    blobs = blob_tensors(b)
-    for node in b.node:
-        if not is_unseal(node):
-            continue
-        if len(node.input) != 2 or len(node.output) != 1 or node.input[0] not in blobs:
-            raise FormatError(f"Unseal node {node.name!r} does not read a sealed blob of its own graph")
-        if any(a.name == "graph_digest" for a in node.attribute):
-            raise FormatError("this model was sealed by ortseal format v1, which is refused (its signatures do "
-                              "not commit to the content); re-seal the original model with this ortseal (seal_model)")
-        dtype, shape = _attr(node, "dtype").i, list(_attr(node, "shape").ints)
-        try:
-            identity = _attr(node, "tensor").s.decode("utf-8")
-        except UnicodeDecodeError:
-            raise FormatError(f"Unseal node {node.name!r}: its tensor attribute is not UTF-8") from None
-        if identity != tensor_identity(scope, node.output[0], dtype, shape):
-            raise FormatError(f"Unseal node for {node.output[0]!r}: attributes do not match its tensor identity")
-        blob, constant = blobs[node.input[0]]
-        if blob.data_type != TensorProto.UINT8:
-            raise FormatError(f"sealed blob {node.input[0]!r} is not uint8")
-        encoding, payload_bytes = _encoding(node, dtype)
-        found.append(SealedTensor(scope, blob, node.output[0], dtype, shape, identity, constant, encoding,
-                                  payload_bytes))
-    return found
+def _sealed_tensor(scope: str, b: Body, node: NodeProto, blobs: dict[str, tuple[TensorProto, bool]]) -> SealedTensor:
+    """The sealed tensor of one Unseal node of ``b``, the node checked to be consistent."""
+    if len(node.input) != 2 or len(node.output) != 1 or node.input[0] not in blobs:
+        raise FormatError(f"Unseal node {node.name!r} does not read a sealed blob of its own graph")
+    if any(a.name == "graph_digest" for a in node.attribute):
+        raise FormatError("this model was sealed by ortseal format v1, which is refused (its signatures do "
+                          "not commit to the content); re-seal the original model with this ortseal (seal_model)")
+    dtype, shape = _attr(node, "dtype").i, list(_attr(node, "shape").ints)
+    try:
+        identity = _attr(node, "tensor").s.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError(f"Unseal node {node.name!r}: its tensor attribute is not UTF-8") from None
+    if identity != tensor_identity(scope, node.output[0], dtype, shape):
+        raise FormatError(f"Unseal node for {node.output[0]!r}: attributes do not match its tensor identity")
+    blob, constant = blobs[node.input[0]]
+    if blob.data_type != TensorProto.UINT8:
+        raise FormatError(f"sealed blob {node.input[0]!r} is not uint8")
+    encoding, payload_bytes = _encoding(node, dtype)
+    return SealedTensor(scope, blob, node.output[0], dtype, shape, identity, constant, encoding, payload_bytes,
+                        node, b)
+
+
+@dataclass
+class Places:
+    """Where each tensor ortseal reads or replaces sits in one parsed model, found by one walk
+    (:func:`walk`): references into that model, valid while it lives and no node list above them is rebuilt."""
+
+    sealed: list[SealedTensor]  # every Unseal node's tensor, in walk order
+    plain_external: list[tuple[str, TensorProto]]  # (scope, tensor) of each plain external initializer, in the
+    # order docs/format.md gives the manifest's ``external`` list
+    stray_external: list[TensorProto]  # external tensors that are neither: sparse or attribute tensors
+    bodies: list[tuple[str, Body]]  # every graph and function, in walk order
+
+
+def _tensors_of(a: AttributeProto) -> Iterator[TensorProto]:
+    if a.type == AttributeProto.TENSOR:
+        yield a.t
+    yield from a.tensors
+    if a.type == AttributeProto.SPARSE_TENSOR:
+        yield from (a.sparse_tensor.values, a.sparse_tensor.indices)
+    for sp in a.sparse_tensors:
+        yield from (sp.values, sp.indices)
+
+
+def walk(model: ModelProto) -> Places:
+    """One walk of every graph, subgraph and local function of ``model`` (the order of :func:`iter_bodies`),
+    recording every sealed tensor (its Unseal node checked), every plain external initializer and every
+    other external tensor, and refusing (FormatError) a model past the limits of docs/format.md."""
+    places = Places([], [], [], [])
+    nodes = attributes = initializers = 0
+    functions = [(f"fn:{fn.domain}:{fn.name}" + (f":{fn.overload}" if fn.overload else ""), fn, 0)
+                 for fn in model.functions]
+    stack: list[tuple[str, Body, int]] = [*reversed(functions), ("", model.graph, 0)]
+    while stack:
+        scope, b, depth = stack.pop()
+        places.bodies.append((scope, b))
+        nodes += len(b.node)
+        if nodes > MAX_NODES:
+            raise FormatError(f"the model has more than {MAX_NODES} nodes (docs/format.md, limits)")
+        unseal: list[NodeProto] = []
+        constants: dict[str, list[TensorProto]] = {}
+        subgraphs: list[tuple[str, GraphProto]] = []
+        for node in b.node:
+            if is_unseal(node):
+                unseal.append(node)
+            attributes += len(node.attribute)
+            if attributes > MAX_ATTRIBUTES:
+                raise FormatError(f"the model has more than {MAX_ATTRIBUTES} node attributes (docs/format.md, limits)")
+            value = constant_value(node)
+            if value is not None:
+                constants.setdefault(node.output[0], []).append(value)
+            owner = node.name or (node.output[0] if node.output else node.op_type)
+            held = value is not None  # the Constant's value (its first ``value`` tensor): judged below
+            for a in node.attribute:
+                if a.type == AttributeProto.GRAPH:
+                    subgraphs.append((f"{scope}/{owner}.{a.name}", a.g))
+                elif a.type == AttributeProto.GRAPHS:
+                    subgraphs += [(f"{scope}/{owner}.{a.name}[{j}]", sub) for j, sub in enumerate(a.graphs)]
+                if held and a.name == "value" and a.type == AttributeProto.TENSOR:
+                    held = False
+                    places.stray_external += [t for t in list(_tensors_of(a))[1:] if is_external(t)]
+                    continue
+                places.stray_external += [t for t in _tensors_of(a) if is_external(t)]
+        if subgraphs and depth >= MAX_GRAPH_NESTING:
+            raise FormatError(f"the model nests subgraphs more than {MAX_GRAPH_NESTING} deep (docs/format.md, limits)")
+        stack += [(sub_scope, sub, depth + 1) for sub_scope, sub in reversed(subgraphs)]
+        wanted = {n.input[0] for n in unseal if n.input}
+        blobs: dict[str, tuple[TensorProto, bool]] = {}
+        if isinstance(b, GraphProto):
+            initializers += len(b.initializer) + len(b.sparse_initializer)
+            if initializers > MAX_INITIALIZERS:
+                raise FormatError(f"the model has more than {MAX_INITIALIZERS} initializers (docs/format.md, limits)")
+            for t in b.initializer:
+                if t.name in wanted:
+                    if t.name in blobs:
+                        raise FormatError(f"sealed blob {t.name!r} is defined twice")
+                    blobs[t.name] = t, False
+                elif is_external(t):
+                    if t.name.startswith(LIKE_PREFIX):  # an opened model drops these: never plain data
+                        places.stray_external.append(t)
+                    else:
+                        places.plain_external.append((scope, t))
+            for sp in b.sparse_initializer:
+                places.stray_external += [t for t in (sp.values, sp.indices) if is_external(t)]
+        for name, values in constants.items():
+            if name in wanted:
+                if len(values) > 1 or name in blobs:
+                    raise FormatError(f"sealed blob {name!r} is defined twice")
+                blobs[name] = values[0], True
+            else:
+                places.stray_external += [v for v in values if is_external(v)]
+        places.sealed += [_sealed_tensor(scope, b, node, blobs) for node in unseal]
+    return places
 
 
 def find_sealed(model: ModelProto) -> list[SealedTensor]:
     """Every sealed tensor of ``model`` (all graphs and functions)."""
-    return [st for scope, b in iter_bodies(model) for st in sealed_in(scope, b)]
+    return walk(model).sealed
 
 
 @contextlib.contextmanager
@@ -266,66 +342,73 @@ def _fd_path(fd: int) -> str | None:
 
 
 def read_model_file(path: str | os.PathLike[str]) -> bytes:
-    """The bytes of a model file, read once from one checked descriptor into memory ortseal owns."""
+    """The bytes of a model file, read once from one checked descriptor into memory ortseal owns, in one
+    buffer sized from ``fstat`` (a file that grows meanwhile is refused, not followed)."""
     fd, st = open_checked(path, MODEL_FILE)
     try:
         if st.st_size > MAX_MODEL_FILE:
             raise FormatError(f"model file {os.fspath(path)} is over 2 GiB: ONNX keeps large weights as external data")
         with os.fdopen(fd, "rb", buffering=0, closefd=False) as fh:
-            data = fh.read(MAX_MODEL_FILE + 1)
+            data = fh.read(st.st_size + 1)  # one read(2) returns a regular file whole below 2 GiB
+            if len(data) < st.st_size:  # ... but need not: read the rest
+                data += b"".join(iter(functools.partial(fh.read, st.st_size + 1 - len(data)), b""))
     finally:
         os.close(fd)
-    if len(data) > MAX_MODEL_FILE:
-        raise FormatError(f"model file {os.fspath(path)} is over 2 GiB")
+    if len(data) != st.st_size:
+        raise FormatError(f"model file {os.fspath(path)} changed size while it was read")
     return data
 
 
-def parse_model(data: bytes, where: str) -> ModelProto:
+def parse_model(data: bytes | memoryview, where: str) -> ModelProto:
     """``data`` parsed as an ONNX ModelProto (its external data not loaded); FormatError on anything else."""
     model = ModelProto()
     try:
         model.ParseFromString(data)
-    except (DecodeError, ValueError, RuntimeError, RecursionError) as exc:
+    except (DecodeError, ValueError, RuntimeError, RecursionError, TypeError) as exc:
         raise FormatError(f"not an ONNX model: {where} ({type(exc).__name__})") from None
     if model.ir_version <= 0 or not model.HasField("graph"):
         raise FormatError(f"not an ONNX model: {where}")
     return model
 
 
-@dataclass(frozen=True)
 class LoadedModel:
-    """A model file read once: its bytes, their parse, and the folder its external data is relative to."""
+    """A model file read once: its bytes, the folder its external data is relative to, and their parse,
+    made on first use of :attr:`model` (a sealed model's seal record is checked on the bytes first)."""
 
-    data: bytes
-    model: ModelProto
-    base_dir: str | None
-    name: str  # the file name (``model.onnx`` for bytes), for messages and the opened copy
+    def __init__(self, data: bytes, base_dir: str | None, name: str, where: str | None = None) -> None:
+        self.data = data
+        self.base_dir = base_dir
+        self.name = name  # the file name (``model.onnx`` for bytes), for messages and the opened copy
+        self._where = where or name
+
+    @functools.cached_property
+    def model(self) -> ModelProto:
+        """The bytes parsed as an ONNX ModelProto; FormatError when they are not one."""
+        return parse_model(self.data, self._where)
+
+    def parsed(self, body: memoryview | None = None) -> ModelProto:
+        """:attr:`model`, parsed from ``body`` (a prefix of the bytes that serializes the same model, such as
+        a sealed model's body without its record) when it was not parsed yet."""
+        if "model" not in self.__dict__ and body is not None:
+            self.__dict__["model"] = parse_model(body, self._where)
+        return self.model
 
 
 def read_model(path_or_bytes: str | os.PathLike[str] | bytes, base_dir: str | None = None) -> LoadedModel:
-    """Read a model (a path: once, from one checked descriptor) and parse it, without its external data.
-    ``model`` is None when the bytes are not ONNX protobuf. For bytes, ``base_dir`` is where their external
-    data lives (None: they may have none)."""
+    """Read a model (a path: once, from one checked descriptor), not parsed yet. For bytes, ``base_dir`` is
+    where their external data lives (None: they may have none)."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        data, name = bytes(path_or_bytes), "model.onnx"
-    elif isinstance(path_or_bytes, (str, os.PathLike)):
+        return LoadedModel(bytes(path_or_bytes), base_dir, "model.onnx")
+    if isinstance(path_or_bytes, (str, os.PathLike)):
         path = Path(path_or_bytes)
-        data, name, base_dir = read_model_file(path), path.name, str(path.absolute().parent)
-    else:
-        raise TypeError(f"a model is a path or bytes, got {type(path_or_bytes).__name__}")
-    try:
-        model = parse_model(data, name)
-    except FormatError:
-        model = None
-    return LoadedModel(data, model, base_dir, name)  # type: ignore[arg-type]
+        return LoadedModel(read_model_file(path), str(path.absolute().parent), path.name, os.fspath(path_or_bytes))
+    raise TypeError(f"a model is a path or bytes, got {type(path_or_bytes).__name__}")
 
 
 def load_model(path_or_bytes: str | os.PathLike[str] | bytes, base_dir: str | None = None) -> LoadedModel:
-    """:func:`read_model`, refusing anything that is not an ONNX model (FormatError)."""
+    """:func:`read_model`, parsed: FormatError for anything that is not an ONNX model."""
     loaded = read_model(path_or_bytes, base_dir)
-    if loaded.model is None:
-        parse_model(loaded.data, loaded.name if not isinstance(path_or_bytes, (str, os.PathLike)) else
-                    os.fspath(path_or_bytes))  # raises, naming the file
+    loaded.model  # noqa: B018 - parsed now: raises FormatError naming the file
     return loaded
 
 
@@ -437,9 +520,13 @@ class DataFiles(contextlib.AbstractContextManager):
         self._files.clear()
 
 
-def load_inline(tensor: TensorProto, files: DataFiles) -> None:
-    """Move an external-data tensor's bytes into the tensor itself."""
-    data = files.read(tensor)
+def set_inline(tensor: TensorProto, data: bytes) -> None:
+    """Make ``data`` the bytes ``tensor`` holds itself (``raw_data``), external data or not before."""
     del tensor.external_data[:]
     tensor.data_location = TensorProto.DEFAULT
     tensor.raw_data = data
+
+
+def load_inline(tensor: TensorProto, files: DataFiles) -> None:
+    """Move an external-data tensor's bytes into the tensor itself."""
+    set_inline(tensor, files.read(tensor))

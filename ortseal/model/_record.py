@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import rfc8785
@@ -33,6 +34,9 @@ MANIFEST_KEY = "ortseal.manifest"
 RECORD_KEY = "ortseal.signature"
 MANIFEST_FORMAT = "ortseal-model-manifest"
 MAX_MANIFEST_BYTES = 64 << 20
+MAX_MANIFEST_ENTRIES = 1 << 20  # sealed tensors plus plain external tensors
+MAX_TOP_LEVEL_FIELDS = 1 << 16  # fields of the ModelProto itself (its graph is one), read before the parse
+METADATA_FIELD = 14  # ModelProto.metadata_props
 BODY_LABEL = b"ortseal v3 model\x00"
 SIGNATURE_LABEL = b"ortseal v3 model signature\x00"
 MAC_LABEL = b"ortseal v3 model mac\x00"
@@ -94,6 +98,78 @@ def read_record(data: bytes | memoryview) -> SealRecord | None:
             return SealRecord(match[1].decode("ascii"), base64.b64decode(match[2]), size)
         return SealRecord(None, base64.b64decode(match[1]), size)
     return None
+
+
+def _read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while at < len(data) and shift < 64:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+    raise FormatError("not an ONNX model: a truncated or overlong protobuf varint")
+
+
+def _fields(data: memoryview, limit: int) -> Iterator[tuple[int, int, memoryview | None]]:
+    """``(field number, wire type, bytes of a length-delimited field)`` of one protobuf message, without
+    descending into any field; FormatError after ``limit`` fields or on bytes that are not protobuf."""
+    at = count = 0
+    while at < len(data):
+        count += 1
+        if count > limit:
+            raise FormatError(f"the model has more than {limit} top-level protobuf fields (docs/format.md, limits)")
+        key, at = _read_varint(data, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, at = _read_varint(data, at)
+            yield number, wire, None
+            continue
+        size = {1: 8, 5: 4}.get(wire)
+        if size is None:
+            if wire != 2:
+                raise FormatError(f"not an ONNX model: protobuf wire type {wire} in field {number}")
+            size, at = _read_varint(data, at)
+        if number == 0 or at + size > len(data):
+            raise FormatError("not an ONNX model: a protobuf field runs past the end of the file")
+        yield number, wire, data[at:at + size] if wire == 2 else None
+        at += size
+
+
+def metadata_entries(body: bytes | memoryview) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` of every ``metadata_props`` entry of a serialized ModelProto, in file order, read
+    from the wire format without parsing the graph (which is one field, skipped by its length): what
+    protobuf's parse would give (in an entry, the last ``key`` and ``value`` win)."""
+    entries = []
+    for number, _, field_bytes in _fields(memoryview(body), MAX_TOP_LEVEL_FIELDS):
+        if number == METADATA_FIELD and field_bytes is not None:
+            got = {1: b"", 2: b""}
+            for inner, _, value in _fields(field_bytes, MAX_TOP_LEVEL_FIELDS):
+                if inner in got and value is not None:
+                    got[inner] = bytes(value)
+            entries.append((got[1], got[2]))
+    return entries
+
+
+def find_manifest(body: bytes | memoryview) -> Manifest:
+    """The manifest of a sealed model's body, read from its wire format (:func:`metadata_entries`), before
+    the graph is parsed. The body must hold exactly one manifest and no seal record (the file's record is
+    the one at its end: TamperedError when another one is in the body, as when a tool re-saved the file)."""
+    entries = metadata_entries(body)
+    if any(key == RECORD_KEY.encode("ascii") for key, _ in entries):
+        raise TamperedError("the sealed model file was rewritten after sealing: its seal record is no longer the "
+                            "last thing in the file")
+    manifests = [value for key, value in entries if key == MANIFEST_KEY.encode("ascii")]
+    if len(manifests) != 1:
+        raise FormatError("the sealed model does not hold exactly one ortseal manifest")
+    if len(manifests[0]) > MAX_MANIFEST_BYTES:
+        raise FormatError("the model manifest is too large")
+    try:
+        text = manifests[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FormatError("the model's ortseal manifest is not UTF-8") from None
+    return Manifest.from_json(text)
 
 
 def body_digest(body: bytes | memoryview) -> bytes:
@@ -182,6 +258,9 @@ class Manifest:
                     and isinstance(seal_id, str) and _SEAL_ID.fullmatch(seal_id)):
                 raise FormatError("the model manifest has a malformed model, release or seal id")
             manifest = cls(model, release, seal_id, check_key_id(doc["key_id"]))
+            if len(doc["tensors"]) + len(doc["external"]) > MAX_MANIFEST_ENTRIES:
+                raise FormatError(f"the model manifest names more than {MAX_MANIFEST_ENTRIES} tensors "
+                                  "(docs/format.md, limits)")
             for e in doc["tensors"]:
                 if not (isinstance(e["tensor"], str) and isinstance(e["digest"], str) and _HEX64.fullmatch(e["digest"])
                         and _int(e["bytes"])) or e["tensor"] in manifest.tensors:
@@ -204,31 +283,58 @@ def _int(value: object, top: int = (1 << 63) - 1) -> bool:
     return type(value) is int and 0 <= value <= top
 
 
-def check_record(record: SealRecord, digest: bytes, manifest: Manifest, keys: KeySet, *, min_release: int = 0) -> bool:
-    """Check the seal record over the body ``digest``, then the release. A signed model must be signed by a
-    key ``keys`` trusts for ``model:<name>``; an unsigned one is accepted only by a keyset made with
-    ``allow_unsigned=True``, and only with a valid HMAC under the manifest's content key. Returns True when a
-    signature was checked. Raises TamperedError or RollbackError naming what failed."""
+def check_seal(record: SealRecord, body: bytes | memoryview, keys: KeySet) -> tuple[bytes, str | None]:
+    """Check the seal record over ``body`` before anything of it is parsed, and return the body's digest
+    with the content key its HMAC was made under. Signed: the keyset must trust the signer for some
+    ``model:`` purpose (checked before the body is even hashed) and the signature must verify. Unsigned: the
+    keyset must allow unsigned models and the tag must be the HMAC under one of its content keys held in
+    memory, whose id is returned (None when none matched but the keyset has key providers, which can only be
+    asked for the manifest's key: :func:`check_manifest` does). Raises TamperedError naming what failed."""
     if record.signer_id is not None:
-        public = keys.trusted_key(record.signer_id, manifest.purpose)
+        public = keys.trusted_key_for_some(record.signer_id, "model:*")  # the exact scope: check_manifest
         if public is None:
-            raise TamperedError(f"the model {manifest.model!r} is signed by {record.signer_id!r}, which this keyset "
-                                f"does not trust for {manifest.purpose!r}")
+            raise TamperedError(f"the model is signed by {record.signer_id!r}, which this keyset does not trust for "
+                                "any model ('model:*')")
+        digest = body_digest(body)
         try:
             public.verify(record.tag, SIGNATURE_LABEL + digest)
         except InvalidSignature:
             raise TamperedError(f"the model's signature by {record.signer_id!r} does not verify: the model file was "
                                 "altered after sealing") from None
-    else:
-        if keys.requires_signature:
-            raise TamperedError(f"the model {manifest.model!r} is unsigned, but this keyset requires a signature from "
-                                "a trusted key (KeySet(allow_unsigned=True) accepts unsigned models)")
-        want = hmac.new(_mac_key(keys.content_key(manifest.key_id)), MAC_LABEL + digest, hashlib.sha256).digest()
-        if not hmac.compare_digest(want, record.tag):
-            raise TamperedError("the unsigned model's MAC does not verify: the model file was altered after sealing, "
-                                "or this is not the content key it was sealed with")
+        return digest, None
+    if keys.requires_signature:
+        raise TamperedError("the model is unsigned, but this keyset requires a signature from a trusted key "
+                            "(KeySet(allow_unsigned=True) accepts unsigned models)")
+    digest = body_digest(body)
+    for key_id in keys.content_key_ids:
+        if _mac_matches(keys, key_id, digest, record.tag):
+            return digest, key_id
+    if not keys.has_providers:
+        raise TamperedError(_BAD_MAC)
+    return digest, None
+
+
+_BAD_MAC = ("the unsigned model's MAC does not verify: the model file was altered after sealing, or this is not "
+            "the content key it was sealed with")
+
+
+def _mac_matches(keys: KeySet, key_id: str, digest: bytes, tag: bytes) -> bool:
+    want = hmac.new(_mac_key(keys.content_key(key_id)), MAC_LABEL + digest, hashlib.sha256).digest()
+    return hmac.compare_digest(want, tag)
+
+
+def check_manifest(record: SealRecord, digest: bytes, manifest: Manifest, keys: KeySet, mac_key: str | None, *,
+                   min_release: int = 0) -> None:
+    """What :func:`check_seal` could not check before the manifest was read: a signer trusted for exactly
+    ``model:<name>``, an HMAC under the manifest's content key (``mac_key``: the key :func:`check_seal`
+    found it under), then the release. Raises TamperedError or RollbackError naming what failed."""
+    if record.signer_id is not None:
+        if keys.trusted_key(record.signer_id, manifest.purpose) is None:
+            raise TamperedError(f"the model {manifest.model!r} is signed by {record.signer_id!r}, which this keyset "
+                                f"does not trust for {manifest.purpose!r}")
+    elif mac_key != manifest.key_id and (mac_key is not None
+                                         or not _mac_matches(keys, manifest.key_id, digest, record.tag)):
+        raise TamperedError(_BAD_MAC)
     if manifest.release < min_release:
         raise RollbackError(f"the model {manifest.model!r} is release {manifest.release}, older than the minimum "
                             f"release {min_release} this deployment accepts (an older model put in place of a newer one?)")
-    return record.signer_id is not None
-

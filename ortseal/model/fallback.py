@@ -26,15 +26,15 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import AttributeProto, GraphProto, ModelProto, TensorProto, helper
 
+from .._onnx_proto import AttributeProto, TensorProto
 from .._runtime import onnxruntime as ort
 from ..errors import FormatError
 from ..keys import KeySet, as_keyset
 from ._gate import check_handed_options
-from ._graph import is_external, is_unseal, iter_bodies, load_model, malformed_is_format_error
+from ._graph import malformed_is_format_error, read_model, set_inline
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, RAW, kind_name
-from .verify import verify_sealed
+from .verify import VerifiedModel, verify_sealed
 
 log = logging.getLogger("ortseal")
 SETUP_ATTRIBUTE = "setup"
@@ -43,6 +43,10 @@ _lock = threading.Lock()
 _opened: dict[tuple[int, int], np.ndarray] = {}  # (set-up id, slot) -> verified plaintext
 _warned = False  # the slow-path warning was logged (once per process)
 _op_type: str | None = None  # this process's kernel op type, once registered (under _lock)
+_NUMPY_TYPES = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.INT8: np.int8,
+                TensorProto.INT16: np.int16, TensorProto.INT32: np.int32, TensorProto.INT64: np.int64,
+                TensorProto.UINT8: np.uint8, TensorProto.UINT16: np.uint16, TensorProto.UINT32: np.uint32,
+                TensorProto.UINT64: np.uint64, TensorProto.BOOL: np.bool_}  # FALLBACK_TYPES, as numpy has them
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,7 @@ def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options
     """
     keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     check_handed_options(sess_options)  # before a byte is read: the application's session gets the opened weights
-    loaded = load_model(model, data_dir)
+    loaded = read_model(model, data_dir)  # parsed once its seal record is checked
     setup = secrets.randbits(62)
     opened: dict[tuple[int, int], np.ndarray] = {}
     with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release,
@@ -115,53 +119,33 @@ def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options
                 raise FormatError(f"sealed tensor {st.name!r} is {kind}, which the fallback kernel cannot return (it "
                                   "serves dense float, double, integer and bool tensors); use ortseal.InferenceSession")
         for st in verified.sealed:
-            out = np.empty(st.shape, helper.tensor_dtype_to_np_dtype(st.dtype))
+            out = np.empty(st.shape, _NUMPY_TYPES[st.dtype])
             verified.opener(st, keys).decrypt_into(out.reshape(-1).view(np.uint8).data)
             out.setflags(write=False)
             opened[(setup, len(opened))] = out  # slot = the tensor's place in verified.sealed
-        plain = [verified.read_external(t, entry) for _, t, entry in verified.externals]
-        handed = ModelProto()
-        handed.CopyFrom(verified.model)
-    slots = {st.identity: slot for slot, st in enumerate(verified.sealed)}
-    _stamp(handed, _register_kernel(), setup, slots, plain)
+        for t, entry in verified.externals:
+            set_inline(t, verified.read_external(t, entry))
+        _stamp(verified, _register_kernel(), setup)
+        handed = verified.model.SerializeToString()
     with _lock:
         _opened.update(opened)
     so = sess_options if sess_options is not None else ort.SessionOptions()
     from onnxruntime_extensions import get_library_path
 
     so.register_custom_ops_library(get_library_path())
-    return FallbackModel(handed.SerializeToString(), so)
+    return FallbackModel(handed, so)
 
 
-def _stamp(model: ModelProto, op_type: str, setup: int, slots: dict[str, int], plain_data: list[bytes]) -> None:
-    """Rename every Unseal node to the kernel's op type and stamp it with the set-up id and its tensor's slot,
-    empty every blob, and put the verified plain external bytes inline (they come in walk order, as
-    :func:`verify_sealed` lists them), so ORT reads nothing but these bytes."""
-    externals = iter(plain_data)
-    for _, b in iter_bodies(model):
-        blobs = {n.input[0] for n in b.node if is_unseal(n)}
-        for n in b.node:
-            if is_unseal(n):
-                n.op_type = op_type
-                identity = next(a.s for a in n.attribute if a.name == "tensor").decode("utf-8")
-                n.attribute.extend([helper.make_attribute(SETUP_ATTRIBUTE, setup),
-                                    helper.make_attribute(SLOT_ATTRIBUTE, slots[identity])])
-            elif n.op_type == "Constant" and n.output and n.output[0] in blobs:
-                for a in n.attribute:
-                    if a.type == AttributeProto.TENSOR:
-                        _empty(a.t)
-        for t in b.initializer if isinstance(b, GraphProto) else []:
-            if t.name in blobs:
-                _empty(t)
-            elif is_external(t):
-                del t.external_data[:]
-                t.data_location = TensorProto.DEFAULT
-                t.raw_data = next(externals)
-
-
-def _empty(t: TensorProto) -> None:
-    del t.external_data[:]
-    t.data_location = TensorProto.DEFAULT
-    t.raw_data = b""
-    del t.dims[:]
-    t.dims.append(0)
+def _stamp(verified: VerifiedModel, op_type: str, setup: int) -> None:
+    """Rename every Unseal node of the verified model to the kernel's op type and stamp it with the set-up id
+    and its tensor's slot (its index in ``verified.sealed``), and empty every blob, where the walk found them,
+    so ORT reads nothing but these bytes (the plain external tensors are already inline)."""
+    for slot, st in enumerate(verified.sealed):
+        node = st.node
+        assert node is not None
+        node.op_type = op_type
+        node.attribute.add(name=SETUP_ATTRIBUTE, type=AttributeProto.INT, i=setup)
+        node.attribute.add(name=SLOT_ATTRIBUTE, type=AttributeProto.INT, i=slot)
+        set_inline(st.blob, b"")
+        del st.blob.dims[:]
+        st.blob.dims.append(0)

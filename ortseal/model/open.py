@@ -1,8 +1,9 @@
 """A verified sealed model -> opened tensors -> what ORT gets (spec: ``docs/sealed-models.md``, "Opening").
 
 Every sealed blob is decrypted while its content digest is recomputed in the same pass, and every plain
-external tensor is hashed as it is read, once, into memory ortseal owns; only when every digest matched the
-signed manifest does ORT get anything. Large models go to ORT as one 0600 file per tensor in a private folder
+external tensor is hashed as it is read, once, into memory ortseal owns, each written into the place the
+verifying walk found for it (no second walk, no pairing by name or order); only when every digest matched
+the signed manifest does ORT get anything. Large models go to ORT as one 0600 file per tensor in a private folder
 on a RAM-backed file system in this user's own private base folder (:mod:`ortseal.model.ramdir`:
 ``$XDG_RUNTIME_DIR`` or ``/dev/shm/ortseal-<uid>``), filled several at once, next to a copy of the graph
 whose tensors point at them; ORT copies them into its own memory and the folder is removed (its RAM freed, a
@@ -23,34 +24,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import (
-    AttributeProto,
-    GraphProto,
-    ModelProto,
-    NodeProto,
-    SparseTensorProto,
-    TensorProto,
-    ValueInfoProto,
-    helper,
-)
 
+from .._onnx_proto import AttributeProto, GraphProto, SparseTensorProto, ValueInfoProto
 from .._parallel import available_cores, for_each
 from .._progress import ByteProgress
 from ..blob import Opener
-from ..errors import FormatError, SetupError
+from ..errors import SetupError
 from ..keys import KeySet
-from ._graph import (
-    LIKE_PREFIX,
-    SealedTensor,
-    body,
-    constant_value,
-    external_initializers,
-    is_external,
-    is_unseal,
-    iter_bodies,
-    set_external,
-    stored_tensors,
-)
+from ._graph import LIKE_PREFIX, SealedTensor, set_external, set_inline
 from ._record import ExternalEntry
 from .ramdir import RUNTIME_DIR_ENV, PrivateFolder, private_folder, remove_stale_folders, runtime_dirs
 from .schema import DOMAIN
@@ -69,131 +50,133 @@ class Opened:
 
     path: str | None
     model_bytes: bytes | None
+    progress_shown: bool = False  # a progress bar was drawn (on a terminal): a status line may follow it
 
 
-def _plain_graph(model: ModelProto, sealed: list[SealedTensor]) -> ModelProto:
-    """A copy of ``model`` with every Unseal node, its blob and the ``like`` tensors replaced by a plain
-    tensor (no data yet): an initializer (sparse ones in ``sparse_initializer``), or a Constant node
-    (``value`` or ``sparse_value``) in place of the Unseal for sealed Constants. In IR < 4 graphs, which
-    list initializers as inputs, a sealed initializer takes its blob's place among the inputs (ORT needs it
-    there, and lets no feed replace it at that IR)."""
-    plain = ModelProto()
-    plain.CopyFrom(model)
-    by_key = {(st.scope, st.name): st for st in sealed}
-    for scope in [scope for scope, _ in iter_bodies(plain)]:
-        b = body(plain, scope)  # afresh: editing a parent's nodes copies its subgraphs
-        unseal = {n.input[0]: n for n in b.node if is_unseal(n)}
-        if not unseal:
+def _plain_graph(verified: VerifiedModel) -> list[Value]:
+    """Turn the verified model, in place, into the plain model ORT gets, and return the tensor that receives
+    each sealed tensor (``verified.sealed``'s order): every Unseal node, its blob and the ``like`` tensors
+    give way to a plain tensor with no data yet: an initializer (sparse ones in ``sparse_initializer``), or,
+    for sealed Constants, the Unseal node itself made the Constant (``value`` or ``sparse_value``). In IR < 4
+    graphs, which list initializers as inputs, a sealed initializer takes its blob's place among the inputs
+    (ORT needs it there, and lets no feed replace it at that IR).
+
+    Everything is edited where the walk found it (nodes and initializers deleted by index, nodes rewritten
+    in place), never by rebuilding a node list, which would copy the subgraphs below it and leave the
+    places of the tensors in them pointing at the copies' originals."""
+    model = verified.model
+    by_body: dict[int, list[SealedTensor]] = {}
+    for st in verified.sealed:
+        by_body.setdefault(id(st.body), []).append(st)
+    targets: dict[int, Value] = {}
+    for _, b in verified.places.bodies:
+        sealed = by_body.get(id(b))
+        if not sealed:
             continue
-        nodes: list[NodeProto] = []
-        added: list[TensorProto] = []
-        sparse: list[SparseTensorProto] = []
-        for n in b.node:
-            if is_unseal(n):
-                st = by_key[(scope, n.output[0])]
-                tensor = TensorProto(name=st.name, data_type=st.dtype, dims=st.shape)
-                value = SparseTensorProto(values=tensor, dims=st.shape) if st.sparse else tensor
-                if st.constant:
-                    nodes.append(helper.make_node("Constant", [], [st.name], name=st.name,
-                                                  **{"sparse_value" if st.sparse else "value": value}))
-                else:
-                    (sparse if st.sparse else added).append(value)
-            elif not (n.op_type == "Constant" and n.output and (n.output[0] in unseal
-                                                                or n.output[0].startswith(LIKE_PREFIX))):
-                nodes.append(n)
-        b.ClearField("node")
-        b.node.extend(nodes)
+        blobs = {st.node.input[0] for st in sealed}  # type: ignore[union-attr]
+        unseal = {id(st.node): st for st in sealed}
+
+        def dropped(name: str) -> bool:
+            return name in blobs or name.startswith(LIKE_PREFIX)
+
+        gone = [i for i, n in enumerate(b.node) if id(n) not in unseal and n.op_type == "Constant" and n.output
+                and dropped(n.output[0])]
+        gone += [i for i, n in enumerate(b.node) if id(n) in unseal and not unseal[id(n)].constant]
+        for i in sorted(gone, reverse=True):
+            del b.node[i]
+        for st in sealed:
+            if st.constant:
+                targets[id(st)] = _as_constant(st)
         if isinstance(b, GraphProto):
-            inits = [t for t in b.initializer if t.name not in unseal and not t.name.startswith(LIKE_PREFIX)]
-            b.ClearField("initializer")
-            b.initializer.extend(inits + added)
-            b.sparse_initializer.extend(sparse)
-            inputs = [_restored_input(by_key[(scope, unseal[i.name].output[0])]) if i.name in unseal else i
-                      for i in b.input if not i.name.startswith(LIKE_PREFIX)
-                      and (i.name not in unseal or plain.ir_version < 4)]
-            del b.input[:]
-            b.input.extend(inputs)
+            for i in reversed([i for i, t in enumerate(b.initializer) if dropped(t.name)]):
+                del b.initializer[i]
+            for st in sealed:
+                if not st.constant:
+                    targets[id(st)] = _empty_value(st, b.sparse_initializer.add() if st.sparse else b.initializer.add())
+            restored = {st.node.input[0]: st for st in sealed if not st.constant}  # type: ignore[union-attr]
+            for i in reversed(range(len(b.input))):
+                name = b.input[i].name
+                if name in restored and model.ir_version < 4:
+                    b.input[i].CopyFrom(_restored_input(restored[name]))
+                elif dropped(name):
+                    del b.input[i]
         else:
-            opsets = [o for o in b.opset_import if o.domain != DOMAIN]
-            b.ClearField("opset_import")
-            b.opset_import.extend(opsets)
-    opsets = [o for o in plain.opset_import if o.domain != DOMAIN]
-    plain.ClearField("opset_import")
-    plain.opset_import.extend(opsets)
-    return plain
+            _drop_domain(b.opset_import)
+    _drop_domain(model.opset_import)
+    return [targets[id(st)] for st in verified.sealed]
+
+
+def _drop_domain(opsets) -> None:  # noqa: ANN001 - a repeated OperatorSetIdProto field
+    for i in reversed([i for i, o in enumerate(opsets) if o.domain == DOMAIN]):
+        del opsets[i]
+
+
+def _empty_value(st: SealedTensor, value: Value) -> Value:
+    """``value`` (a new tensor or sparse tensor) named, typed and shaped as ``st``, with no data yet."""
+    tensor = value.values if isinstance(value, SparseTensorProto) else value
+    tensor.name, tensor.data_type = st.name, st.dtype
+    tensor.dims.extend(st.shape)
+    if isinstance(value, SparseTensorProto):
+        value.dims.extend(st.shape)
+    return value
+
+
+def _as_constant(st: SealedTensor) -> Value:
+    """Rewrite a sealed Constant's Unseal node, where it stands, into the Constant node it was sealed from."""
+    node = st.node
+    assert node is not None
+    node.Clear()
+    node.op_type, node.name = "Constant", st.name
+    node.output.append(st.name)
+    attr = node.attribute.add(name="sparse_value" if st.sparse else "value",
+                              type=AttributeProto.SPARSE_TENSOR if st.sparse else AttributeProto.TENSOR)
+    return _empty_value(st, attr.sparse_tensor if st.sparse else attr.t)
 
 
 def _restored_input(st: SealedTensor) -> ValueInfoProto:
     """The graph input an IR < 4 sealed initializer was: its name, type and shape."""
-    return helper.make_tensor_value_info(st.name, st.dtype, st.shape)
-
-
-def _targets(plain: ModelProto, sealed: list[SealedTensor]) -> list[Value]:
-    """The plain graph's tensors that receive each sealed tensor (initializers, sparse initializers,
-    Constant values and sparse values)."""
-    by_key: dict[tuple[str, str], Value] = {}
-    for scope, b in iter_bodies(plain):
-        if isinstance(b, GraphProto):
-            by_key.update(((scope, t.name), t) for t in b.initializer)
-            by_key.update(((scope, t.values.name), t) for t in b.sparse_initializer)
-        for n in b.node:
-            value = constant_value(n)
-            if value is not None:
-                by_key.setdefault((scope, n.output[0]), value)
-            elif n.op_type == "Constant" and n.output:
-                for a in n.attribute:
-                    if a.name == "sparse_value" and a.type == AttributeProto.SPARSE_TENSOR:
-                        by_key.setdefault((scope, n.output[0]), a.sparse_tensor)
-    return [by_key[(st.scope, st.name)] for st in sealed]
-
-
-def _plain_externals(plain: ModelProto, verified: VerifiedModel) -> list[tuple[TensorProto, ExternalEntry]]:
-    """The plain graph's external initializers, each with what the manifest says of it (by scope and name,
-    as :func:`verify_sealed` paired them)."""
-    by_place = {place: entry for place, _, entry in verified.externals}
-    found = external_initializers(plain)
-    if len(found) != len(by_place) or any((scope, t.name) not in by_place for scope, t in found):
-        raise FormatError("the opened graph's external tensors differ from the verified ones")
-    return [(t, by_place[(scope, t.name)]) for scope, t in found]
-
-
-def _check_nothing_external(plain: ModelProto, ours: set[int]) -> None:
-    """ORT must read no file ortseal did not write: no tensor of ``plain`` may point at external data but
-    the RAM files in ``ours`` (ids of the tensors given them)."""
-    if any(is_external(t) and id(t) not in ours for t in stored_tensors(plain)):
-        raise FormatError("the opened graph would make ONNX Runtime read a file ortseal did not check")
+    info = ValueInfoProto(name=st.name)
+    info.type.tensor_type.elem_type = st.dtype
+    shape = info.type.tensor_type.shape
+    shape.SetInParent()
+    for d in st.shape:
+        shape.dim.add().dim_value = d
+    return info
 
 
 @contextlib.contextmanager
 def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]:
     """Decrypt every sealed tensor and read every plain external tensor of ``verified`` once, each checked
-    against its signed digest, then yield what ORT should load. Nothing is yielded unless every check passed;
-    everything plaintext is removed when the block ends."""
+    against its signed digest and written into its place in the verified model (which becomes the plain
+    model: :func:`_plain_graph`), then yield what ORT should load. Nothing is yielded unless every check
+    passed; everything plaintext is removed when the block ends."""
     started = time.monotonic()
     sealed = verified.sealed
     openers = [verified.opener(st, keys) for st in sealed]
-    plain = _plain_graph(verified.model, sealed)
-    targets = _targets(plain, sealed)
-    externals = _plain_externals(plain, verified)
-    total = sum(op.header.plaintext_length for op in openers) + sum(e.length for _, e in externals)
+    sizes = [op.header.plaintext_length for op in openers]
+    targets = _plain_graph(verified)
+    externals = verified.externals
+    total = sum(sizes) + sum(e.length for _, e in externals)
     log.info("ortseal: opening %s: %d sealed tensors, %d plain external, %.1f MiB (model %r release %d, %s)",
              verified.loaded.name, len(sealed), len(externals), total / (1 << 20), verified.manifest.model,
              verified.manifest.release, f"signed by {verified.signer}" if verified.signer else "unsigned, HMAC checked")
     bar = ByteProgress(total, f"opening {verified.loaded.name}")
+    shown = not bar.disable
     with bar:
         # Small tensors go inline: ORT reads shape-like inputs (Reshape shapes, axes, pads) while it resolves
         # the graph, before external data is loaded.
-        now = [op.header.plaintext_length < INLINE_BELOW or not is_raw_target(t) for t, op in zip(targets, openers, strict=False)]
-        for t, op, inline in zip(targets, openers, now, strict=False):
-            if inline:
+        large, large_plain = [], []
+        for t, op, size in zip(targets, openers, sizes, strict=True):
+            if size < INLINE_BELOW or not is_raw_target(t):
                 _decrypt_inline(t, op)
+            else:
+                large.append((t, op, size))
         for t, entry in externals:
             if entry.length < INLINE_BELOW:
-                _read_inline(t, entry, verified)
-        large = [(t, op) for t, op, inline in zip(targets, openers, now, strict=False) if not inline]
-        large_plain = [(t, e) for t, e in externals if is_external(t)]
-        jobs = [(t, op.header.plaintext_length, functools.partial(_decrypt_to, op, t.name, bar.add))
-                for t, op in large]
+                set_inline(t, verified.read_external(t, entry))
+            else:
+                large_plain.append((t, entry))
+        jobs = [(t, size, functools.partial(_decrypt_to, op, t.name, bar.add)) for t, op, size in large]
         jobs += [(t, e.length, functools.partial(_copy_to, verified, t, e, bar.add)) for t, e in large_plain]
         weights = sum(size for _, size, _ in jobs)
         # $ORTSEAL_RUNTIME_DIR is checked for small models too: a misconfiguration shows at once. Small models
@@ -203,20 +186,19 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
             remove_stale_folders(base)
             with private_folder(base) as folder:
                 names = [f"t{i}.bin" for i in range(len(jobs))]
-                if not _fill_tensor_files(folder, list(zip(names, [size for _, size, _ in jobs],
-                                                           [write for _, _, write in jobs], strict=False))):
+                if not _fill_tensor_files(folder, [(name, size, write) for name, (_, size, write)
+                                                   in zip(names, jobs, strict=True)]):
                     continue
-                for (t, size, _), file_name in zip(jobs, names, strict=False):
+                for (t, size, _), file_name in zip(jobs, names, strict=True):
                     set_external(t, file_name, 0, size)
-                _check_nothing_external(plain, {id(t) for t, _, _ in jobs})
                 # the sealed model's own name where it cannot be taken for a tensor file or for ORT format
                 name = verified.loaded.name if verified.loaded.name.lower().endswith(".onnx") else "model.onnx"
                 fd = folder.create(name)
                 with os.fdopen(fd, "wb") as fh:
-                    fh.write(plain.SerializeToString())
+                    fh.write(verified.model.SerializeToString())
                 bar.close()
                 _opened_log(verified, started, folder.path)
-                yield Opened(os.path.join(folder.path, name), None)
+                yield Opened(os.path.join(folder.path, name), None, shown)
                 return
         if weights >= SMALL_MODEL_BYTES and os.environ.get(RUNTIME_DIR_ENV) != "none":
             log.warning("ortseal: no private RAM-backed folder (/dev/shm, $XDG_RUNTIME_DIR, $%s) with %d MiB free; "
@@ -224,17 +206,16 @@ def open_sealed_model(verified: VerifiedModel, keys: KeySet) -> Iterator[Opened]
         if total > INLINE_LIMIT:
             raise SetupError(f"the model's weights ({total >> 20} MiB) need a RAM-backed folder to open: set "
                                f"{RUNTIME_DIR_ENV} to a private tmpfs folder with room for them")
-        for t, op in large:
+        for t, op, size in large:
             _decrypt_inline(t, op)
-            bar.add(op.header.plaintext_length)
+            bar.add(size)
         for t, entry in large_plain:
-            _read_inline(t, entry, verified)
+            set_inline(t, verified.read_external(t, entry))
             bar.add(entry.length)
-    _check_nothing_external(plain, set())
-    serialized = plain.SerializeToString()
-    del plain, targets, large, jobs
+    serialized = verified.model.SerializeToString()
+    del targets, large, large_plain, jobs
     _opened_log(verified, started, None)
-    yield Opened(None, serialized)
+    yield Opened(None, serialized, shown)
 
 
 def _opened_log(verified: VerifiedModel, started: float, folder: str | None) -> None:
@@ -248,13 +229,6 @@ def _decrypt_inline(target: Value, opener: Opener) -> None:
     with naming(target.values.name if isinstance(target, SparseTensorProto) else target.name):
         opener.decrypt_into(buf.data)
     restore(target, buf.data)
-
-
-def _read_inline(target: TensorProto, entry: ExternalEntry, verified: VerifiedModel) -> None:
-    data = verified.read_external(target, entry)
-    del target.external_data[:]
-    target.data_location = TensorProto.DEFAULT
-    target.raw_data = data
 
 
 def _decrypt_to(opener: Opener, tensor: str, progress: Callable[[int], object], fd: int, workers: int) -> None:

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any
-
-from onnx import helper
+from typing import TYPE_CHECKING, Any
 
 from ..blob import BlobSource, read_header
 from ..errors import FormatError
 from ..keys import KeySet, as_keyset
 from ._gate import check_session
-from ._graph import DataFiles, LoadedModel, find_sealed, is_external, load_model, malformed_is_format_error
+from ._graph import DataFiles, LoadedModel, find_sealed, is_external, malformed_is_format_error, read_model, load_model
 from ._record import MANIFEST_KEY, Manifest, read_record
 from .open import open_sealed_model
-from .seal import PlainTensor, plaintext_report
+from .schema import kind_name
 from .verify import verify_sealed
 
 VERIFY_PROVIDERS = ["CPUExecutionProvider"]  # verification opens the graph on the CPU EP alone
+
+if TYPE_CHECKING:
+    from .seal import PlainTensor
 
 
 @dataclass
@@ -68,7 +69,7 @@ def _inspect(loaded: LoadedModel) -> list[SealedTensorInfo]:
             source = files.source(st.blob) if is_external(st.blob) else BlobSource(st.blob.raw_data)
             header = read_header(source, kind="model")
             infos.append(SealedTensorInfo(st.name, st.scope, "Constant" if st.constant else "initializer",
-                                          helper.tensor_dtype_to_string(st.dtype).split(".")[-1], st.shape,
+                                          kind_name(st.dtype), st.shape,
                                           header.plaintext_length, source.size, header.key_id, header.version,
                                           manifest.model, manifest.release, record.signer_id if record else None))
     return infos
@@ -104,22 +105,24 @@ def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet | s
 
     Raises ``TamperedError`` (``RollbackError``), ``KeyNotFoundError`` or ``FormatError`` naming what failed.
     """
+    from .seal import plaintext_report  # (it needs onnx)
+
     keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     check_session(VERIFY_PROVIDERS, None, sess_options, sealed_model=True)  # before a byte is read
-    loaded = load_model(path_or_bytes, data_dir)
+    loaded = read_model(path_or_bytes, data_dir)  # parsed once its seal record is checked
     decrypted = keys.has_content_keys
     with malformed_is_format_error(loaded.name), verify_sealed(loaded, keys, min_release=min_release,
                                                                            model_name=model_name) as verified:
+        left_plain = plaintext_report(verified.model)  # before opening turns the verified model plain
         if decrypted:
             with open_sealed_model(verified, keys) as opened:
                 _ort_opens(opened.path or opened.model_bytes, sess_options)
         else:
             for st in verified.sealed:
                 verified.opener(st, keys, need_key=False).verify_stored()
-            for _, t, entry in verified.externals:
+            for t, entry in verified.externals:
                 for _ in verified.external_chunks(t, entry):
                     pass
-        left_plain = plaintext_report(loaded.model)
     manifest = verified.manifest
     return VerifyReport(manifest.model, manifest.release, verified.signer, len(verified.sealed),
                         sum(st.plaintext_bytes for st in verified.sealed), decrypted, left_plain)

@@ -11,9 +11,7 @@ Spec: ``docs/sealed-models.md``.
 
 from __future__ import annotations
 
-import onnx
-from onnx import TensorProto, defs
-from onnx.defs import OpSchema
+from .._onnx_proto import TensorProto
 
 DOMAIN = "ai.ortseal"
 OP_TYPE = "Unseal"
@@ -44,8 +42,8 @@ SEALABLE_TYPES = frozenset(ELEMENT_BITS) | {TensorProto.STRING}
 def kind_name(dtype: int) -> str:
     """``FLOAT``, ``INT4``, ... (``data type 99`` for a number onnx does not know)."""
     try:
-        return onnx.helper.tensor_dtype_to_string(dtype).split(".")[-1]
-    except (KeyError, ValueError):
+        return TensorProto.DataType.Name(dtype)
+    except ValueError:
         return f"data type {dtype}"
 
 
@@ -67,7 +65,9 @@ FALLBACK_TYPES = {
 }
 
 
-def _infer(ctx) -> None:
+def _infer(ctx) -> None:  # noqa: ANN001 - onnx's InferenceContext
+    import onnx
+
     dtype = ctx.get_attribute("dtype")
     shape = ctx.get_attribute("shape")
     out = onnx.TypeProto()
@@ -80,6 +80,10 @@ def _infer(ctx) -> None:
 
 def register_schema() -> None:
     """Register the Unseal schema with onnx (idempotent), so the checker and shape inference know it."""
+    import onnx  # sealing and onnx's checker need it; opening a sealed model does not
+    from onnx import defs
+    from onnx.defs import OpSchema
+
     if defs.has(OP_TYPE, OPSET_VERSION, DOMAIN):
         return
     types = sorted(f"tensor({onnx.helper.tensor_dtype_to_string(t)[len('TensorProto.'):].lower()})"

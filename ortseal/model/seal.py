@@ -56,8 +56,20 @@ from ._graph import (
     tensor_identity,
 )
 from ._record import MANIFEST_KEY, MODEL_FORMAT_VERSION, ExternalEntry, Manifest, TensorEntry, body_digest, make_record
-from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, OPSET_VERSION, RAW, SEALABLE_TYPES, kind_name, raw_length
+from .schema import (
+    DOMAIN,
+    FALLBACK_TYPES,
+    OP_TYPE,
+    OPSET_VERSION,
+    RAW,
+    SEALABLE_TYPES,
+    kind_name,
+    raw_length,
+    register_schema,
+)
 from .tensors import Value, encoding_of, proto_payload, raw_payload
+
+register_schema()  # onnx's checker and shape inference then know the Unseal nodes sealing writes
 
 PLAIN_ALIGNMENT = 4096  # plain external tensors copied to the data file stay page-aligned for mmap
 

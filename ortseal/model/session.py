@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .._policy import TENSORRT, config_entry
 from .._runtime import onnxruntime as ort
 from ..blob import check_release
-from ..errors import FormatError, ProviderUnavailableError
+from .._progress import status_line
+from ..errors import FormatError, OrtsealError, ProviderUnavailableError
 from ..keys import KeySet, as_keyset
 from ._gate import check_session
-from ._graph import LoadedModel, is_sealed_model, load_model, malformed_is_format_error, read_model
+from ._graph import LoadedModel, is_sealed_model, malformed_is_format_error, read_model
 from ._record import read_record
 from .open import Opened, open_sealed_model
+from .schema import DOMAIN
 from .verify import verify_sealed
+
+log = logging.getLogger("ortseal")
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
@@ -53,14 +59,16 @@ class InferenceSession(ort.InferenceSession):
         self._ortseal_loaded: LoadedModel | None = None
         self._ortseal_source: str | bytes | None = None
         base_dir = config_entry(sess_options, EXTERNAL_FOLDER_KEY) or None
-        loaded = read_model(path_or_bytes, base_dir)  # model None: not ONNX protobuf (an .ort file): ORT decides
-        if loaded.model is not None and (is_sealed_model(loaded.model) or read_record(loaded.data) is not None):
+        started = time.monotonic()
+        loaded = read_model(path_or_bytes, base_dir)
+        if _is_sealed(loaded):
             if keys is None:
                 raise TypeError("this model is sealed: pass keys= (the keyset that opens it)")
             # The first session is made from these very bytes; set_providers() reads the file again.
             self._ortseal_loaded = loaded
             self._ortseal_source = path_or_bytes if isinstance(path_or_bytes, bytes) else os.fspath(path_or_bytes)
             self._ortseal_base_dir = base_dir
+            self._ortseal_read_s = time.monotonic() - started
         elif keys is not None:
             raise FormatError(f"{loaded.name} is not a sealed model, but keys= was given: a device that expects "
                                 "sealed models refuses a plain one (open unsealed models without keys=)")
@@ -111,13 +119,17 @@ class InferenceSession(ort.InferenceSession):
         loaded, self._ortseal_loaded = self._ortseal_loaded, None
         keys = self._ortseal_keys
         assert isinstance(keys, KeySet) and self._ortseal_source is not None
+        started = time.monotonic() - (self._ortseal_read_s if loaded is not None else 0.0)
         with contextlib.ExitStack() as stack:
             with malformed_is_format_error(f"the sealed model {loaded.name if loaded else ''}"):
                 if loaded is None:
-                    loaded = load_model(self._ortseal_source, self._ortseal_base_dir)
+                    loaded = read_model(self._ortseal_source, self._ortseal_base_dir)
                 verified = stack.enter_context(verify_sealed(loaded, keys, min_release=self._ortseal_min_release,
-                                                         model_name=self._ortseal_model_name))
+                                                             model_name=self._ortseal_model_name))
+                verify_s = time.monotonic() - started
                 opened = stack.enter_context(open_sealed_model(verified, keys))
+            # (read+verify, decrypt) seconds, for the log line once ORT has built the session
+            self._ortseal_times = verify_s, time.monotonic() - started - verify_s
             yield opened
 
     def _create_sealed(self, providers, provider_options, disabled_optimizers) -> None:
@@ -129,10 +141,33 @@ class InferenceSession(ort.InferenceSession):
             folder = config_entry(self._sess_options, EXTERNAL_FOLDER_KEY)
             if folder and opened.path:  # the opened tensors are beside the opened model, not where the option says
                 self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, os.path.dirname(opened.path))
+            started = time.monotonic()
             try:
-                super()._create_inference_session(providers, provider_options, disabled_optimizers)
+                # the progress bar of a large model ends here; ORT may take seconds more to build the session
+                with status_line("building the ONNX Runtime session", enabled=opened.progress_shown):
+                    super()._create_inference_session(providers, provider_options, disabled_optimizers)
             finally:
                 # Keep no reference to the opened model: only the sealed source stays.
                 self._model_path, self._model_bytes = origin
                 if folder and opened.path:
                     self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, folder)
+            verify_s, decrypt_s = self._ortseal_times
+            build_s = time.monotonic() - started
+            name = os.path.basename(self._ortseal_source) if isinstance(self._ortseal_source, str) else "model bytes"
+            log.info("ortseal: opened %s in %.2f s: read+verify %.2f s, decrypt %.2f s, ONNX Runtime build %.2f s "
+                     "(from %s)", name, verify_s + decrypt_s + build_s, verify_s, decrypt_s, build_s,
+                     "a RAM folder" if opened.path else "memory")
+
+
+def _is_sealed(loaded: LoadedModel) -> bool:
+    """True for a model that ends with a seal record, or holds Unseal nodes without one (refused when
+    verified: damaged, or sealed by an older format). Only a file that holds the Unseal domain's name is
+    parsed to tell: everything else goes to ORT as it is, unparsed."""
+    if read_record(loaded.data) is not None:
+        return True
+    if DOMAIN.encode("ascii") not in loaded.data:
+        return False
+    try:
+        return is_sealed_model(loaded.model)
+    except OrtsealError:
+        return False  # not ONNX protobuf (an .ort file): ORT decides

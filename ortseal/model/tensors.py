@@ -19,8 +19,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 
-from onnx import SparseTensorProto, TensorProto, numpy_helper
-
+from .._onnx_proto import SparseTensorProto, TensorProto
 from ..errors import FormatError
 from ._graph import DataFiles, is_external, load_inline
 from .schema import RAW, SEALABLE_TYPES, SPARSE_TENSOR_PROTO, TENSOR_PROTO, kind_name
@@ -69,7 +68,12 @@ def raw_payload(t: TensorProto, files: DataFiles, nbytes: int, stack: contextlib
         view = memoryview(mapped)[offset:offset + nbytes]
         stack.callback(view.release)
         return view
-    raw = t.raw_data if t.HasField("raw_data") else numpy_helper.from_array(numpy_helper.to_array(t)).raw_data
+    if t.HasField("raw_data"):
+        raw = t.raw_data
+    else:
+        from onnx import numpy_helper  # sealing only: the typed fields packed as raw bytes
+
+        raw = numpy_helper.from_array(numpy_helper.to_array(t)).raw_data
     if len(raw) != nbytes:
         raise FormatError(f"tensor {t.name!r} holds {len(raw)} bytes but its shape needs {nbytes}")
     return memoryview(raw)

@@ -1,11 +1,13 @@
-"""File bytes -> one verified sealed model (spec: ``docs/format.md``, "Sealed model v3", "Opening").
+"""File bytes -> one verified sealed model (spec: ``docs/format.md``, "Opening a sealed model").
 
-:func:`verify_sealed` takes a model file read once (:class:`~ortseal.model._graph.LoadedModel`) and checks, in
-order and before any content key is used for decryption: the seal record at the end of the file over every
-other byte of it (signature by a trusted key, or the HMAC of an unsigned model), the release, then, in one
-walk of the graph, that the sealed tensors are exactly those the manifest names and the plain external tensors
-exactly those it lists. The :class:`VerifiedModel` it returns holds the bytes, the manifest and every tensor's
-place; its blobs and plain external bytes are checked against their signed digests as they are read, once.
+:func:`verify_sealed` takes a model file read once (:class:`~ortseal.model._graph.LoadedModel`, not parsed)
+and checks, in the spec's order and before any content key is used for decryption: the seal record found at
+the end of the bytes and its signature (or the HMAC of an unsigned model) over every other byte, before
+anything is parsed; the manifest, read from the body's top-level fields, with the signer's exact scope and
+the release; then, in one parse and one walk (:func:`~ortseal.model._graph.walk`), that the sealed tensors
+are exactly those the manifest names and the plain external tensors exactly those it lists. The
+:class:`VerifiedModel` it returns holds the bytes, the manifest and every tensor's place; its blobs and
+plain external bytes are checked against their signed digests as they are read, once.
 """
 
 from __future__ import annotations
@@ -16,21 +18,11 @@ import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from onnx import ModelProto, TensorProto
-
+from .._onnx_proto import ModelProto, TensorProto
 from ..blob import BlobSource, Opener
 from ..errors import FormatError, TamperedError
 from ..keys import KeySet
-from ._graph import (
-    DataFiles,
-    LoadedModel,
-    SealedTensor,
-    external_initializers,
-    find_sealed,
-    is_external,
-    stored_tensors,
-    tensor_context,
-)
+from ._graph import DataFiles, LoadedModel, Places, SealedTensor, is_external, tensor_context, walk
 from ._record import (
     MANIFEST_KEY,
     MODEL_FORMAT_VERSION,
@@ -38,8 +30,10 @@ from ._record import (
     RESEAL,
     ExternalEntry,
     Manifest,
-    body_digest,
-    check_record,
+    check_manifest,
+    check_seal,
+    find_manifest,
+    metadata_entries,
     read_record,
 )
 
@@ -53,10 +47,14 @@ class VerifiedModel(contextlib.AbstractContextManager):
     loaded: LoadedModel
     manifest: Manifest
     signer: str | None  # the signer whose signature was checked; None for an unsigned (HMAC) model
-    sealed: list[SealedTensor]
-    # plain external tensors, by (scope, name), and what the manifest says of each
-    externals: list[tuple[tuple[str, str], TensorProto, ExternalEntry]]
+    places: Places = field(repr=False)  # where each sealed and plain tensor sits in ``model``
+    # each plain external tensor (in ``model``) with what the manifest says of it
+    externals: list[tuple[TensorProto, ExternalEntry]]
     files: DataFiles = field(repr=False)
+
+    @property
+    def sealed(self) -> list[SealedTensor]:
+        return self.places.sealed
 
     @property
     def model(self) -> ModelProto:
@@ -102,58 +100,60 @@ class VerifiedModel(contextlib.AbstractContextManager):
 
 def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0,
                   model_name: str | None = None) -> VerifiedModel:
-    """Check a sealed model file: seal record over the body, release, the model's name when ``model_name`` is
-    given (a publisher's other signed model put in this one's place is then refused), and the tensors it
-    holds against its manifest. Raises FormatError, TamperedError (RollbackError) or KeyNotFoundError
-    naming what failed."""
-    model = loaded.model
-    props = [p for p in model.metadata_props]
-    manifests = [p.value for p in props if p.key == MANIFEST_KEY]
-    records = [p for p in props if p.key == RECORD_KEY]
+    """Check a sealed model file in the order of docs/format.md, "Opening a sealed model": the seal record at
+    the end of the bytes and its signature (or HMAC) over the body, before anything is parsed; the manifest,
+    read from the body's top-level fields, with the release and the model's name when ``model_name`` is given
+    (a publisher's other signed model put in this one's place is then refused); then one parse and one walk,
+    which must find exactly the tensors the manifest names. Raises FormatError, TamperedError (RollbackError)
+    or KeyNotFoundError naming what failed."""
     record = read_record(loaded.data)
-    if records and (record is None or len(records) != 1 or props[-1].key != RECORD_KEY):
-        raise TamperedError("the sealed model file was rewritten after sealing: its seal record is no longer the "
-                            "last thing in the file")
     if record is None:
-        if not find_sealed(model):  # (which names format v1, whose Unseal nodes have another shape)
-            raise FormatError("the model holds no sealed tensor (it is not sealed by ortseal)")
-        if not records and len(manifests) == 1 and '"version":2' in manifests[0]:
-            raise FormatError(f"this model was sealed by ortseal model format v2, which is refused (its signature "
-                              f"does not cover the whole file); {RESEAL}")
-        raise FormatError(f"the model holds Unseal nodes but does not end with an ortseal v{MODEL_FORMAT_VERSION} "
-                          f"seal record: it was damaged, edited, or sealed by an older ortseal; {RESEAL}")
-    if len(manifests) != 1:
-        raise FormatError("the sealed model does not hold exactly one ortseal manifest")
-    manifest = Manifest.from_json(manifests[0])
+        raise _unrecorded(loaded)
     body = memoryview(loaded.data)[:len(loaded.data) - record.size]
-    check_record(record, body_digest(body), manifest, keys, min_release=min_release)
+    digest, mac_key = check_seal(record, body, keys)
+    manifest = find_manifest(body)
+    check_manifest(record, digest, manifest, keys, mac_key, min_release=min_release)
     if model_name is not None and manifest.model != model_name:
         raise TamperedError(f"this is the publisher's model {manifest.model!r}, not {model_name!r}: another signed "
                             "model was put in its place")
-    sealed = find_sealed(model)
-    blobs = {id(st.blob) for st in sealed}
-    externals = [(scope, t) for scope, t in external_initializers(model) if id(t) not in blobs]
-    plain_externals = {id(t) for _, t in externals}
-    if any(is_external(t) and id(t) not in blobs and id(t) not in plain_externals for t in stored_tensors(model)):
+    places = walk(loaded.parsed(body))  # the body parses as the file does, less the record's metadata entry
+    if places.stray_external:
         raise FormatError("a sealed model keeps only initializers as external data: one of its sparse or attribute "
                           "tensors is external")
-    identities = [st.identity for st in sealed]
-    if not sealed or len(set(identities)) != len(identities) or set(identities) != set(manifest.tensors):
+    identities = [st.identity for st in places.sealed]
+    if not identities or len(set(identities)) != len(identities) or set(identities) != set(manifest.tensors):
         raise TamperedError("the model's sealed tensors differ from those its manifest names")
-    for st in sealed:
+    for st in places.sealed:
         if manifest.tensors[st.identity].plaintext_bytes != st.plaintext_bytes:
             raise TamperedError(f"sealed tensor {st.name!r}: the manifest's size differs from its shape's")
-    if len(externals) != len(manifest.external):
+    if len(places.plain_external) != len(manifest.external):
         raise TamperedError("the model's plain external tensors differ from those its manifest lists")
-    files = DataFiles(loaded.base_dir, sealed=True)
-    paired = []
-    for (scope, t), entry in zip(externals, manifest.external, strict=False):
+    # The manifest lists them in the walk's order (docs/format.md): each entry is the tensor at its index.
+    externals = []
+    for (_, t), entry in zip(places.plain_external, manifest.external, strict=True):
         info = {e.key: e.value for e in t.external_data}
         if (info.get("location"), info.get("offset", "0"), info.get("length")) != \
                 (entry.location, str(entry.offset), str(entry.length)):
             raise TamperedError(f"plain external tensor {t.name!r} is not where the manifest says")
-        paired.append(((scope, t.name), t, entry))
-    return VerifiedModel(loaded, manifest, record.signer_id, sealed, paired, files)
+        externals.append((t, entry))
+    return VerifiedModel(loaded, manifest, record.signer_id, places, externals, DataFiles(loaded.base_dir, sealed=True))
+
+
+def _unrecorded(loaded: LoadedModel) -> Exception:
+    """The error for a model without a seal record at its end: one rewritten after sealing, sealed by an
+    older format, or not sealed at all."""
+    entries = metadata_entries(loaded.data)
+    if any(key == RECORD_KEY.encode("ascii") for key, _ in entries):
+        return TamperedError("the sealed model file was rewritten after sealing: its seal record is no longer the "
+                             "last thing in the file")
+    manifests = [value for key, value in entries if key == MANIFEST_KEY.encode("ascii")]
+    if not walk(loaded.model).sealed:  # (which names format v1, whose Unseal nodes have another shape)
+        return FormatError("the model holds no sealed tensor (it is not sealed by ortseal)")
+    if len(manifests) == 1 and b'"version":2' in manifests[0]:
+        return FormatError(f"this model was sealed by ortseal model format v2, which is refused (its signature "
+                           f"does not cover the whole file); {RESEAL}")
+    return FormatError(f"the model holds Unseal nodes but does not end with an ortseal v{MODEL_FORMAT_VERSION} "
+                       f"seal record: it was damaged, edited, or sealed by an older ortseal; {RESEAL}")
 
 
 @contextlib.contextmanager
