@@ -19,6 +19,7 @@ import importlib.util
 import os
 import sys
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from .errors import OrtsealError
 
@@ -40,18 +41,31 @@ def _load() -> ModuleType:
     return module
 
 
-_pb2 = _load()
-
-AttributeProto = _pb2.AttributeProto
-FunctionProto = _pb2.FunctionProto
-GraphProto = _pb2.GraphProto
-ModelProto = _pb2.ModelProto
-NodeProto = _pb2.NodeProto
-SparseTensorProto = _pb2.SparseTensorProto
-StringStringEntryProto = _pb2.StringStringEntryProto
-TensorProto = _pb2.TensorProto
-TypeProto = _pb2.TypeProto
-ValueInfoProto = _pb2.ValueInfoProto
+if TYPE_CHECKING:  # the checker reads onnx's stubs for the same classes
+    from onnx.onnx_ml_pb2 import (
+        AttributeProto,
+        FunctionProto,
+        GraphProto,
+        ModelProto,
+        NodeProto,
+        SparseTensorProto,
+        StringStringEntryProto,
+        TensorProto,
+        TypeProto,
+        ValueInfoProto,
+    )
+else:
+    _pb2 = _load()
+    AttributeProto = _pb2.AttributeProto
+    FunctionProto = _pb2.FunctionProto
+    GraphProto = _pb2.GraphProto
+    ModelProto = _pb2.ModelProto
+    NodeProto = _pb2.NodeProto
+    SparseTensorProto = _pb2.SparseTensorProto
+    StringStringEntryProto = _pb2.StringStringEntryProto
+    TensorProto = _pb2.TensorProto
+    TypeProto = _pb2.TypeProto
+    ValueInfoProto = _pb2.ValueInfoProto
 
 __all__ = ["AttributeProto", "FunctionProto", "GraphProto", "ModelProto", "NodeProto", "SparseTensorProto",
            "StringStringEntryProto", "TensorProto", "TypeProto", "ValueInfoProto"]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._onnx_proto import AttributeProto, GraphProto, SparseTensorProto, ValueInfoProto
+from .._onnx_proto import AttributeProto, GraphProto, SparseTensorProto, TensorProto, ValueInfoProto
 from .._parallel import available_cores, for_each
 from .._progress import ByteProgress
 from ..blob import Opener
