@@ -164,6 +164,7 @@ def test_opening_imports_no_onnx_package(tmp_path, keys):
     assert got == []
 
 
+@pytest.mark.slow
 def test_a_status_line_while_ort_builds_and_the_split_in_the_log(tmp_path):
     """Issue 23, item 7: on a terminal, the decryption bar is followed by a status line while ORT builds the
     session (a 1.5 GiB model was blank for 3-4 s); redirected, neither shows, and the INFO log gives the split
