@@ -1,8 +1,9 @@
 """The one list of ONNX Runtime options that would write plaintext, and the check that refuses them.
 
 Options that make ORT or an execution provider write the model's weights, a compiled engine, an EP cache
-or an EP-context model to disk are refused for a sealed model (and those that write a compiled engine,
-for a sealed TensorRT engine cache), whichever way they are given: provider tuples, the parallel
+or an EP-context model to disk are refused for a sealed model (and those that write a compiled engine, an
+EP cache or an EP-context model, for a sealed TensorRT engine cache and a sealed compiled-model cache:
+``refuse_compiled_cache_writers``), whichever way they are given: provider tuples, the parallel
 ``provider_options`` list, session config entries (``ep.context_*``, ``session.*`` and the
 ``ep.<provider>.<option>`` form ORT stores provider options in), the TensorRT environment variables ORT
 reads when TensorRT gets no options, and EPs added to the session options (``add_provider*`` or a

@@ -481,3 +481,22 @@ def test_malformed_entries_are_refused_before_any_key_is_used(tmp_path, damage, 
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(error):
         open_entry(read_entry(path), keys, binding)
+
+
+@pytest.mark.parametrize("ep, options", [
+    ("TensorrtExecutionProvider", {"trt_engine_cache_enable": "True"}),
+    ("TensorrtExecutionProvider", {"trt_dump_ep_context_model": "1"}),
+    ("TensorrtExecutionProvider", {"trt_ep_context_file_path": "ctx.onnx"}),
+    ("TensorrtExecutionProvider", {"trt_engine_decryption_enable": "1", "trt_engine_decryption_lib_path": "/x.so"}),
+    ("NvTensorRTRTXExecutionProvider", {"nv_runtime_cache_path": "rtx_cache"}),
+    ("OpenVINOExecutionProvider", {"cache_dir": "ov"}),
+    ("QNNExecutionProvider", {"qnn_context_cache_enable": "1"}),
+    ("MIGraphXExecutionProvider", {"migraphx_dump_ep_context_model": "1"}),
+])
+def test_the_gate_refuses_ep_caches_for_a_plain_source_too(ep, options):
+    """The compiled model holds the weights whatever the source: EP caches are refused for plain sources."""
+    from ortseal._policy import refuse_compiled_cache_writers
+
+    with pytest.raises(UnsafeOptionError, match="compiled-model cache"):
+        refuse_compiled_cache_writers(ep, options, ort.SessionOptions(), sealed_model=False)
+    refuse_compiled_cache_writers(ep, {"some_other_option": "1"}, ort.SessionOptions(), sealed_model=False)

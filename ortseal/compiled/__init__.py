@@ -6,7 +6,8 @@
     session = cache.session("model.sealed.onnx", ep_target("OpenVINOExecutionProvider", device_type="CPU"))
 
 ``entry`` (the entry file: no ONNX Runtime needed), ``target`` (EP and device), ``cache`` (compile, seal,
-start). Spec: ``docs/compiled-cache.md``.
+start); the command line is ``ortseal/cli/compiled.py``; the options refused, ``ortseal/_policy.py``.
+Spec: ``docs/compiled-cache.md``.
 """
 
 from __future__ import annotations
