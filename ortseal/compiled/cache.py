@@ -14,6 +14,7 @@ compiler in memory. Spec and threat: ``docs/compiled-cache.md``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import logging
 import os
@@ -194,9 +195,11 @@ class CompiledModelCache:
         EP refuses the compiled model it holds."""
         plain = open_entry(read_entry(path), self.keys, binding, min_release=self.min_release)
         try:
-            return _session(bytes(plain), target, so)
+            compiled = bytes(plain)  # ORT's Python API takes bytes only
         finally:
-            plain[:] = bytes(len(plain))
+            ctypes.memset((ctypes.c_char * len(plain)).from_buffer(plain), 0, len(plain))
+        del plain  # before ORT makes its own copies: one plaintext copy of ours at a time
+        return _session(compiled, target, so)
 
     def _compile(self, source: str | bytes, path: Path, binding: Binding, target: EpTarget,
                  so: ort.SessionOptions) -> ort.InferenceSession:
