@@ -500,3 +500,19 @@ def test_the_gate_refuses_ep_caches_for_a_plain_source_too(ep, options):
     with pytest.raises(UnsafeOptionError, match="compiled-model cache"):
         refuse_compiled_cache_writers(ep, options, ort.SessionOptions(), sealed_model=False)
     refuse_compiled_cache_writers(ep, {"some_other_option": "1"}, ort.SessionOptions(), sealed_model=False)
+
+
+def test_plain_model_with_external_data_is_bound_to_its_data_file(work, device, target):
+    """The external data is read once, hashed and compiled inline; a changed data file is another entry."""
+    _model(work / "src.onnx", seed=21)
+    model = onnx.load(str(work / "src.onnx"))
+    onnx.save(model, str(work / "m.onnx"), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    cache = _cache(work, device)
+    first = cache.start(work / "m.onnx", target)
+    assert first.compiled and not cache.start(work / "m.onnx", target).compiled
+    assert np.array_equal(first.session.run(None, {"x": _x()})[0], _fresh(work / "src.onnx", target))
+    data = bytearray((work / "m.onnx.data").read_bytes())
+    data[100] ^= 0x40  # another weight, same file, same graph
+    (work / "m.onnx.data").write_bytes(bytes(data))
+    changed = cache.start(work / "m.onnx", target)
+    assert changed.compiled and changed.entry != first.entry
