@@ -41,12 +41,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _openvino_target():
+    """The OpenVINO EP's CPU device, if it is here and loads the EPContext models it compiles (the classic
+    onnxruntime-openvino 1.24.1 does not: docs/support-matrix.md); else the test skips, saying why."""
     from ortseal.compiled import ep_target
 
     try:
-        return ep_target(EP, device_type="CPU")
+        target = ep_target(EP, device_type="CPU")
     except ortseal.ProviderUnavailableError as exc:
         pytest.skip(f"no EP offers a device for the compiled-model cache here: {exc}")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])])
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10).SerializeToString()
+    try:
+        sessions = [ort.SessionOptions() for _ in range(2)]
+        for so in sessions:
+            target.add_to(so)
+        ort.InferenceSession(ort.ModelCompiler(sessions[0], probe, embed_compiled_data_into_model=True)
+                             .compile_to_bytes(), sessions[1])
+    except Exception as exc:  # noqa: BLE001 - ORT's own error types
+        pytest.skip(f"{EP} {target.version} here cannot load the EPContext models it compiles: {exc}")
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +226,7 @@ def _entry_of(work: Path, keys: KeySet, target, model: str = "m.onnx", **kw) -> 
 
 
 def test_flipped_byte_is_refused_or_quarantined_and_rebuilt(work, device, target):
-    _model(work / "m.onnx", seed=6)
+    weights = _model(work / "m.onnx", seed=6)
     entry = _entry_of(work, device, target)
     size = entry.stat().st_size
     for offset in (PREFIX_SIZE + 3, size // 2, size - 1):  # binding, ciphertext, signature
@@ -224,6 +239,7 @@ def test_flipped_byte_is_refused_or_quarantined_and_rebuilt(work, device, target
         assert rebuilt.compiled and rebuilt.quarantined == work / "cache" / "quarantine" / entry.name
         assert np.array_equal(rebuilt.session.run(None, {"x": _x()})[0], _fresh(work / "m.onnx", target))
         assert not _cache(work, device).start(work / "m.onnx", target).compiled
+    _no_plaintext([work], weights, source=work / "m.onnx")  # the cache, its quarantine, cwd and TMPDIR
 
 
 def test_entry_of_model_a_under_model_b_name_is_refused(work, device, target):
@@ -299,7 +315,7 @@ def test_entry_signed_by_a_model_only_or_unknown_key_is_refused(work, target):
 
 
 def test_fifo_or_symlink_as_the_entry_is_refused_without_waiting_or_following(work, device, target):
-    _model(work / "m.onnx", seed=13)
+    weights = _model(work / "m.onnx", seed=13)
     entry = _entry_of(work, device, target)
     real = work / "elsewhere.sealed"
     entry.rename(real)
@@ -316,6 +332,7 @@ def test_fifo_or_symlink_as_the_entry_is_refused_without_waiting_or_following(wo
     assert rebuilt.compiled and entry.is_file() and not entry.is_symlink()
     assert (work / "cache" / "quarantine" / entry.name).is_fifo()
     assert real.is_file()  # what a link pointed at is never touched
+    _no_plaintext([work], weights, source=work / "m.onnx")
 
 
 _KILLED_WRITER = textwrap.dedent("""
