@@ -35,7 +35,7 @@ def list_entries(directory: str, as_json: bool) -> None:
     """List the entries in DIRECTORY: what each was compiled for, its size, signer, release and state (no keys
     needed; nothing is verified: use verify)."""
     header = ("file", "bytes", "ep", "ep version", "device", "source", "signer", "release", "state")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for path in _entries(directory):
         name = str(path.relative_to(directory))
         state = "quarantined" if path.parent.name == QUARANTINE else "sealed"

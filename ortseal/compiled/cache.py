@@ -27,8 +27,8 @@ from pathlib import Path
 from onnx import ModelProto
 
 from .._atomic import remove_stale_temps
-from .._runtime import onnxruntime as ort
 from .._policy import refuse_compiled_cache_writers
+from .._runtime import onnxruntime as ort
 from ..blob import check_release
 from ..errors import CompileError, FormatError, OrtsealError, UnsafeOptionError
 from ..keys import KeySet, as_keyset

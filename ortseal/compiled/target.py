@@ -48,12 +48,20 @@ class EpTarget:
     options: Mapping[str, str] = field(default_factory=dict)
     devices: tuple[Any, ...] = ()
 
+    def __post_init__(self) -> None:
+        # read once, as strings: what the refused-options table checks and the entry binds is what ORT gets
+        object.__setattr__(self, "options", {str(k): _option_str(v) for k, v in dict(self.options).items()})
+
     def add_to(self, sess_options: ort.SessionOptions) -> None:
         """Add this EP, with its options, to ``sess_options``."""
         if self.devices:
             sess_options.add_provider_for_devices(list(self.devices), dict(self.options))
         else:
             sess_options.add_provider(self.name, dict(self.options))
+
+
+def _option_str(value: Any) -> str:
+    return ("True" if value else "False") if isinstance(value, bool) else str(value)
 
 
 def _host_cpu() -> dict[str, str]:
@@ -110,7 +118,7 @@ def ep_target(ep: str | Sequence[Any], options: Mapping[str, Any] | None = None,
     plugin package's library first when one is installed), those of ``device_type`` ("CPU", "GPU", "NPU")
     when given; else a classic EP of this ONNX Runtime build is used. Raises
     :class:`ProviderUnavailableError` naming what to install when neither offers it."""
-    opts = {str(k): (("True" if v else "False") if isinstance(v, bool) else str(v)) for k, v in (options or {}).items()}
+    opts = dict(options or {})
     if isinstance(ep, str):
         register_plugin_ep(ep)
         devices = [d for d in ort.get_ep_devices() if d.ep_name == ep]
