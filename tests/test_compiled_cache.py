@@ -533,3 +533,44 @@ def test_plain_model_with_external_data_is_bound_to_its_data_file(work, device, 
     (work / "m.onnx.data").write_bytes(bytes(data))
     changed = cache.start(work / "m.onnx", target)
     assert changed.compiled and changed.entry != first.entry
+
+
+# -- vectors (tests/vectors/compiled_entry_v1.json, made by generate_compiled_vectors.py) --------------
+def _vectors():
+    import json
+
+    sys.path.insert(0, str(ROOT / "tests" / "vectors"))
+    import generate_compiled_vectors as gen
+
+    return gen, json.loads((ROOT / "tests" / "vectors" / "compiled_entry_v1.json").read_text())
+
+
+def test_entry_vector_opens_and_is_reproduced(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from test_vectors import _spec_blob
+
+    from ortseal.compiled.entry import Binding
+
+    gen, vectors = _vectors()
+    data = bytes.fromhex(vectors["valid"]["entry"])
+    assert gen.entry(gen.binding(), n=9) == data  # sealing reproduces the vector byte for byte
+    binding = Binding.parse(vectors["binding"].encode())
+    assert bytes(open_entry(parse_entry(data), gen.keyset(), binding, min_release=2)).hex() == vectors["plaintext"]
+    public = gen.keyset().signing_key()[1].public_key().public_bytes(serialization.Encoding.Raw,
+                                                                    serialization.PublicFormat.Raw)
+    length = int.from_bytes(data[9:13], "big")
+    assert _spec_blob(data[13 + length:], gen.keyset().content_key("vector-key-1"), CONTEXT_PREFIX + data[13:13 + length],
+                      public=public).hex() == vectors["plaintext"]  # the second implementation agrees
+
+
+def test_invalid_entry_vectors_are_refused(tmp_path):
+    from ortseal.compiled.entry import Binding
+
+    gen, vectors = _vectors()
+    binding = Binding.parse(vectors["binding"].encode())
+    for v in vectors["invalid"]:
+        path = tmp_path / f"{v['name']}.epctx.sealed"
+        path.write_bytes(bytes.fromhex(v["entry"]))
+        with pytest.raises(ortseal.OrtsealError) as info:
+            open_entry(read_entry(path), gen.keyset(), binding, min_release=vectors["min_release"])
+        assert type(info.value).__name__ == v["expect"], (v["name"], info.value)
