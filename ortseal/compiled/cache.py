@@ -30,7 +30,7 @@ from .._atomic import remove_stale_temps
 from .._policy import refuse_compiled_cache_writers
 from .._runtime import onnxruntime as ort
 from ..blob import check_release
-from ..errors import CompileError, FormatError, OrtsealError, UnsafeOptionError
+from ..errors import CompileError, FormatError, OrtsealError, SetupError, UnsafeOptionError
 from ..keys import KeySet, as_keyset
 from ..model._graph import (
     DataFiles,
@@ -76,7 +76,7 @@ def _private_dir(path: str | os.PathLike[str]) -> Path:
         raise UnsafeOptionError(f"compiled-model cache {os.fspath(path)!r} belongs to another user or is writable by "
                                 "others: use a folder of this user's, mode 0700")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise UnsafeOptionError(f"compiled-model cache {os.fspath(path)!r} is not writable by this process")
+        raise SetupError(f"compiled-model cache {os.fspath(path)!r} is not writable by this process")
     return directory.absolute()
 
 

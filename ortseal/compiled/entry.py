@@ -191,8 +191,8 @@ def check_can_write(keys: KeySet) -> None:
     keys.sealing_key()
     if keys.requires_signature and keys.signing_key() is None:
         raise OrtsealError("this keyset verifies signatures but cannot sign, so a compiled model cached with it "
-                           "could never be opened again; give the cache the device's keyset with its engine-signing "
-                           "key (ortseal device-keys --engine-signing-key)")
+                           "could never be opened again; give the cache the device's keyset with its own engine-signing "
+                           "key (KeySet.for_device(engine_signing_key=True))")
 
 
 def write_entry(path: str | os.PathLike[str], compiled: bytes | bytearray | memoryview, binding: Binding,
