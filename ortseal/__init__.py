@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .errors import (
+    CompileError,
     FormatError,
     KeyNotFoundError,
     OrtsealError,
@@ -33,6 +34,8 @@ from .errors import (
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .blob import plaintext_size, seal_bytes, unseal_bytes, unseal_into
+    from .compiled.cache import CompiledModelCache
+    from .compiled.target import ep_target
     from .keys import KeySet, as_keyset
     from .model.fallback import fallback_session_options
     from .model.report import inspect_model, verify_model
@@ -57,6 +60,8 @@ _LAZY = {
     "seal_model": ".model.seal",
     "inspect_model": ".model.report",
     "verify_model": ".model.report",
+    "CompiledModelCache": ".compiled.cache",
+    "ep_target": ".compiled.target",
 }
 
 __all__ = [
@@ -75,6 +80,9 @@ __all__ = [
     "UnsafeOptionError",
     "ProviderUnavailableError",
     "SetupError",
+    "CompileError",
+    "CompiledModelCache",
+    "ep_target",
     "InferenceSession",
     "fallback_session_options",
     "tensorrt_provider",

@@ -1,8 +1,9 @@
 """The one list of ONNX Runtime options that would write plaintext, and the check that refuses them.
 
 Options that make ORT or an execution provider write the model's weights, a compiled engine, an EP cache
-or an EP-context model to disk are refused for a sealed model (and those that write a compiled engine,
-for a sealed TensorRT engine cache), whichever way they are given: provider tuples, the parallel
+or an EP-context model to disk are refused for a sealed model (and those that write a compiled engine, an
+EP cache or an EP-context model, for a sealed TensorRT engine cache and a sealed compiled-model cache:
+``refuse_compiled_cache_writers``), whichever way they are given: provider tuples, the parallel
 ``provider_options`` list, session config entries (``ep.context_*``, ``session.*`` and the
 ``ep.<provider>.<option>`` form ORT stores provider options in), the TensorRT environment variables ORT
 reads when TensorRT gets no options, and EPs added to the session options (``add_provider*`` or a
@@ -44,7 +45,7 @@ class Writer:
     name: str
     why: str
     kind: str = "flag"  # "flag" or "path"
-    engine: bool = False
+    engine: bool = False  # also refused for a sealed engine cache and a sealed compiled-model cache
 
     def is_on(self, value: Any) -> bool:
         text = option_str(value)
@@ -89,13 +90,13 @@ PROVIDER_WRITERS: dict[str, dict[str, Writer]] = {
     "NvTensorRTRTXExecutionProvider": _writers(
         Writer("nv_dump_subgraphs", "it writes each subgraph, weights included, as plain ONNX"),
         Writer("nv_runtime_cache_path", "TensorRT-RTX writes its runtime cache of compiled kernels there, "
-               "unencrypted (ortseal seals only the TensorRT EP's engine cache)", "path"),
+               "unencrypted (ortseal seals only the TensorRT EP's engine cache)", "path", engine=True),
     ),
     "OpenVINOExecutionProvider": _writers(
-        Writer("cache_dir", "OpenVINO writes the compiled model blobs, weights included, there unencrypted", "path"),
-        Writer("blob_dump_path", "OpenVINO writes the compiled model blob there unencrypted", "path"),
-        Writer("use_compiled_network", "OpenVINO writes the compiled network blob unencrypted"),
-        Writer("export_ep_ctx_blob", "OpenVINO writes the compiled blob into an EP-context model unencrypted"),
+        Writer("cache_dir", "OpenVINO writes the compiled model blobs, weights included, there unencrypted", "path", engine=True),
+        Writer("blob_dump_path", "OpenVINO writes the compiled model blob there unencrypted", "path", engine=True),
+        Writer("use_compiled_network", "OpenVINO writes the compiled network blob unencrypted", engine=True),
+        Writer("export_ep_ctx_blob", "OpenVINO writes the compiled blob into an EP-context model unencrypted", engine=True),
     ),
     "QNNExecutionProvider": _writers(
         Writer("qnn_saver_path", "the QNN Saver backend records every QNN call, weights included, into "
@@ -104,24 +105,24 @@ PROVIDER_WRITERS: dict[str, dict[str, Writer]] = {
         Writer("dump_json_qnn_graph", "the QNN graph is dumped to JSON files"),
         Writer("dump_qnn_ep_input_graph", "the EP's input graph, weights included, is dumped as ONNX"),
         Writer("qnn_context_cache_enable", "the QNN context binary (the compiled graph with its weights) is "
-               "written unencrypted"),
-        Writer("qnn_context_cache_path", "it names the QNN context binary the EP writes unencrypted", "path"),
+               "written unencrypted", engine=True),
+        Writer("qnn_context_cache_path", "it names the QNN context binary the EP writes unencrypted", "path", engine=True),
     ),
     "CoreMLExecutionProvider": _writers(
         Writer("ModelCacheDirectory", "Core ML writes the compiled model, weights included, there unencrypted",
-               "path"),
+               "path", engine=True),
     ),
     "MIGraphXExecutionProvider": _writers(
         Writer("migraphx_model_cache_dir", "MIGraphX writes compiled programs (.mxr, weights included) there "
-               "unencrypted", "path"),
+               "unencrypted", "path", engine=True),
         Writer("migraphx_save_compiled_model", "MIGraphX writes the compiled program, weights included, "
-               "unencrypted"),
-        Writer("migraphx_save_model_path", "it names the compiled MIGraphX program written unencrypted", "path"),
+               "unencrypted", engine=True),
+        Writer("migraphx_save_model_path", "it names the compiled MIGraphX program written unencrypted", "path", engine=True),
         Writer("migraphx_dump_ep_context_model", "MIGraphX writes an EP-context model holding the compiled "
-               "program unencrypted"),
+               "program unencrypted", engine=True),
     ),
     "VitisAIExecutionProvider": _writers(
-        Writer("cache_dir", "Vitis AI writes the compiled model, weights included, there unencrypted", "path"),
+        Writer("cache_dir", "Vitis AI writes the compiled model, weights included, there unencrypted", "path", engine=True),
     ),
 }
 # DirectML, CUDA, CPU, XNNPACK, WebGPU: no provider option writes a model, an engine or a cache.
@@ -198,7 +199,7 @@ def refuse_tensorrt_writers(options: Mapping[str, str], subject: str = "a sealed
 
 def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: Sequence[Mapping[Any, Any]] | None,
                              sess_options: ort.SessionOptions | None, *, sealed_model: bool,
-                             sealed_cache: bool, shim: str | None) -> None:
+                             sealed_cache: bool, shim: str | None, subject: str | None = None) -> None:
     """Raise :class:`UnsafeOptionError`, naming the option and why, if these session arguments would make ORT
     or an EP write plaintext weights or a compiled engine: everything in this module's tables for a sealed
     model; the engine and EP-context writers for a sealed TensorRT engine cache. Does nothing otherwise.
@@ -206,7 +207,7 @@ def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: 
     library TensorRT may be given."""
     if not (sealed_model or sealed_cache):
         return
-    subject = "a sealed model" if sealed_model else "a sealed engine cache"
+    subject = subject or ("a sealed model" if sealed_model else "a sealed engine cache")
     chosen_by_options = getattr(sess_options, "has_providers", None)  # ORT 1.22+
     if sealed_model and chosen_by_options is not None and chosen_by_options():
         raise UnsafeOptionError("execution providers added to sess_options (add_provider, add_provider_for_devices or "
@@ -230,10 +231,10 @@ def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: 
             stored = config_entry(sess_options, f"ep.{name.lower()}.{key}")
             if stored is not None and writer.is_on(stored):
                 _refuse(f"the session option ep.{name.lower()}.{key}", writer, subject)
-        if name == "OpenVINOExecutionProvider" and sealed_model and "load_config" in options and \
+        if name == "OpenVINOExecutionProvider" and "load_config" in options and \
                 _names_cache_dir(options["load_config"]):
             raise UnsafeOptionError(f"{name} option load_config with CACHE_DIR (or a load_config that is not a JSON "
-                                    "object, such as a file path) is refused for a sealed model: OpenVINO writes the "
+                                    f"object, such as a file path) is refused for {subject}: OpenVINO writes the "
                                     "compiled model blobs, weights included, there unencrypted")
         if name == TENSORRT:
             _tensorrt_cache_rule(options, sealed_model, subject, shim)
@@ -242,6 +243,31 @@ def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: 
                     if writer.is_on(os.environ.get(var, "")):
                         _refuse(f"the environment variable {var} (read by the TensorRT EP when it gets no options)",
                                 writer, subject)
+
+
+COMPILED_CACHE = "a sealed compiled-model cache"
+# With an EPContext model the compiled model *is* the cache: these would make the EP write a second,
+# unencrypted one beside it.
+COMPILED_CACHE_WRITERS = {
+    TENSORRT: _writers(Writer("trt_engine_cache_enable", "the TensorRT EP would write its engines, weights included, "
+                              "unencrypted beside the sealed EPContext model")),
+}
+
+
+def refuse_compiled_cache_writers(ep: str, options: Mapping[str, str], sess_options: ort.SessionOptions, *,
+                                  sealed_model: bool) -> None:
+    """Raise :class:`UnsafeOptionError` if compiling for ``ep`` with ``options`` and ``sess_options`` would write
+    the compiled model, an EP cache or (for a sealed source) the opened weights to disk: the engine and EP-cache
+    rows of the tables above whatever the source, every row for a sealed one, this EP's own cache, any
+    decryption library, and EPs already added to ``sess_options`` (the cache adds the one it binds)."""
+    if sess_options.has_providers():
+        raise UnsafeOptionError("sess_options already has execution providers: give the EP as the target "
+                                "(ep_target(...)), so that what is compiled is what the cache entry binds")
+    refuse_plaintext_writers([(ep, dict(options))], None, sess_options, sealed_model=sealed_model, sealed_cache=True,
+                             shim=None, subject=COMPILED_CACHE)
+    for key, writer in COMPILED_CACHE_WRITERS.get(ep, {}).items():
+        if key in options and writer.is_on(options[key]):
+            _refuse(f"{ep} option {key}", writer, COMPILED_CACHE)
 
 
 def _names_cache_dir(load_config: object) -> bool:

@@ -35,3 +35,8 @@ class SetupError(OrtsealError):
 class ProviderUnavailableError(SetupError):
     """An execution provider asked for through ortseal cannot run here (its ONNX Runtime build or the
     libraries it needs are missing); the message names what is missing and what to install."""
+
+
+class CompileError(OrtsealError):
+    """An execution provider could not compile a model, or refused the compiled model it made before; the
+    message names the EP and what ONNX Runtime said."""

@@ -22,6 +22,7 @@ LAYERS = [
     {"ortseal.blob"},
     {"ortseal.tensorrt"},
     {"ortseal.model"},
+    {"ortseal.compiled"},  # the compiled-model cache opens sealed source models, so it sits above them
     {"ortseal.cli"},
 ]
 ALIASES = {"ortseal.ops", "ortseal.ep_plugin"}  # deprecated: they import the new places, nothing imports them
@@ -140,6 +141,8 @@ def _run(args: list[str], cwd: Path) -> dict:
     (["inspect-keys", "keys.json"], 0),
     (["cache", "list", "cache"], 0),
     (["cache", "verify", "cache", "--keys", "keys.json"], 1),  # an empty cache: nothing to verify
+    (["compiled", "list", "cache"], 0),
+    (["compiled", "verify", "cache", "--keys", "keys.json"], 1),
     (["seal", "--help"], 0),
 ], ids=lambda a: " ".join(a) if isinstance(a, list) else str(a))
 def test_commands_that_need_no_model_never_import_onnx(args, code, tmp_path):

@@ -39,7 +39,7 @@ class BlobSource:
                  length: int | None = None) -> None:
         self._view = memoryview(buffer).cast("B") if buffer is not None else None
         # Only an immutable buffer is sure to read the same on a second pass (a file or an mmap may change).
-        self.immutable = isinstance(buffer, bytes)
+        self.immutable = isinstance(buffer, bytes) or (isinstance(buffer, memoryview) and isinstance(buffer.obj, bytes))
         self._fd, self._base = fd, offset
         self.size = len(self._view) if self._view is not None else int(length)  # type: ignore[arg-type]
         self._local = threading.local()

@@ -28,6 +28,7 @@ from ._kit import (
     setup_logging,
 )
 from .cache import cache
+from .compiled import compiled
 from .model import inspect, seal, verify
 
 if TYPE_CHECKING:
@@ -241,5 +242,5 @@ def demo(workdir: str | None) -> None:
     sys.exit(run_demo(workdir))
 
 
-for command in (seal, inspect, verify, cache):
+for command in (seal, inspect, verify, cache, compiled):
     main.add_command(command)
