@@ -1,0 +1,29 @@
+"""Attacks on the sealed compiled-model cache (issue 21), carried out on real OpenVINO-EP sessions and files.
+
+Each test here was written against the cache as first delivered and failed on it (see the commit log)."""
+
+from __future__ import annotations
+
+import pytest
+from test_compiled_cache import _cache, _model, _no_plaintext, device, publisher, target, work  # noqa: F401
+
+import ortseal
+from ortseal import UnsafeOptionError
+
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("value", ["True", "dumps", "1"])
+def test_openvino_dump_subgraphs_is_refused_for_a_sealed_source(work, publisher, device, target, value):  # noqa: F811
+    """The OpenVINO plugin EP (1.8.1) takes ``dump_subgraphs=<folder>`` and writes every subgraph it
+    compiles there as OpenVINO IR, its .bin holding the weights in plaintext: for a sealed source those are
+    the opened weights. Refused before anything is opened or compiled."""
+    from ortseal.compiled import ep_target
+
+    weights = _model(work / "m.onnx", n=64)
+    ortseal.seal_model(work / "m.onnx", work / "m.sealed.onnx", publisher)
+    (work / "m.onnx").unlink()
+    dumping = ep_target(target.name, {"dump_subgraphs": value}, device_type="CPU")
+    with pytest.raises(UnsafeOptionError, match="dump_subgraphs"):
+        _cache(work, device).start(work / "m.sealed.onnx", dumping, model_name="m")
+    _no_plaintext([work], weights)
