@@ -97,6 +97,8 @@ PROVIDER_WRITERS: dict[str, dict[str, Writer]] = {
         Writer("blob_dump_path", "OpenVINO writes the compiled model blob there unencrypted", "path", engine=True),
         Writer("use_compiled_network", "OpenVINO writes the compiled network blob unencrypted", engine=True),
         Writer("export_ep_ctx_blob", "OpenVINO writes the compiled blob into an EP-context model unencrypted", engine=True),
+        Writer("dump_subgraphs", "the OpenVINO plugin EP writes every subgraph it compiles, weights included, as "
+               "OpenVINO IR into the folder it names, unencrypted", "path"),
     ),
     "QNNExecutionProvider": _writers(
         Writer("qnn_saver_path", "the QNN Saver backend records every QNN call, weights included, into "
