@@ -27,3 +27,20 @@ def test_openvino_dump_subgraphs_is_refused_for_a_sealed_source(work, publisher,
     with pytest.raises(UnsafeOptionError, match="dump_subgraphs"):
         _cache(work, device).start(work / "m.sealed.onnx", dumping, model_name="m")
     _no_plaintext([work], weights)
+
+
+@pytest.mark.parametrize("var", ["OV_ENABLE_SERIALIZE_TRACING", "OV_ENABLE_VISUALIZE_TRACING"])
+def test_openvino_tracing_environment_is_refused_for_a_sealed_source(work, publisher, device, target, monkeypatch,  # noqa: F811
+                                                                     var):
+    """OpenVINO's runtime (release builds included) reads OV_ENABLE_SERIALIZE_TRACING and serializes the
+    model after every transformation pass into the working folder as IR (.xml + .bin: the opened weights in
+    plaintext); OV_ENABLE_VISUALIZE_TRACING writes a .svg.dot per pass with constants' values. Whatever the
+    options, compiling a sealed source with either set is refused before anything is opened."""
+    weights = _model(work / "m.onnx", n=64)
+    ortseal.seal_model(work / "m.onnx", work / "m.sealed.onnx", publisher)
+    (work / "m.onnx").unlink()
+    monkeypatch.setenv(var, "1")
+    with pytest.raises(UnsafeOptionError, match=var):
+        _cache(work, device).start(work / "m.sealed.onnx", target, model_name="m")
+    _no_plaintext([work], weights)
+    assert not [p for p in work.rglob("Model*") if p.suffix in (".xml", ".bin", ".dot")]
