@@ -137,6 +137,14 @@ TENSORRT_ENV_WRITERS = _writers(
     Writer("ORT_DUMP_EP_CONTEXT_MODEL", "it makes TensorRT write an EP-context model holding the engine"),
 )
 
+# OpenVINO's runtime (release builds too, 2025-2026) reads these whatever the EP's options: both EPs load it.
+OPENVINO_ENV_WRITERS = _writers(
+    Writer("OV_ENABLE_SERIALIZE_TRACING", "OpenVINO serializes the model after every transformation pass into the "
+           "working directory as IR, weights included in each .bin"),
+    Writer("OV_ENABLE_VISUALIZE_TRACING", "OpenVINO writes a .svg.dot of the model after every transformation pass, "
+           "with the values of its constants, into the working directory"),
+)
+
 # What the refusal tells the user to do instead.
 _SEALED_CACHE_HINT = "use ortseal.tensorrt_provider(keys, ...) for a sealed engine cache"
 
@@ -238,6 +246,10 @@ def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: 
             raise UnsafeOptionError(f"{name} option load_config with CACHE_DIR (or a load_config that is not a JSON "
                                     f"object, such as a file path) is refused for {subject}: OpenVINO writes the "
                                     "compiled model blobs, weights included, there unencrypted")
+        if name == "OpenVINOExecutionProvider" and sealed_model:
+            for var, writer in OPENVINO_ENV_WRITERS.items():
+                if writer.is_on(os.environ.get(var, "")):
+                    _refuse(f"the environment variable {var} (read by OpenVINO's runtime)", writer, subject)
         if name == TENSORRT:
             _tensorrt_cache_rule(options, sealed_model, subject, shim)
             if sealed_model and not options:
