@@ -44,3 +44,33 @@ def test_openvino_tracing_environment_is_refused_for_a_sealed_source(work, publi
         _cache(work, device).start(work / "m.sealed.onnx", target, model_name="m")
     _no_plaintext([work], weights)
     assert not [p for p in work.rglob("Model*") if p.suffix in (".xml", ".bin", ".dot")]
+
+
+def _tampered_entry(work, device, target):  # noqa: F811
+    _model(work / "m.onnx", n=64)
+    cache = _cache(work, device, on_tamper="rebuild")
+    entry = cache.start(work / "m.onnx", target).entry
+    data = bytearray(entry.read_bytes())
+    data[-100] ^= 1
+    entry.write_bytes(data)
+    return cache, entry
+
+
+def test_a_planted_quarantine_link_is_not_followed(work, device, target, tmp_path_factory):  # noqa: F811
+    """``quarantine`` planted as a link to another folder: the refused entry is not moved through it (a
+    typed refusal, or set aside without following the link), and nothing lands in the folder it points to."""
+    cache, entry = _tampered_entry(work, device, target)
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (work / "cache" / "quarantine").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ortseal.OrtsealError, match="quarantine"):
+        cache.start(work / "m.onnx", target)
+    assert list(elsewhere.iterdir()) == []
+    assert (work / "cache" / "quarantine").is_symlink()
+
+
+def test_a_quarantine_that_is_not_a_folder_is_a_typed_refusal(work, device, target):  # noqa: F811
+    """``quarantine`` planted as a file: on_tamper="rebuild" raises an OrtsealError naming it, not an OSError."""
+    cache, entry = _tampered_entry(work, device, target)
+    (work / "cache" / "quarantine").write_bytes(b"planted")
+    with pytest.raises(ortseal.OrtsealError, match="quarantine"):
+        cache.start(work / "m.onnx", target)
