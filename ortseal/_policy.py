@@ -97,6 +97,8 @@ PROVIDER_WRITERS: dict[str, dict[str, Writer]] = {
         Writer("blob_dump_path", "OpenVINO writes the compiled model blob there unencrypted", "path", engine=True),
         Writer("use_compiled_network", "OpenVINO writes the compiled network blob unencrypted", engine=True),
         Writer("export_ep_ctx_blob", "OpenVINO writes the compiled blob into an EP-context model unencrypted", engine=True),
+        Writer("dump_subgraphs", "the OpenVINO plugin EP writes every subgraph it compiles, weights included, as "
+               "OpenVINO IR into the folder it names, unencrypted", "path"),
     ),
     "QNNExecutionProvider": _writers(
         Writer("qnn_saver_path", "the QNN Saver backend records every QNN call, weights included, into "
@@ -133,6 +135,14 @@ TENSORRT_ENV_WRITERS = _writers(
     Writer("ORT_TENSORRT_ENGINE_CACHE_ENABLE", "it makes TensorRT write its engines unencrypted"),
     Writer("ORT_TENSORRT_WEIGHT_STRIPPED_ENGINE_ENABLE", "the refitted engine is serialized unencrypted"),
     Writer("ORT_DUMP_EP_CONTEXT_MODEL", "it makes TensorRT write an EP-context model holding the engine"),
+)
+
+# OpenVINO's runtime (release builds too, 2025-2026) reads these whatever the EP's options: both EPs load it.
+OPENVINO_ENV_WRITERS = _writers(
+    Writer("OV_ENABLE_SERIALIZE_TRACING", "OpenVINO serializes the model after every transformation pass into the "
+           "working directory as IR, weights included in each .bin"),
+    Writer("OV_ENABLE_VISUALIZE_TRACING", "OpenVINO writes a .svg.dot of the model after every transformation pass, "
+           "with the values of its constants, into the working directory"),
 )
 
 # What the refusal tells the user to do instead.
@@ -236,6 +246,10 @@ def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: 
             raise UnsafeOptionError(f"{name} option load_config with CACHE_DIR (or a load_config that is not a JSON "
                                     f"object, such as a file path) is refused for {subject}: OpenVINO writes the "
                                     "compiled model blobs, weights included, there unencrypted")
+        if name == "OpenVINOExecutionProvider" and sealed_model:
+            for var, writer in OPENVINO_ENV_WRITERS.items():
+                if writer.is_on(os.environ.get(var, "")):
+                    _refuse(f"the environment variable {var} (read by OpenVINO's runtime)", writer, subject)
         if name == TENSORRT:
             _tensorrt_cache_rule(options, sealed_model, subject, shim)
             if sealed_model and not options:
