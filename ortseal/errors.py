@@ -35,3 +35,28 @@ class SetupError(OrtsealError):
 class ProviderUnavailableError(SetupError):
     """An execution provider asked for through ortseal cannot run here (its ONNX Runtime build or the
     libraries it needs are missing); the message names what is missing and what to install."""
+
+
+class RevokedError(TamperedError):
+    """The file is signed by a key that a verified trust bundle revokes: refused even if the signature is valid."""
+
+
+class SignerError(OrtsealError):
+    """A signing key outside a keyset file (a PKCS#11 token, a KMS callback) could not sign, or returned a
+    signature that does not verify against the public key it was set up with. Nothing was written."""
+
+
+class TokenPinError(SignerError):
+    """The PKCS#11 token refused the PIN (wrong, expired or locked): the message says which."""
+
+
+class TokenObjectNotFoundError(SignerError):
+    """The ``pkcs11:`` URI names no token, or no key object in the token (or more than one)."""
+
+
+class TokenKeyTypeError(SignerError):
+    """The key the ``pkcs11:`` URI names is not an Ed25519 key (an RSA or ECDSA key, say)."""
+
+
+class TokenUnavailableError(SignerError):
+    """The PKCS#11 module cannot be loaded, or the token was removed or stopped answering."""
