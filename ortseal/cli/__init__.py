@@ -29,6 +29,7 @@ from ._kit import (
 )
 from .cache import cache
 from .model import inspect, seal, verify
+from ._signing import SigningKeySpec, public_keys, token_options
 
 if TYPE_CHECKING:
     from ..keys import KeySet
@@ -85,10 +86,13 @@ def keygen(output: str, passphrase: Passphrase, protect: bool, overwrite: bool, 
               help="Public keyset file to write (- for stdout).")
 @passphrase_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@token_options
 @json_option
-def pubkey(keyset: str, output: str, passphrase: Passphrase, overwrite: bool, as_json: bool) -> None:
-    """Export the public key(s) of KEYSET (- for stdin): what a machine needs to check signatures only."""
-    public = load_keys(keyset, passphrase, "KEYSET").public()
+def pubkey(keyset: str, output: str, passphrase: Passphrase, overwrite: bool, signing: SigningKeySpec,
+           as_json: bool) -> None:
+    """Export the public key(s) of KEYSET (- for stdin; or a pkcs11: URI: the token key's public key): what a
+    machine needs to check signatures only."""
+    public = public_keys(keyset, passphrase, signing)
     if output == "-":
         if as_json:
             raise click.UsageError("--json and -o - both print on stdout: choose one")
