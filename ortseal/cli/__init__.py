@@ -30,6 +30,7 @@ from ._kit import (
 from .cache import cache
 from .model import inspect, seal, verify
 from ._signing import SigningKeySpec, public_keys, token_options
+from .trust import trust
 
 if TYPE_CHECKING:
     from ..keys import KeySet
@@ -245,5 +246,5 @@ def demo(workdir: str | None) -> None:
     sys.exit(run_demo(workdir))
 
 
-for command in (seal, inspect, verify, cache):
+for command in (seal, inspect, verify, cache, trust):
     main.add_command(command)
