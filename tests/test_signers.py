@@ -25,7 +25,7 @@ from ortseal.errors import (
     TokenPinError,
     TokenUnavailableError,
 )
-from ortseal.ops.manifest import read_record
+from ortseal.model._record import read_record
 from ortseal.signing import CallbackSigner, signer_id
 
 MODULE = next((p for p in ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
