@@ -293,6 +293,17 @@ class KeySet:
                       allow_unsigned=device._allow_unsigned, revoked=device._revoked)._scoped(
             {**device._scopes, signer_id(own.public_key()): _normalize([ENGINE_SCOPE])})
 
+    def with_new_content_key(self, key_id: str | None = None) -> KeySet:
+        """This keyset with a fresh random content key that seals from now on; every key it held is kept, so
+        files sealed before still open (content key rotation: re-seal with ``reseal_model``, then give
+        devices the new key beside the old one, ``for_device``)."""
+        kid = check_key_id(key_id) if key_id is not None else secrets.token_hex(8)
+        if kid in self._content:
+            raise ValueError(f"this keyset already holds a content key {kid!r}")
+        fresh = KeySet(content_keys={kid: AESGCM.generate_key(bit_length=256)}, seal_key_id=kid,
+                       allow_unsigned=self._allow_unsigned)
+        return KeySet.merge(fresh, self)
+
     def without_signing(self) -> KeySet:
         """Content and trusted keys without the signing keys: opens and verifies, cannot sign. Its former
         signing keys stay trusted with the scope they had (any purpose, unless scoped)."""

@@ -121,7 +121,7 @@ def test_cli_seals_with_the_token_and_the_device_opens(token, tmp_path):
     device = KeySet.merge(KeySet(content_keys={k: publisher.content_key(k) for k in publisher.content_key_ids}),
                           token_public)
     sess = ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"], keys=device)
-    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-5)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-4, atol=1e-4)
     file_only = KeySet.merge(publisher.without_signing().public(), KeySet(content_keys={
         k: publisher.content_key(k) for k in publisher.content_key_ids}))
     with pytest.raises(TamperedError, match="does not trust"):
@@ -198,7 +198,7 @@ def test_provider_signs_models_and_blobs_and_each_signature_is_checked(tmp_path)
     assert len(calls) == 1 and calls[0].startswith(b"ortseal v3 model signature\x00") and len(calls[0]) == 27 + 32
     device = KeySet.merge(content, KeySet(trusted_keys=[held_by_kms.public_key()]))
     sess = ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"], keys=device)
-    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-5)
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-4, atol=1e-4)
     blob = ortseal.seal_bytes(b"payload", keys, context="c")
     assert ortseal.unseal_bytes(blob, device, context="c") == b"payload"
     saved = KeySet.from_json(keys.to_json())  # the KMS key is never exported; its public key is listed

@@ -151,7 +151,7 @@ def fleet(tmp_path):
 
     def opens(model: Path, keys: KeySet) -> None:
         sess = ortseal.InferenceSession(str(model), providers=["CPUExecutionProvider"], keys=keys)
-        np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-5)
+        np.testing.assert_allclose(sess.run(None, {"x": x})[0], x @ w, rtol=1e-4, atol=1e-4)
 
     class Fleet:
         pass

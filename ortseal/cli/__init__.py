@@ -30,6 +30,7 @@ from ._kit import (
 from .cache import cache
 from .model import inspect, seal, verify
 from ._signing import SigningKeySpec, public_keys, token_options
+from .rotate import reseal, rotate_content_key
 from .trust import trust
 
 if TYPE_CHECKING:
@@ -246,5 +247,5 @@ def demo(workdir: str | None) -> None:
     sys.exit(run_demo(workdir))
 
 
-for command in (seal, inspect, verify, cache, trust):
+for command in (seal, inspect, verify, cache, trust, reseal, rotate_content_key):
     main.add_command(command)
