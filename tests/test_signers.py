@@ -138,6 +138,21 @@ def test_blobs_signed_in_the_token(token):
     assert ortseal.unseal_bytes(blob, device, context="engine:x") == b"engine bytes" * 100
 
 
+def test_engines_signed_in_the_token(token, tmp_path):
+    from ortseal.tensorrt.vault import Vault, verify_engine_file, write_engine
+
+    publisher = KeySet.generate()
+    engine = tmp_path / "model_ctx.engine"
+    with _signer(token) as signer:
+        write_engine(engine, memoryview(b"serialized engine" * 300), Vault(KeySet.merge(KeySet(signing_keys=[signer]),
+                                                                                        publisher)))
+    content = KeySet(content_keys={k: publisher.content_key(k) for k in publisher.content_key_ids})
+    device = KeySet.merge(content, KeySet(trusted_keys=[signer.public_key()], trust_scopes={signer.key_id: ["engine"]}))
+    verify_engine_file(engine, device)
+    with pytest.raises(TamperedError, match="does not trust"):
+        verify_engine_file(engine, KeySet.merge(content, publisher.public()))
+
+
 @pytest.mark.parametrize("case, error, says", [
     ("wrong pin", TokenPinError, "refused the PIN"),
     ("no pin", TokenPinError, "user PIN"),

@@ -191,6 +191,12 @@ def test_a_revoked_signers_freshly_signed_model_is_refused_whatever_else_trusts_
         ortseal.unseal_bytes(blob, keys, context="e")
     with pytest.raises(RevokedError):
         ortseal.verify_model(str(fresh), keys)
+    from ortseal.tensorrt.vault import Vault, verify_engine_file, write_engine
+
+    write_engine(fleet.dir / "e.engine", memoryview(b"engine" * 1000),
+                 Vault(KeySet.merge(KeySet(signing_keys=[fleet.old]), fleet.content)))
+    with pytest.raises(RevokedError):
+        verify_engine_file(fleet.dir / "e.engine", keys)
 
 
 def test_bundle_attacks(fleet):
