@@ -282,9 +282,20 @@ def test_cli_trust_workflow(tmp_path):
     assert r.returncode == 0, r.stderr
     sid = KeySet.load(signer).signing_key_ids[0]
     assert json.loads(r.stdout)["signers"] == {sid: ["model:*"]}
+    matmul(tmp_path / "m.onnx")
+    assert ortseal_cli("seal", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "s.onnx"), "--keys", str(signer)).returncode == 0
+    assert ortseal_cli("device-keys", str(signer), "-o", str(tmp_path / "device.json")).returncode == 0
+    with_bundle = ["--trust-bundle", bundle, "--trust-root", str(tmp_path / "root.pub.json"), "--trust-state", state]
+    r = ortseal_cli("verify", str(tmp_path / "s.onnx"), "--keys", str(tmp_path / "device.json"), *with_bundle)
+    assert r.returncode == 0, r.stderr
     old = Path(bundle).read_bytes()
     assert ortseal_cli("trust", "revoke", bundle, sid, "--root-key", str(root)).returncode == 0
     assert ortseal_cli("trust", "install", bundle, "--root", str(tmp_path / "root.pub.json"), "--state", state).returncode == 0
+    # device.json still trusts the signer; the bundle's revocation wins
+    r = ortseal_cli("verify", str(tmp_path / "s.onnx"), "--keys", str(tmp_path / "device.json"), *with_bundle)
+    assert r.returncode == 1 and "RevokedError" in r.stderr
+    r = ortseal_cli("verify", str(tmp_path / "s.onnx"), "--keys", str(tmp_path / "device.json"), "--trust-bundle", bundle)
+    assert r.returncode == 2 and "go together" in r.stderr
     Path(bundle).write_bytes(old)
     r = ortseal_cli("trust", "install", bundle, "--root", str(tmp_path / "root.pub.json"), "--state", state)
     assert r.returncode == 1 and r.stderr.startswith("error: RollbackError") and r.stderr.count("\n") == 1

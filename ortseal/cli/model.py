@@ -29,6 +29,7 @@ from ._kit import (
     refuse_dash,
 )
 from ._signing import SigningKeySpec, signing_key_options, with_signer
+from .trust import trust_bundle_options, with_trust_bundle
 
 MAIN_GRAPH = "(main graph)"  # how the tables show scope "" (the main graph; docs/sealed-models.md)
 
@@ -162,9 +163,10 @@ def inspect(model: str, show_all: bool, as_json: bool) -> None:
               help="Refuse a model whose signed release is older.")
 @click.option("--model-name", metavar="NAME", help="Refuse any model but the one sealed under this name.")
 @click.option("--all", "show_all", is_flag=True, help="List every plaintext tensor in --json, the small ones too.")
+@trust_bundle_options
 @json_option
 def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int, model_name: str | None,
-           show_all: bool, as_json: bool) -> None:
+           show_all: bool, trust_bundle: tuple[str | None, str | None, str | None], as_json: bool) -> None:
     """Check MODEL (- for stdin: a model without external data) as a device opens it: the signature over the
     whole file, release, every sealed and plain external tensor, and (with content keys) decryption and ONNX
     Runtime opening the graph. Keeps no plaintext. Exit 0 or 1."""
@@ -173,7 +175,7 @@ def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int,
 
     if model == "-" and keys_path == "-":
         raise click.UsageError("MODEL and --keys cannot both come from stdin")
-    keys = load_keys(keys_path, passphrase)  # a bad keyset fails through the error boundary (JSON with --json)
+    keys = with_trust_bundle(load_keys(keys_path, passphrase), trust_bundle)  # a bad keyset fails through the error boundary (JSON with --json)
     try:
         report = verify_model(_model_arg(model), keys, min_release=min_release, model_name=model_name)
     except Exception as exc:  # noqa: BLE001 - any failure is a failed verification, reported on one line

@@ -7,6 +7,7 @@ bundle. Device: ``install`` checks a bundle against the pinned root and the stat
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,34 @@ def install(bundle: str, root_path: str, state: str, as_json: bool) -> None:
     else:
         click.echo(f"installed {bundle}: serial {info['serial']}, {len(info['signers'])} signer(s), "
                    f"{len(info['revoked'])} revoked; state {state}")
+
+
+def trust_bundle_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--trust-bundle``, ``--trust-root`` and ``--trust-state`` for commands that open or verify: the command
+    receives ``trust_bundle: tuple[str | None, str | None, str | None]`` for :func:`with_trust_bundle`."""
+
+    @click.option("--trust-state", metavar="STATE", help="This device's trust state file (with --trust-bundle).")
+    @click.option("--trust-root", metavar="ROOT", help="The root public key this device pins (with --trust-bundle).")
+    @click.option("--trust-bundle", metavar="BUNDLE",
+                  help="Trust the signers of this trust bundle (installed as ortseal trust install does) and refuse "
+                       "what its revoked keys signed.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, trust_bundle: str | None, trust_root: str | None, trust_state: str | None,
+                **kwargs: Any) -> Any:
+        return fn(*args, trust_bundle=(trust_bundle, trust_root, trust_state), **kwargs)
+
+    return wrapper
+
+
+def with_trust_bundle(keys: Any, given: tuple[str | None, str | None, str | None]) -> Any:
+    """``keys`` merged with the verified bundle's trust (its signers, scopes and revocations), if one is given."""
+    bundle, root, state = given
+    if bundle is None and root is None and state is None:
+        return keys
+    if None in given:
+        raise click.UsageError("--trust-bundle, --trust-root and --trust-state go together")
+    from ..keys import KeySet
+    from ..trust import install_bundle, load_root
+
+    installed = install_bundle(Path(bundle).read_bytes(), root=load_root(root), state=state)  # type: ignore[arg-type]
+    return KeySet.merge(keys, installed.keyset())
