@@ -159,6 +159,9 @@ class KeySet:
     keys count, for any purpose unless scoped), unless the keyset was made with ``allow_unsigned=True``. A
     trusted key can be scoped to purposes: patterns over ``"model:<name>"``, ``"engine"``, ``"blob"`` in which
     ``*`` matches any run of characters and nothing else is special (:func:`scope_matches`).
+    Signing keys are :class:`ortseal.signing.Signer` objects (a private key given is wrapped in one), so a
+    key may stay in a token or a KMS. ``revoked`` key ids (from a verified trust bundle, :mod:`ortseal.trust`)
+    are never trusted, whatever else trusts them, and survive :meth:`merge`.
     Build one with :meth:`generate`, :meth:`load`, :meth:`from_env`, :meth:`from_provider` or :meth:`merge`;
     the constructor takes already-made keys.
     """

@@ -192,9 +192,11 @@ class TokenSigner(Signer):
                 f"{'es' if len(tokens) == 1 else ''}; name exactly one with token=LABEL (and serial= where labels repeat)"
                 " (list them: pkcs11-tool --list-token-slots, or softhsm2-util --show-slots)")
         token = tokens[0]
+        user_pin = _pin(parsed, pin)  # read once (a pin-source file included)
+        self._pin_given = user_pin is not None
         try:
             try:
-                self._session = token.open(user_pin=_pin(parsed, pin))
+                self._session = token.open(user_pin=user_pin)
             except pkcs11.UserAlreadyLoggedIn:
                 # Login is per process and token (PKCS#11 sessions share it): another signer of this process
                 # logged in with a PIN the token accepted, and its session is still open.
@@ -212,7 +214,6 @@ class TokenSigner(Signer):
                                 f"--pin-env), pin-source=FILE in the URI, or set {PIN_ENV}") from exc
         except (pkcs11.DeviceRemoved, pkcs11.TokenNotPresent, pkcs11.TokenNotRecognised, pkcs11.DeviceError) as exc:
             raise TokenUnavailableError(f"{where}: the token is not there ({type(exc).__name__}): insert it") from exc
-        self._pin_given = _pin(parsed, pin) is not None
         try:
             self._private, public = self._find_keys(where)
         except BaseException:

@@ -70,9 +70,9 @@ class Signer:
             raise SignerError(f"signing key {self.key_id} ({self.source}) failed to sign: "
                               f"{type(exc).__name__}: {exc}") from exc
         if not isinstance(signature, (bytes, bytearray)) or len(signature) != SIGNATURE_SIZE:
-            raise SignerError(f"signing key {self.key_id} ({self.source}) returned "
-                              f"{type(signature).__name__} of length {len(signature) if hasattr(signature, '__len__') else '?'}, "
-                              f"not a {SIGNATURE_SIZE}-byte Ed25519 signature; nothing was written")
+            got = f"{len(signature)} bytes" if isinstance(signature, (bytes, bytearray)) else type(signature).__name__
+            raise SignerError(f"signing key {self.key_id} ({self.source}) returned {got}, not a {SIGNATURE_SIZE}-byte "
+                              "Ed25519 signature; nothing was written")
         try:
             self._public.verify(bytes(signature), bytes(message))
         except InvalidSignature:

@@ -246,3 +246,24 @@ def test_provider_misuse_is_a_type_error():
         KeySet.from_provider()
     with pytest.raises(TypeError):
         CallbackSigner("not callable", Ed25519PrivateKey.generate().public_key())  # type: ignore[arg-type]
+
+
+def test_pkcs11_uris_are_parsed_as_rfc_7512_says():
+    from ortseal.pkcs11 import parse_uri
+
+    uri = parse_uri("pkcs11:token=My%20Token;id=%01%a2;type=private?module-path=/opt/hsm/lib.so&pin-source=file:/run/pin")
+    assert uri.path == {"token": b"My Token", "id": b"\x01\xa2", "type": b"private"}
+    assert uri.query == {"module-path": "/opt/hsm/lib.so", "pin-source": "file:/run/pin"}
+    assert uri.redacted() == "pkcs11:token=My Token;id=01a2;type=private"  # nothing of the query in messages
+    for bad, says in (("pkcs11:token=t;object=k?pin-value=1234", "in clear"), ("pkcs11:token=t", "names no key"),
+                      ("pkcs11:token=t;object=k;object=j", "repeated"), ("pkcs11:token=t;colour=red;object=k", "unknown"),
+                      ("pkcs11:object=k;type=secret-key", "type must be"), ("file:/k", "not a pkcs11")):
+        with pytest.raises(ValueError, match=says):
+            parse_uri(bad)
+
+
+def test_pin_source_file_in_the_uri(token):
+    from ortseal.pkcs11 import TokenSigner
+
+    with TokenSigner(token.uri("ortseal-release", "signer") + f"?pin-source=file:{token.pin_file}", module=MODULE) as s:
+        assert s.sign(b"m")

@@ -301,3 +301,10 @@ def test_cli_trust_workflow(tmp_path):
     assert r.returncode == 1 and r.stderr.startswith("error: RollbackError") and r.stderr.count("\n") == 1
     r = ortseal_cli("trust", "show", bundle, "--root", str(tmp_path / "signer.pub.json"))
     assert r.returncode == 1 and "TamperedError" in r.stderr
+
+
+def test_a_keyset_with_revocations_is_not_saved_as_a_keyset_file(fleet):
+    keys = KeySet.merge(fleet.content, TrustBundle.initial(fleet.root.public_key()).revoking(fleet.old.key_id).keyset())
+    assert keys.revoked_key_ids == [fleet.old.key_id]
+    with pytest.raises(ValueError, match="revocations"):
+        keys.to_json()
