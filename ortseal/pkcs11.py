@@ -178,14 +178,7 @@ class TokenSigner(Signer):
         self._pk = pkcs11
         lib = _load_library(_module_path(parsed, module))
         where = parsed.redacted()
-        criteria = {k: parsed.text(a) for k, a in (("token_label", "token"), ("token_serial", "serial"),
-                                                   ("manufacturer_id", "manufacturer")) if parsed.text(a)}
-        try:
-            tokens = [t for t in lib.get_tokens(**{k: v.encode() if k == "token_serial" else v
-                                                   for k, v in criteria.items()})
-                      if not parsed.text("model") or t.model == parsed.text("model")]
-        except pkcs11.PKCS11Error as exc:
-            raise TokenUnavailableError(f"{where}: the PKCS#11 module cannot list its tokens ({type(exc).__name__})") from exc
+        tokens = self._matching_tokens(lib, parsed, where)
         if len(tokens) != 1:
             raise TokenObjectNotFoundError(
                 f"{where}: {'no' if not tokens else len(tokens)} token{'s' if len(tokens) != 1 else ''} match"
@@ -224,6 +217,28 @@ class TokenSigner(Signer):
             self.close()
             raise TokenObjectNotFoundError(f"{where} holds key {self.key_id}, not the pinned key "
                                            f"{signer_id(as_public_key(public_key))}: name the right object")
+
+    def _matching_tokens(self, lib: Any, uri: Pkcs11Uri, where: str) -> list[Any]:
+        """The tokens the URI's token attributes match. A slot whose token cannot be read (SoftHSM2 after a
+        token was deleted, a reader in a bad state) is skipped: it cannot be the token named."""
+        pk = self._pk
+        try:
+            slots = lib.get_slots(token_present=True)
+        except pk.PKCS11Error as exc:
+            raise TokenUnavailableError(f"{where}: the PKCS#11 module cannot list its slots ({type(exc).__name__})") from exc
+        wanted = {attr: uri.text(name) for attr, name in (("label", "token"), ("manufacturer_id", "manufacturer"),
+                                                          ("model", "model")) if uri.text(name) is not None}
+        tokens = []
+        for slot in slots:
+            try:
+                token = slot.get_token()
+            except pk.PKCS11Error:
+                continue
+            serial = token.serial.decode("ascii", "replace") if isinstance(token.serial, bytes) else token.serial
+            if all(getattr(token, attr) == value for attr, value in wanted.items()) and \
+                    uri.text("serial") in (None, serial):
+                tokens.append(token)
+        return tokens
 
     def _template(self, kind: Any) -> dict[Any, Any]:
         a = self._pk.Attribute

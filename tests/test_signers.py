@@ -177,6 +177,8 @@ def test_a_removed_token_fails_typed_and_writes_nothing(token, tmp_path):
         ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "s.onnx", keys, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no model, no .data, no temp file
     signer.close()
+    with _signer(token) as other:  # the module's other token still signs (the removed one's slot is skipped)
+        assert other.sign(b"m")
 
 
 def test_cli_token_errors_are_one_line_and_the_pin_is_never_an_argument(token, tmp_path):
