@@ -228,7 +228,7 @@ class KeySet:
             raise TypeError("from_provider needs a callable key_id -> bytes")
         if (sign is None) != (public_key is None):
             raise TypeError("from_provider: sign= needs public_key= (the key its signatures are checked against)")
-        signers = [CallbackSigner(sign, public_key)] if sign is not None else []
+        signers = [CallbackSigner(sign, public_key)] if sign is not None and public_key is not None else []
         return cls(providers=[fn] if fn is not None else [], seal_key_id=seal_key_id, signing_keys=signers)
 
     @classmethod

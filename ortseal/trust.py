@@ -152,7 +152,7 @@ class TrustBundle:
 
     def payload(self) -> bytes:
         """The signed bytes: RFC 8785 canonical JSON of the bundle's content."""
-        doc = {
+        doc: dict[str, Any] = {
             "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "serial": self.serial,
             "root": {"id": signer_id(self.root), "public": _b64(raw_public(self.root))},
             "signers": [{"id": kid, "public": _b64(raw_public(s.key)), "scope": list(s.scope)}
@@ -293,7 +293,7 @@ class TrustState:
     root: Ed25519PublicKey
 
     def to_json(self) -> bytes:
-        doc = {"format": STATE_FORMAT, "version": 1, "serial": self.serial, "digest": self.digest.hex(),
+        doc: dict[str, Any] = {"format": STATE_FORMAT, "version": 1, "serial": self.serial, "digest": self.digest.hex(),
                "root": {"id": signer_id(self.root), "public": _b64(raw_public(self.root))}}
         return rfc8785.dumps(doc) + b"\n"
 

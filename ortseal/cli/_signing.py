@@ -11,13 +11,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..keys import KeySet
-from ..signing import Signer
 from ._kit import Passphrase, load_keys
+
+if TYPE_CHECKING:  # keys and signers (cryptography) are imported by the commands that use them
+    from ..keys import KeySet
+    from ..signing import Signer
 
 
 @dataclass
@@ -100,12 +102,15 @@ def with_signer(keys: KeySet, signing: SigningKeySpec, passphrase: Passphrase | 
     """``keys`` signing with the key ``signing`` names (when it names one), ahead of the keyset's own."""
     if signing.spec is None:
         return keys
+    from ..keys import KeySet
+
     return KeySet.merge(KeySet(signing_keys=[signing.signer(passphrase)]), keys)
 
 
 def public_keys(source: str, passphrase: Passphrase, token: SigningKeySpec) -> KeySet:
     """The public keyset of ``source``: a keyset file (``-``, ``env:VAR``), or a ``pkcs11:`` URI (the public key
     of the token's signing key, checked to be Ed25519 and in the token)."""
+    from ..keys import KeySet
     from ..pkcs11 import is_pkcs11_uri  # noqa: PLC0415
 
     if is_pkcs11_uri(source):

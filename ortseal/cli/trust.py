@@ -10,13 +10,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..signing import Signer
 from ._kit import Command, Group, Passphrase, echo_json, json_option, passphrase_options
 from ._signing import SigningKeySpec, signing_key_options
+
+if TYPE_CHECKING:
+    from ..signing import Signer
 
 
 def _root_options(fn: Callable[..., Any]) -> Callable[..., Any]:
