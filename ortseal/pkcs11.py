@@ -92,7 +92,7 @@ def parse_uri(uri: str) -> Pkcs11Uri:
         name, eq, value = part.partition("=")
         if name == "pin-value":
             raise ValueError("pkcs11 URI: pin-value puts the PIN in clear in the URI; give it with pin-source=FILE, "
-                             f"the {PIN_ENV} environment variable, or (CLI) --pin-file / --pin-fd / --pin-env")
+                             f"the {PIN_ENV} environment variable, or pass pin=")
         if not eq or name not in _QUERY_ATTRS or name in query:
             raise ValueError(f"pkcs11 URI: unknown, repeated or empty query attribute {name!r} (known: "
                              f"{', '.join(sorted(_QUERY_ATTRS))})")
@@ -115,7 +115,7 @@ def _import_pkcs11() -> Any:
 def _module_path(uri: Pkcs11Uri, module: str | os.PathLike[str] | None) -> str:
     given = module if module is not None else uri.query.get("module-path") or os.environ.get(MODULE_ENV)
     if not given:
-        raise TokenUnavailableError(f"no PKCS#11 module named: pass module= (CLI: --pkcs11-module), put "
+        raise TokenUnavailableError(f"no PKCS#11 module named: pass module=, put "
                                     f"module-path=/path/to/module.so in the URI, or set {MODULE_ENV}")
     path = Path(given)
     if not path.is_file():
@@ -183,7 +183,7 @@ class TokenSigner(Signer):
             raise TokenObjectNotFoundError(
                 f"{where}: {'no' if not tokens else len(tokens)} token{'s' if len(tokens) != 1 else ''} match"
                 f"{'es' if len(tokens) == 1 else ''}; name exactly one with token=LABEL (and serial= where labels repeat)"
-                " (list them: pkcs11-tool --list-token-slots, or softhsm2-util --show-slots)")
+                " (the token's own tools list them: pkcs11-tool, softhsm2-util)")
         token = tokens[0]
         user_pin = _pin(parsed, pin)  # read once (a pin-source file included)
         self._pin_given = user_pin is not None
@@ -203,8 +203,8 @@ class TokenSigner(Signer):
         except pkcs11.PinExpired as exc:
             raise TokenPinError(f"{where}: the PIN has expired: set a new one with the token's tools") from exc
         except (pkcs11.PinInvalid, pkcs11.PinLenRange, pkcs11.UserNotLoggedIn) as exc:
-            raise TokenPinError(f"{where}: the token needs its user PIN: pass pin= (CLI: --pin-file, --pin-fd or "
-                                f"--pin-env), pin-source=FILE in the URI, or set {PIN_ENV}") from exc
+            raise TokenPinError(f"{where}: the token needs its user PIN: pass pin=, put pin-source=FILE in the URI, "
+                                f"or set {PIN_ENV}") from exc
         except (pkcs11.DeviceRemoved, pkcs11.TokenNotPresent, pkcs11.TokenNotRecognised, pkcs11.DeviceError) as exc:
             raise TokenUnavailableError(f"{where}: the token is not there ({type(exc).__name__}): insert it") from exc
         try:
@@ -254,19 +254,19 @@ class TokenSigner(Signer):
         found = list(self._session.get_objects(self._template(pk.ObjectClass.PRIVATE_KEY)))
         if not found and not self._pin_given:
             raise TokenPinError(f"{where}: no private key is visible without logging in: give the token's user PIN "
-                                f"(pin=, CLI --pin-file / --pin-fd / --pin-env, pin-source=FILE in the URI, or {PIN_ENV})")
+                                f"(pass pin=, put pin-source=FILE in the URI, or set {PIN_ENV})")
         if len(found) != 1:
             raise TokenObjectNotFoundError(
                 f"{where}: {'no' if not found else len(found)} private key object{'s' if len(found) != 1 else ''} "
-                "match in the token; name one with object=LABEL and/or id=%XX (list them: pkcs11-tool --list-objects "
-                "--login)")
+                "match in the token; name one with object=LABEL and/or id=%XX (the token's own tools list them, "
+                "e.g. pkcs11-tool)")
         private = found[0]
         key_type = private[a.KEY_TYPE]
         if key_type != pk.KeyType.EC_EDWARDS:
             name = getattr(key_type, "name", str(key_type))
             raise TokenKeyTypeError(f"{where} is a {name} key; ortseal signs with Ed25519 only: generate an Ed25519 "
-                                    "key in the token (CKM_EC_EDWARDS_KEY_PAIR_GEN, e.g. pkcs11-tool --keypairgen "
-                                    "--key-type EC:edwards25519) and name it in the URI")
+                                    "key in the token (CKM_EC_EDWARDS_KEY_PAIR_GEN; pkcs11-tool: key type "
+                                    "EC:edwards25519) and name it in the URI")
         publics = list(self._session.get_objects({**self._template(pk.ObjectClass.PUBLIC_KEY),
                                                   a.ID: private[a.ID]}))
         if len(publics) != 1:

@@ -48,15 +48,14 @@ def reseal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys:
         old = verified.manifest
         if old.key_id == key_id:
             raise ValueError(f"{src_path} is already sealed with content key {key_id!r}: add a new content key first "
-                             "(ortseal rotate-content-key; Python: KeySet.with_new_content_key())")
+                             "(KeySet.with_new_content_key(); CLI: ortseal rotate-content-key)")
         release = old.release if release is None else check_release(release)
         manifest = Manifest(old.model, release, secrets.token_hex(16), key_id)
         external = any(is_external(st.blob) for st in verified.sealed) or bool(verified.externals)
         data_path = dst_path.with_name(dst_path.name + ".data") if external else None
         for existing in (dst_path, data_path):
             if existing is not None and not overwrite and existing.exists():
-                raise FileExistsError(f"{existing} exists; choose another output, or replace it with --overwrite "
-                                      "(Python: overwrite=True)")
+                raise FileExistsError(f"{existing} exists; choose another output, or replace it (overwrite=True)")
         total = sum(st.plaintext_bytes for st in verified.sealed)
         model = verified.model
         bar = ByteProgress(total, f"resealing {src_path.name}", enabled=progress)
