@@ -40,3 +40,28 @@ class ProviderUnavailableError(SetupError):
 class CompileError(OrtsealError):
     """An execution provider could not compile a model, or refused the compiled model it made before; the
     message names the EP and what ONNX Runtime said."""
+
+
+class RevokedError(TamperedError):
+    """The file is signed by a key that a verified trust bundle revokes: refused even if the signature is valid."""
+
+
+class SignerError(OrtsealError):
+    """A signing key outside a keyset file (a PKCS#11 token, a KMS callback) could not sign, or returned a
+    signature that does not verify against the public key it was set up with. Nothing was written."""
+
+
+class TokenPinError(SignerError):
+    """The PKCS#11 token refused the PIN (wrong, expired or locked): the message says which."""
+
+
+class TokenObjectNotFoundError(SignerError):
+    """The ``pkcs11:`` URI names no token, or no key object in the token (or more than one)."""
+
+
+class TokenKeyTypeError(SignerError):
+    """The key the ``pkcs11:`` URI names is not an Ed25519 key (an RSA or ECDSA key, say)."""
+
+
+class TokenUnavailableError(SignerError):
+    """The PKCS#11 module cannot be loaded, or the token was removed or stopped answering."""

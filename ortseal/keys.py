@@ -5,13 +5,16 @@ A keyset file is JSON (spec: ``docs/format.md``, section "Keyset file")::
     ks = KeySet.generate()
     ks.save("keys.json", passphrase="correct horse")       # secrets wrapped with scrypt + AES-GCM
     device = KeySet.merge(ks.without_signing(), ks.public())  # can open and verify, cannot sign
-    hsm = KeySet.from_provider(lambda key_id: fetch_from_kms(key_id), seal_key_id="prod-2026")
+    hsm = KeySet.from_provider(lambda key_id: fetch_from_kms(key_id), seal_key_id="prod-2026",
+                               sign=lambda message: kms_sign(message), public_key=pinned_public_key)
+
+Signing keys are :class:`ortseal.signing.Signer` objects: a key from the file, a PKCS#11 token
+(:mod:`ortseal.pkcs11`) or a callback; every signature is checked against the signer's public key.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import secrets
@@ -20,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ._atomic import atomic_write_bytes
-from .errors import FormatError, KeyNotFoundError, TamperedError
+from .errors import FormatError, KeyNotFoundError, RevokedError, TamperedError
+from .signing import CallbackSigner, KeySigner, Signer, as_signer, raw_public, signer_id
 
 KEYSET_FORMAT = "ortseal-keyset"
 KEYSET_VERSION = 1
@@ -58,15 +61,6 @@ def _unb64(text: object, what: str) -> bytes:
         return base64.b64decode(text, validate=True)  # type: ignore[arg-type]  # a non-str is a TypeError
     except (ValueError, TypeError) as exc:
         raise FormatError(f"keyset: {what} is not valid base64") from exc
-
-
-def _raw_public(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def signer_id(key: Ed25519PublicKey) -> str:
-    """The key id of an Ed25519 public key: the first 8 bytes of SHA-256 of its raw form, in hex."""
-    return hashlib.sha256(_raw_public(key)).hexdigest()[:16]
 
 
 def check_key_id(key_id: str) -> str:
@@ -165,6 +159,9 @@ class KeySet:
     keys count, for any purpose unless scoped), unless the keyset was made with ``allow_unsigned=True``. A
     trusted key can be scoped to purposes: patterns over ``"model:<name>"``, ``"engine"``, ``"blob"`` in which
     ``*`` matches any run of characters and nothing else is special (:func:`scope_matches`).
+    Signing keys are :class:`ortseal.signing.Signer` objects (a private key given is wrapped in one), so a
+    key may stay in a token or a KMS. ``revoked`` key ids (from a verified trust bundle, :mod:`ortseal.trust`)
+    are never trusted, whatever else trusts them, and survive :meth:`merge`.
     Build one with :meth:`generate`, :meth:`load`, :meth:`from_env`, :meth:`from_provider` or :meth:`merge`;
     the constructor takes already-made keys.
     """
@@ -173,15 +170,18 @@ class KeySet:
         self,
         *,
         content_keys: Mapping[str, bytes] | None = None,
-        signing_keys: Iterable[Ed25519PrivateKey] = (),
+        signing_keys: Iterable[Ed25519PrivateKey | Signer] = (),
         trusted_keys: Iterable[Ed25519PublicKey] = (),
         trust_scopes: Mapping[str, Sequence[str]] | None = None,
         providers: Iterable[KeyProvider] = (),
         seal_key_id: str | None = None,
         allow_unsigned: bool = False,
+        revoked: Iterable[str] = (),
     ) -> None:
         self._content = {check_key_id(k): _check_content_key(v, k) for k, v in (content_keys or {}).items()}
-        self._signing = {signer_id(k.public_key()): k for k in signing_keys}
+        self._signing: dict[str, Signer] = {}
+        for signer in map(as_signer, signing_keys):
+            self._signing.setdefault(signer.key_id, signer)
         self._trusted = {signer_id(k): k for k in trusted_keys}
         for kid, key in self._signing.items():
             self._trusted.setdefault(kid, key.public_key())  # its own signing keys: trusted, for any purpose
@@ -195,6 +195,8 @@ class KeySet:
         if not isinstance(allow_unsigned, bool):
             raise TypeError("allow_unsigned must be a bool")
         self._allow_unsigned = allow_unsigned
+        # Key ids a verified trust bundle revokes (ortseal.trust): never trusted, whatever else trusts them.
+        self._revoked = frozenset(check_key_id(k) for k in revoked)
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -206,17 +208,28 @@ class KeySet:
         )
 
     @classmethod
-    def from_provider(cls, fn: KeyProvider, *, seal_key_id: str | None = None) -> KeySet:
-        """Content keys fetched on demand: ``fn(key_id)`` returns the 32-byte key, or None if unknown.
+    def from_provider(cls, fn: KeyProvider | None = None, *, seal_key_id: str | None = None,
+                      sign: Callable[[bytes], bytes] | None = None,
+                      public_key: Ed25519PublicKey | bytes | None = None) -> KeySet:
+        """Content keys fetched on demand: ``fn(key_id)`` returns the 32-byte key, or None if unknown;
+        and/or a signing key held elsewhere: ``sign(message)`` returns the Ed25519 signature of ``message``
+        by the key whose public half is ``public_key`` (pinned by the caller, not asked of the service).
+        Every signature ``sign`` returns is checked against ``public_key`` before anything is written
+        (:class:`ortseal.signing.CallbackSigner`); a bad one raises :class:`~ortseal.errors.SignerError`.
 
         ``fn`` is called each time a key is needed (no caching here: cache in ``fn`` if your KMS is slow),
         and only after the blob's signature (or the signed manifest naming it) has verified, so ids chosen
         by a forged file never reach it. ``seal_key_id`` names the key new blobs are sealed with. Combine
         with signing or trusted keys through :meth:`merge`.
         """
-        if not callable(fn):
+        if fn is None and sign is None:
+            raise TypeError("from_provider needs fn (key_id -> content key), sign (message -> signature), or both")
+        if fn is not None and not callable(fn):
             raise TypeError("from_provider needs a callable key_id -> bytes")
-        return cls(providers=[fn], seal_key_id=seal_key_id)
+        if (sign is None) != (public_key is None):
+            raise TypeError("from_provider: sign= needs public_key= (the key its signatures are checked against)")
+        signers = [CallbackSigner(sign, public_key)] if sign is not None and public_key is not None else []
+        return cls(providers=[fn] if fn is not None else [], seal_key_id=seal_key_id, signing_keys=signers)
 
     @classmethod
     def merge(cls, *keysets: KeySet) -> KeySet:
@@ -227,7 +240,8 @@ class KeySet:
         unsigned blobs only if every keyset merged does.
         """
         content: dict[str, bytes] = {}
-        signing: list[Ed25519PrivateKey] = []
+        signing: list[Signer] = []
+        revoked: set[str] = set()
         trusted: dict[str, Ed25519PublicKey] = {}
         constraints: dict[str, list[tuple[str, ...]]] = {}
         providers: list[KeyProvider] = []
@@ -242,9 +256,11 @@ class KeySet:
                 trusted.setdefault(kid, pub)
                 constraints.setdefault(kid, []).extend(ks._scope(kid))
             providers += ks._providers
+            revoked |= ks._revoked
             seal_key_id = seal_key_id or ks._seal_key_id
         merged = cls(content_keys=content, signing_keys=signing, trusted_keys=trusted.values(), providers=providers,
-                     seal_key_id=seal_key_id, allow_unsigned=bool(keysets) and all(ks._allow_unsigned for ks in keysets))
+                     seal_key_id=seal_key_id, allow_unsigned=bool(keysets) and all(ks._allow_unsigned for ks in keysets),
+                     revoked=revoked)
         return merged._scoped({kid: _normalize(c) for kid, c in constraints.items()})
 
     def _scoped(self, scopes: Mapping[str, Scope]) -> KeySet:
@@ -259,7 +275,7 @@ class KeySet:
         key's present scope, never widens it.
         """
         extra = [_check_scope(scope)] if scope is not None else []
-        return KeySet(trusted_keys=self._trusted.values())._scoped(
+        return KeySet(trusted_keys=self._trusted.values(), revoked=self._revoked)._scoped(
             {kid: _normalize([*self._scope(kid), *extra]) for kid in self._trusted})
 
     def for_device(self, *, engine_signing_key: bool = False) -> KeySet:
@@ -277,14 +293,26 @@ class KeySet:
         own = Ed25519PrivateKey.generate()
         return KeySet(content_keys=device._content, signing_keys=[own], trusted_keys=device._trusted.values(),
                       providers=device._providers, seal_key_id=device._seal_key_id,
-                      allow_unsigned=device._allow_unsigned)._scoped(
+                      allow_unsigned=device._allow_unsigned, revoked=device._revoked)._scoped(
             {**device._scopes, signer_id(own.public_key()): _normalize([ENGINE_SCOPE])})
+
+    def with_new_content_key(self, key_id: str | None = None) -> KeySet:
+        """This keyset with a fresh random content key that seals from now on; every key it held is kept, so
+        files sealed before still open (content key rotation: re-seal with ``reseal_model``, then give
+        devices the new key beside the old one, ``for_device``)."""
+        kid = check_key_id(key_id) if key_id is not None else secrets.token_hex(8)
+        if kid in self._content:
+            raise ValueError(f"this keyset already holds a content key {kid!r}")
+        fresh = KeySet(content_keys={kid: AESGCM.generate_key(bit_length=256)}, seal_key_id=kid,
+                       allow_unsigned=self._allow_unsigned)
+        return KeySet.merge(fresh, self)
 
     def without_signing(self) -> KeySet:
         """Content and trusted keys without the signing keys: opens and verifies, cannot sign. Its former
         signing keys stay trusted with the scope they had (any purpose, unless scoped)."""
         return KeySet(content_keys=self._content, trusted_keys=self._trusted.values(), providers=self._providers,
-                      seal_key_id=self._seal_key_id, allow_unsigned=self._allow_unsigned)._scoped(self._scopes)
+                      seal_key_id=self._seal_key_id, allow_unsigned=self._allow_unsigned,
+                      revoked=self._revoked)._scoped(self._scopes)
 
     # -- what the sealed-blob format asks of a keyset ------------------------------------------
     @property
@@ -348,12 +376,22 @@ class KeySet:
                                    "can verify but not seal; a provider keyset needs seal_key_id=)")
         return self._seal_key_id, self.content_key(self._seal_key_id)
 
-    def signing_key(self) -> tuple[str, Ed25519PrivateKey] | None:
-        """``(key_id, private_key)`` that new blobs are signed with, or None."""
+    @property
+    def revoked_key_ids(self) -> list[str]:
+        """Key ids revoked by a trust bundle merged into this keyset: never trusted for anything."""
+        return sorted(self._revoked)
+
+    def signing_key(self) -> tuple[str, Signer] | None:
+        """``(key_id, signer)`` that new blobs are signed with, or None. ``signer.sign(message)`` checks
+        each signature against the signer's public key (:class:`ortseal.signing.Signer`)."""
         return next(iter(self._signing.items()), None)
 
     def trusted_key(self, key_id: str, purpose: str) -> Ed25519PublicKey | None:
-        """The public key ``key_id`` if this keyset trusts it for ``purpose``, else None."""
+        """The public key ``key_id`` if this keyset trusts it for ``purpose``, else None; raises
+        :class:`~ortseal.errors.RevokedError` for a key a trust bundle revoked."""
+        if key_id in self._revoked:
+            raise RevokedError(f"signing key {key_id} is revoked by the trust bundle this keyset holds: content it "
+                               "signed is refused, even with a valid signature (re-seal it with a current key)")
         key = self._trusted.get(key_id)
         if key is None or not all(any(scope_matches(p, purpose) for p in c) for c in self._scope(key_id)):
             return None
@@ -376,7 +414,10 @@ class KeySet:
 
     # -- files -----------------------------------------------------------------------------------
     def _public_doc(self) -> dict[str, Any]:
-        own = set(self._signing)
+        own = {kid for kid, s in self._signing.items() if isinstance(s, KeySigner)}  # saved with the file
+        if self._revoked:
+            raise ValueError("this keyset holds revocations from a trust bundle, which a keyset file cannot express: "
+                             "save the device's keys and keep the bundle beside them (ortseal.trust)")
         trusted = []
         for kid, pub in self._trusted.items():
             scope = self._scope(kid)
@@ -388,7 +429,7 @@ class KeySet:
                                      "scopes for it share none were merged), which a keyset file cannot express; "
                                      "save the keysets separately and merge them after loading")
                 continue  # listing it for nothing is the same as not listing it
-            entry: dict[str, Any] = {"id": kid, "public": _b64(_raw_public(pub))}
+            entry: dict[str, Any] = {"id": kid, "public": _b64(raw_public(pub))}
             if len(scope) > 1:
                 raise ValueError(f"key {kid} is trusted only for purposes matching all of {[list(c) for c in scope]} "
                                  "(keysets with different scopes for it were merged), which one scope list cannot "
@@ -403,10 +444,13 @@ class KeySet:
         return doc
 
     def to_json(self, passphrase: str | bytes | None = None) -> str:
-        """The keyset as the JSON document :meth:`save` writes. Provider keys are never exported."""
+        """The keyset as the JSON document :meth:`save` writes. Provider keys and signing keys held in a
+        token or behind a callback are never exported (their public keys are listed as trusted keys)."""
         secret = {
             "content_keys": [{"id": k, "key": _b64(v)} for k, v in self._content.items()],
-            "signing_keys": [{"id": k, "private": _b64(v.private_bytes_raw())} for k, v in self._signing.items()],
+            # a token's or a callback's key never leaves where it is: only keys held in memory are saved
+            "signing_keys": [{"id": k, "private": _b64(v.private_key.private_bytes_raw())}
+                             for k, v in self._signing.items() if isinstance(v, KeySigner)],
         }
         doc = self._public_doc()
         if passphrase is None:
@@ -492,7 +536,8 @@ class KeySet:
     def __repr__(self) -> str:
         return (f"KeySet(content={self.content_key_ids}, signing={self.signing_key_ids}, "
                 f"trusted={self.trusted_key_ids}, providers={len(self._providers)}, "
-                f"allow_unsigned={self._allow_unsigned})")
+                f"allow_unsigned={self._allow_unsigned}" + (f", revoked={self.revoked_key_ids}" if self._revoked else "")
+                + ")")
 
 
 def _policy_aad(doc: Mapping[str, Any]) -> bytes:

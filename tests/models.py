@@ -168,3 +168,16 @@ def constants_everywhere(path: Path) -> dict[str, np.ndarray]:
                               ir_version=IR_VERSION, functions=[proj])
     onnx.save(model, str(path))
     return w
+
+
+def matmul(path: Path, *, n: int = 64, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``y = x @ W`` with one float32 weight ``W`` (n x n, sealed at the default --min-bytes); returns
+    ``(W, x)`` so a test can check a session's output against ``x @ W``."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((n, n)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "matmul",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+                              [numpy_helper.from_array(w, "W")])
+    onnx.save(_model(graph), str(path))
+    return w, rng.standard_normal((1, n)).astype(np.float32)

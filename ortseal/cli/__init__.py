@@ -30,6 +30,9 @@ from ._kit import (
 from .cache import cache
 from .compiled import compiled
 from .model import inspect, seal, verify
+from ._signing import SigningKeySpec, public_keys, token_options
+from .rotate import reseal, rotate_content_key
+from .trust import trust
 
 if TYPE_CHECKING:
     from ..keys import KeySet
@@ -86,10 +89,13 @@ def keygen(output: str, passphrase: Passphrase, protect: bool, overwrite: bool, 
               help="Public keyset file to write (- for stdout).")
 @passphrase_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
+@token_options
 @json_option
-def pubkey(keyset: str, output: str, passphrase: Passphrase, overwrite: bool, as_json: bool) -> None:
-    """Export the public key(s) of KEYSET (- for stdin): what a machine needs to check signatures only."""
-    public = load_keys(keyset, passphrase, "KEYSET").public()
+def pubkey(keyset: str, output: str, passphrase: Passphrase, overwrite: bool, signing: SigningKeySpec,
+           as_json: bool) -> None:
+    """Export the public key(s) of KEYSET (- for stdin; or a pkcs11: URI: the token key's public key): what a
+    machine needs to check signatures only."""
+    public = public_keys(keyset, passphrase, signing)
     if output == "-":
         if as_json:
             raise click.UsageError("--json and -o - both print on stdout: choose one")
@@ -242,5 +248,5 @@ def demo(workdir: str | None) -> None:
     sys.exit(run_demo(workdir))
 
 
-for command in (seal, inspect, verify, cache, compiled):
+for command in (seal, inspect, verify, cache, compiled, trust, reseal, rotate_content_key):
     main.add_command(command)

@@ -30,7 +30,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 _PARAMETER_FLAGS = {"min_bytes": "--min-bytes", "include": "--include", "exclude": "--exclude"}
 _PHRASES = (("replace it (overwrite=True)", "replace it with --overwrite"), ("sign=False", "--no-sign"),
             ("below min_bytes", "below --min-bytes"), ("(seal_model)", "(ortseal seal)"),
-            ("pass passphrase=", "give --passphrase-file, --passphrase-fd or --passphrase-env"))
+            ("pass passphrase=", "give --passphrase-file, --passphrase-fd or --passphrase-env"),
+            ("pass pin=", "give --pin-file, --pin-fd or --pin-env"), ("pass module=", "give --pkcs11-module"),
+            ("(KeySet.with_new_content_key(); CLI: ortseal rotate-content-key)", "(ortseal rotate-content-key)"))
 _PARAMETER = re.compile(r"\b(" + "|".join(_PARAMETER_FLAGS) + r")=(\S?)")
 
 

@@ -28,6 +28,8 @@ from ._kit import (
     quiet,
     refuse_dash,
 )
+from ._signing import SigningKeySpec, signing_key_options, with_signer
+from .trust import trust_bundle_options, with_trust_bundle
 
 MAIN_GRAPH = "(main graph)"  # how the tables show scope "" (the main graph; docs/sealed-models.md)
 
@@ -47,16 +49,18 @@ MAIN_GRAPH = "(main graph)"  # how the tables show scope "" (the main graph; doc
 @click.option("--release", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
               help="Release number in the signed manifest; devices can refuse older ones (--min-release).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@signing_key_options(help_text="Sign with this key instead of the keyset's: a pkcs11: URI (RFC 7512; the key "
+                               "stays in the token) or a keyset file.")
 @json_option
 def seal(src: str, dst: str, keys_path: str, passphrase: Passphrase, min_bytes: int, include: str | None,
          exclude: str | None, no_sign: bool, inline: bool, model_name: str | None, release: int,
-         overwrite: bool, as_json: bool) -> None:
+         overwrite: bool, signing: SigningKeySpec, as_json: bool) -> None:
     """Seal the weights of SRC (initializers and Constant nodes) into a new model (payloads in <output>.data)."""
     from ..model.seal import format_size, seal_model, summarize_plain
 
     refuse_dash(src, "SRC", "seal reads the model and its external data files from a folder: give its path")
     refuse_dash(dst, "--output", "seal writes a model and its .data file: give a file name")
-    keys = load_keys(keys_path, passphrase)
+    keys = with_signer(load_keys(keys_path, passphrase), signing)
     summary = seal_model(src, dst, keys, min_bytes=min_bytes, include=include, exclude=exclude, sign=not no_sign,
                          external_data=not inline, model_name=model_name, release=release, overwrite=overwrite,
                          progress=not quiet() and not as_json)
@@ -159,9 +163,10 @@ def inspect(model: str, show_all: bool, as_json: bool) -> None:
               help="Refuse a model whose signed release is older.")
 @click.option("--model-name", metavar="NAME", help="Refuse any model but the one sealed under this name.")
 @click.option("--all", "show_all", is_flag=True, help="List every plaintext tensor in --json, the small ones too.")
+@trust_bundle_options
 @json_option
 def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int, model_name: str | None,
-           show_all: bool, as_json: bool) -> None:
+           show_all: bool, trust_bundle: tuple[str | None, str | None, str | None], as_json: bool) -> None:
     """Check MODEL (- for stdin: a model without external data) as a device opens it: the signature over the
     whole file, release, every sealed and plain external tensor, and (with content keys) decryption and ONNX
     Runtime opening the graph. Keeps no plaintext. Exit 0 or 1."""
@@ -170,7 +175,7 @@ def verify(model: str, keys_path: str, passphrase: Passphrase, min_release: int,
 
     if model == "-" and keys_path == "-":
         raise click.UsageError("MODEL and --keys cannot both come from stdin")
-    keys = load_keys(keys_path, passphrase)  # a bad keyset fails through the error boundary (JSON with --json)
+    keys = with_trust_bundle(load_keys(keys_path, passphrase), trust_bundle)  # a bad keyset fails through the error boundary (JSON with --json)
     try:
         report = verify_model(_model_arg(model), keys, min_release=min_release, model_name=model_name)
     except Exception as exc:  # noqa: BLE001 - any failure is a failed verification, reported on one line
