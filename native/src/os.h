@@ -1,0 +1,26 @@
+/* The OS layer: the only code that touches files. os_posix.c (Linux, macOS) and os_win.c (Windows)
+ * implement it; the rest of the library is plain C11. Every file is opened once, without following a
+ * link another user could plant, checked to be a regular file on the opened handle, and read into memory
+ * the library owns ("read once, check, then use"). */
+#ifndef ORTSEAL_OS_H
+#define ORTSEAL_OS_H
+
+#include "internal.h"
+
+typedef struct os_buffer { uint8_t *data; size_t len; } os_buffer;
+typedef struct os_dir os_dir;   /* a folder, held open: files named by a model are opened inside it */
+typedef struct os_file os_file;
+
+void os_buffer_free(os_buffer *b); /* zeroizes */
+/* Read a whole regular file (not a FIFO/device/folder: FORMAT; missing: IO) of at most max bytes. */
+ortseal_code os_read_regular(const char *path, uint64_t max, os_buffer *out, ortseal_error *err);
+/* Read a model file once and keep its folder open (as the opened descriptor shows). */
+ortseal_code os_read_model(const char *path, os_buffer *out, os_dir **dir, ortseal_error *err);
+ortseal_code os_open_dir(const char *path, os_dir **dir, ortseal_error *err);
+void os_dir_close(os_dir *dir);
+/* Open name (one path component, no separators) inside dir: a regular file, links not followed. */
+ortseal_code os_open_in(os_dir *dir, const char *name, os_file **f, uint64_t *size, ortseal_error *err);
+ortseal_code os_pread(os_file *f, uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err);
+void os_close(os_file *f);
+
+#endif
