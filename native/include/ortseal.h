@@ -111,8 +111,16 @@ ORTSEAL_API ortseal_code ortseal_model_open(const char *path, const ortseal_keys
 ORTSEAL_API ortseal_code ortseal_model_open_bytes(const uint8_t *bytes, size_t len, const char *folder,
                                                   const ortseal_keyset *ks, uint64_t min_release,
                                                   ortseal_model **out, ortseal_error *err);
-/* The opened model as ONNX bytes, valid until ortseal_model_free. */
+/* Everything in one call: a path, or bytes (with the folder of their data files, or NULL); model_name:
+ * refuse a model whose manifest names another (NULL: any). */
+ORTSEAL_API ortseal_code ortseal_model_open_ex(const char *path, const uint8_t *bytes, size_t len, const char *folder,
+                                               const ortseal_keyset *ks, uint64_t min_release, const char *model_name,
+                                               ortseal_model **out, ortseal_error *err);
+/* The opened model as ONNX bytes, valid until ortseal_model_free. Tensors above 64 KiB are external data in
+ * one in-memory file, *file_name, of ortseal_model_weights' bytes (give both to ORT's
+ * AddExternalInitializersFromFilesInMemory; ortseal_session_create in ortseal_ort.h does). */
 ORTSEAL_API const uint8_t *ortseal_model_bytes(const ortseal_model *m, size_t *len);
+ORTSEAL_API const uint8_t *ortseal_model_weights(const ortseal_model *m, const char **file_name, size_t *len);
 ORTSEAL_API const char *ortseal_model_name(const ortseal_model *m);
 ORTSEAL_API uint64_t ortseal_model_release(const ortseal_model *m);
 ORTSEAL_API size_t ortseal_model_sealed_tensors(const ortseal_model *m);

@@ -61,6 +61,8 @@ size_t b64_encode(const uint8_t *in, size_t n, char *out); /* out: 4*ceil(n/3)+1
 bool keyset_content_key(const ortseal_keyset *ks, const char *key_id, uint8_t out[32], ortseal_error *err,
                         ortseal_code *code);
 /* The trusted public key signer_id for purpose, or NULL. */
+/* The public key signer_id if trusted for any purpose (the scope is checked once the purpose is known). */
+const uint8_t *keyset_public_key(const ortseal_keyset *ks, const char *signer_id);
 const uint8_t *keyset_trusted_key(const ortseal_keyset *ks, const char *signer_id, const char *purpose);
 bool keyset_allows_unsigned(const ortseal_keyset *ks);
 /* Sign with the first signer: writes its id (16 hex + NUL) and the signature. */

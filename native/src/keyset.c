@@ -160,6 +160,11 @@ const uint8_t *keyset_trusted_key(const ortseal_keyset *ks, const char *signer_i
     return t && trusted_for(t, purpose) ? t->public_key : NULL;
 }
 
+const uint8_t *keyset_public_key(const ortseal_keyset *ks, const char *signer_id) {
+    const trusted *t = ks ? find_trusted(ks, signer_id) : NULL;
+    return t ? t->public_key : NULL;
+}
+
 int ortseal_keyset_trusts(const ortseal_keyset *ks, const char *signer_id, const char *purpose) {
     return ks && signer_id && purpose && keyset_trusted_key(ks, signer_id, purpose) != NULL;
 }
