@@ -473,7 +473,6 @@ static ortseal_code walk_body(opener *o, pb_span body, const char *scope, bool f
         if (!st->blob.p) return FAIL(o->err, ORTSEAL_E_FORMAT, "Unseal node for '%.*s' does not read a sealed blob of its own graph", (int)st->name.len, st->name.p);
         read_tensor(st->blob, &ti);
         if (ti.type != TYPE_UINT8) return FAIL(o->err, ORTSEAL_E_FORMAT, "sealed blob '%.*s' is not uint8", (int)st->blob_name.len, st->blob_name.p);
-        if (st->constant && ti.external) return FAIL(o->err, ORTSEAL_E_FORMAT, "a sealed model keeps only initializers as external data: one of its attribute tensors is external");
     }
     /* plain external initializers, in order; no other external tensor */
     r = pb_open(body);
@@ -491,6 +490,9 @@ static ortseal_code walk_body(opener *o, pb_span body, const char *scope, bool f
         } else if (!function && f.number == GRAPH_SPARSE_INITIALIZER) {
             if (sparse_is_external(f.data)) return FAIL(o->err, ORTSEAL_E_FORMAT, "a sealed model keeps only initializers as external data: one of its sparse tensors is external");
         } else if (f.number == node_field) {
+            bool blob = false; /* a sealed Constant's blob may be external, as every blob may */
+            for (size_t i = first_sealed; i < o->n_sealed && !blob; i++) blob = o->sealed[i].blob_at == f.whole.p;
+            if (blob) continue;
             pb_reader a = pb_open(f.data);
             pb_field af;
             while (pb_next(&a, &af)) {

@@ -3,7 +3,8 @@
  *   ortseal_host seal KEYSET PASSPHRASE|- CONTEXT RELEASE SIGN(0|1) IN_FILE OUT_FILE
  *   ortseal_host keyset KEYSET PASSPHRASE|- [SIGNER PURPOSE]...    (prints "trusts SIGNER PURPOSE 0|1")
  *   ortseal_host merge-unseal KEYSET1 KEYSET2 CONTEXT MIN_RELEASE BLOB_FILE OUT_FILE
- *   ortseal_host model KEYSET PASSPHRASE|- MIN_RELEASE MODEL OUT_FILE   (writes the opened plain ONNX)
+ *   ortseal_host model KEYSET PASSPHRASE|- MIN_RELEASE MODEL OUT_FOLDER [MODEL_NAME]
+ *       (test only: writes the opened model and its weights to OUT_FOLDER to compare them)
  * Prints "ok ..." or "error <code name>: <message>" and exits with the status code. */
 #include "ortseal.h"
 
@@ -85,6 +86,29 @@ int main(int argc, char **argv) {
         if (!code) spit(argv[8], out, out_len);
         free(out);
         free(pt);
+        ortseal_keyset_free(ks);
+        return report(code, &err);
+    }
+    if (strcmp(cmd, "model") == 0 && argc >= 7) {
+        /* test only: the opened model and its weights written out so the test can compare every tensor */
+        if ((code = load(argv[2], argv[3], &ks, &err))) return report(code, &err);
+        ortseal_model *m = NULL;
+        const char *name = argc >= 8 ? argv[7] : NULL;
+        code = ortseal_model_open_ex(argv[5], NULL, 0, NULL, ks, strtoull(argv[4], NULL, 10), name, &m, &err);
+        if (!code) {
+            size_t len = 0, wlen = 0;
+            const char *file = NULL;
+            const uint8_t *proto = ortseal_model_bytes(m, &len), *weights = ortseal_model_weights(m, &file, &wlen);
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", argv[6], file);
+            char model_path[4096];
+            snprintf(model_path, sizeof model_path, "%s/opened.onnx", argv[6]);
+            spit(model_path, proto, len);
+            spit(path, weights, wlen);
+            printf("sealed %zu name %s release %llu\n", ortseal_model_sealed_tensors(m), ortseal_model_name(m),
+                   (unsigned long long)ortseal_model_release(m));
+        }
+        ortseal_model_free(m);
         ortseal_keyset_free(ks);
         return report(code, &err);
     }
