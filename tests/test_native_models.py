@@ -18,7 +18,7 @@ from ortseal import KeySet
 from ortseal.ops.model import SEALED_SUFFIX, iter_bodies
 
 import test_kinds
-from forge import blob_span, content_key, device_of, keep_tag_rewrite
+from forge import blob_span, parse_header, content_key, device_of, keep_tag_rewrite
 from models import transformer_like
 from native_host import PYTHON_ERRORS, Host, build, read_tensors, write_tensors
 
@@ -304,9 +304,9 @@ def test_content_key_holders_gcm_forgery_is_tampered(hosts, sealed, tmp_path):
     path, keys, keyfile = sealed
     data, offset, length = blob_span(path, "wq")
     raw = bytearray(data.read_bytes())
-    chosen = bytes(4096)
-    raw[offset:offset + length] = keep_tag_rewrite(bytes(raw[offset:offset + length]), content_key(keys), 0,
-                                                   chosen + bytes(raw[offset:offset + length])[0:0])
+    blob = bytes(raw[offset:offset + length])
+    _, n = parse_header(blob).segment_span(0)
+    raw[offset:offset + length] = keep_tag_rewrite(blob, content_key(keys), 0, bytes(n))  # the attacker's weights
     data.write_bytes(bytes(raw))
     same_refusal(hosts[0], path, keys, keyfile, tmp_path, "tampered")
 
