@@ -126,6 +126,23 @@ ORTSEAL_API uint64_t ortseal_model_release(const ortseal_model *m);
 ORTSEAL_API size_t ortseal_model_sealed_tensors(const ortseal_model *m);
 ORTSEAL_API void ortseal_model_free(ortseal_model *m);
 
+/* ---- the TensorRT engine cache (docs/tensorrt.md) --------------------------------------------- */
+/* Log callback: level 0 info (an engine sealed), 1 error (an engine refused). NULL: silent. */
+typedef void (*ortseal_log_fn)(void *user, int level, const char *message);
+
+/* Seal the TensorRT EP's engine cache in cache_dir with ks: loads the keyless shim at shim_path (the library
+ * given to ORT as trt_engine_decryption_lib_path) and registers native callbacks with it. Engines written
+ * get `release`; engines older than `min_release` are refused. ks must outlive the registration. */
+ORTSEAL_API ortseal_code ortseal_engine_cache_register(const char *shim_path, const char *cache_dir,
+                                                       const ortseal_keyset *ks, uint64_t release,
+                                                       uint64_t min_release, ortseal_log_fn log, void *log_user,
+                                                       ortseal_error *err);
+/* Remove every vault and the shim's callbacks (waits for calls in flight). */
+ORTSEAL_API void ortseal_engine_cache_unregister_all(void);
+/* Fully verify one sealed engine file (as `ortseal cache verify`). */
+ORTSEAL_API ortseal_code ortseal_engine_verify(const char *path, const ortseal_keyset *ks, uint64_t min_release,
+                                               ortseal_error *err);
+
 #ifdef __cplusplus
 }
 #endif

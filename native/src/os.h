@@ -23,4 +23,21 @@ ortseal_code os_open_in(os_dir *dir, const char *name, os_file **f, uint64_t *si
 ortseal_code os_pread(os_file *f, uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err);
 void os_close(os_file *f);
 
+/* The engine cache (engine.c). An engine file: opened without following a link or waiting on a FIFO,
+ * a regular, non-sparse file (TAMPERED otherwise, as ortseal/ep_plugin/vault.py), read whole (or, with
+ * header_only, its first ORTSEAL_MAX_HEADER_SIZE bytes) once; *file_size from the same fstat. */
+ortseal_code os_read_engine(const char *path, bool header_only, os_buffer *out, uint64_t *file_size, ortseal_error *err);
+/* Write data to path atomically: a temp file ".<name>.XXXXXX.tmp" beside it, held with an exclusive flock
+ * while written (so a cleaner can tell a live writer from a dead one), mode 0600, fsync, rename, fsync dir. */
+ortseal_code os_write_atomic(const char *path, const uint8_t *data, size_t len, ortseal_error *err);
+/* The canonical folder of path (realpath of its dirname) into out. */
+bool os_parent_dir(const char *path, char *out, size_t cap);
+bool os_canonical_dir(const char *dir, char *out, size_t cap);
+const char *os_base_name(const char *path);
+/* The shim: load the library at path (the same instance ORT loads by that path) and look up a symbol. */
+void *os_library_symbol(const char *path, const char *symbol, ortseal_error *err);
+/* One process-wide lock for the engine-cache registry. */
+void os_registry_lock(void);
+void os_registry_unlock(void);
+
 #endif

@@ -124,3 +124,87 @@ ortseal_code os_pread(os_file *f, uint8_t *buf, size_t len, uint64_t offset, ort
 void os_close(os_file *f) {
     if (f) { close(f->fd); free(f); }
 }
+
+/* ---- the engine cache ---------------------------------------------------------------------------- */
+#include <dlfcn.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sys/file.h>
+
+ortseal_code os_read_engine(const char *path, bool header_only, os_buffer *out, uint64_t *file_size, ortseal_error *err) {
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
+    if (fd < 0) {
+        if (errno == ELOOP) return FAIL(err, ORTSEAL_E_TAMPERED, "engine file %s is a symbolic link, not a regular file: refused", path);
+        if (errno == ENXIO) return FAIL(err, ORTSEAL_E_TAMPERED, "engine file %s is a socket or device with nothing behind it: refused", path);
+        return FAIL(err, ORTSEAL_E_IO, "cannot open engine file %s: %s", path, strerror(errno));
+    }
+    struct stat st;
+    ortseal_code code = ORTSEAL_OK;
+    if (fstat(fd, &st) != 0) code = FAIL(err, ORTSEAL_E_IO, "cannot stat engine file %s: %s", path, strerror(errno));
+    else if (!S_ISREG(st.st_mode)) code = FAIL(err, ORTSEAL_E_TAMPERED, "engine file %s is not a regular file: refused", path);
+    /* Ciphertext has no holes: far fewer blocks than bytes is a sparse file declaring what it does not hold. */
+    else if (st.st_size > (1 << 20) && (uint64_t)st.st_blocks * 512 < (uint64_t)st.st_size / 2)
+        code = FAIL(err, ORTSEAL_E_TAMPERED, "engine file %s is sparse: not a sealed engine", path);
+    if (!code) {
+        uint64_t want = (uint64_t)st.st_size;
+        if (header_only && want > ORTSEAL_MAX_HEADER_SIZE) want = ORTSEAL_MAX_HEADER_SIZE;
+        *file_size = (uint64_t)st.st_size;
+        code = read_all(fd, path, want, UINT64_MAX, out, err);
+        if (code == ORTSEAL_E_IO) code = FAIL(err, ORTSEAL_E_TAMPERED, "engine file %s changed length while it was read: refused", path);
+    }
+    close(fd);
+    return code;
+}
+
+bool os_canonical_dir(const char *dir, char *out, size_t cap) {
+    char buf[PATH_MAX];
+    if (!realpath(dir, buf) || strlen(buf) >= cap) return false;
+    strcpy(out, buf);
+    return true;
+}
+
+bool os_parent_dir(const char *path, char *out, size_t cap) {
+    char *copy = strdup(path);
+    bool ok = copy && os_canonical_dir(dirname(copy), out, cap);
+    free(copy);
+    return ok;
+}
+
+const char *os_base_name(const char *path) {
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+ortseal_code os_write_atomic(const char *path, const uint8_t *data, size_t len, ortseal_error *err) {
+    char dir[PATH_MAX], tmp[PATH_MAX + 300];
+    if (!os_parent_dir(path, dir, sizeof dir)) return FAIL(err, ORTSEAL_E_IO, "cannot write %s: its folder does not exist", path);
+    snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX.tmp", dir, os_base_name(path));
+    int fd = mkostemps(tmp, 4, O_CLOEXEC);
+    if (fd < 0) return FAIL(err, ORTSEAL_E_IO, "cannot write %s: %s", path, strerror(errno));
+    bool ok = flock(fd, LOCK_EX) == 0 && fchmod(fd, 0600) == 0; /* the lock dies with this process */
+    for (size_t done = 0; ok && done < len;) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n < 0 && errno == EINTR) continue;
+        ok = n > 0;
+        if (ok) done += (size_t)n;
+    }
+    int saved = errno;
+    ok = ok && fsync(fd) == 0 && rename(tmp, path) == 0;
+    if (!ok) saved = errno;
+    close(fd);
+    if (!ok) { unlink(tmp); return FAIL(err, ORTSEAL_E_IO, "cannot write %s: %s", path, strerror(saved)); }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    return ORTSEAL_OK;
+}
+
+void *os_library_symbol(const char *path, const char *symbol, ortseal_error *err) {
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL); /* kept loaded: ORT loads the same instance by path */
+    void *sym = lib ? dlsym(lib, symbol) : NULL;
+    if (!sym) FAIL(err, ORTSEAL_E_IO, "cannot load %s from the shim %s: %s", symbol, path, dlerror());
+    return sym;
+}
+
+static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
+void os_registry_lock(void) { pthread_mutex_lock(&registry_mutex); }
+void os_registry_unlock(void) { pthread_mutex_unlock(&registry_mutex); }

@@ -5,9 +5,13 @@
  *   ortseal_host merge-unseal KEYSET1 KEYSET2 CONTEXT MIN_RELEASE BLOB_FILE OUT_FILE
  *   ortseal_host model KEYSET PASSPHRASE|- MIN_RELEASE MODEL OUT_FOLDER [MODEL_NAME]
  *       (test only: writes the opened model and its weights to OUT_FOLDER to compare them)
+ *   ortseal_host engine-save KEYSET SHIM CACHE_DIR NAME IN_FILE RELEASE
+ *   ortseal_host engine-load KEYSET SHIM CACHE_DIR NAME OUT_FILE MIN_RELEASE
+ *       (register the C vault, then call the shim's encrypt/decrypt by name, as ORT's TensorRT EP does)
  * Prints "ok ..." or "error <code name>: <message>" and exits with the status code. */
 #include "ortseal.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +42,44 @@ static int report(ortseal_code code, const ortseal_error *err) {
     return (int)code;
 }
 
+static void log_to_stderr(void *user, int level, const char *message) {
+    fprintf(stderr, "%s %s\n", level ? "ERROR" : "INFO", message);
+}
+
+static int engine(int argc, char **argv) {
+    ortseal_error err = {0};
+    ortseal_keyset *ks = NULL;
+    ortseal_code code = ortseal_keyset_load(argv[2], NULL, 0, &ks, &err);
+    int save = strcmp(argv[1], "engine-save") == 0;
+    uint64_t number = strtoull(argv[7], NULL, 10);
+    if (!code) code = ortseal_engine_cache_register(argv[3], argv[4], ks, save ? number : 0, save ? 0 : number,
+                                                    log_to_stderr, NULL, &err);
+    if (code) { ortseal_keyset_free(ks); return report(code, &err); }
+    void *shim = dlopen(argv[3], RTLD_NOW);
+    int (*dec)(const char *, char *, size_t *) = (int (*)(const char *, char *, size_t *))dlsym(shim, "decrypt");
+    int (*enc)(const char *, char *, size_t) = (int (*)(const char *, char *, size_t))dlsym(shim, "encrypt");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", argv[4], argv[5]);
+    int ok;
+    if (save) {
+        size_t len = 0;
+        uint8_t *data = slurp(argv[6], &len);
+        ok = data && enc(path, (char *)data, len);
+        free(data);
+    } else {
+        size_t size = 0;
+        ok = dec(path, NULL, &size);
+        char *buf = ok ? malloc(size ? size : 1) : NULL;
+        ok = ok && buf && dec(path, buf, &size);
+        if (ok) spit(argv[6], (const uint8_t *)buf, size);
+        free(buf);
+    }
+    ortseal_engine_cache_unregister_all();
+    ortseal_keyset_free(ks);
+    if (!ok) { printf("error tampered: the shim refused the engine (see the log)\n"); return ORTSEAL_E_TAMPERED; }
+    return report(ORTSEAL_OK, &err);
+}
+
 static ortseal_code load(const char *path, const char *phrase, ortseal_keyset **ks, ortseal_error *err) {
     int none = strcmp(phrase, "-") == 0;
     return ortseal_keyset_load(path, none ? NULL : phrase, none ? 0 : strlen(phrase), ks, err);
@@ -49,6 +91,7 @@ int main(int argc, char **argv) {
     ortseal_code code;
     if (argc < 2) return 100;
     const char *cmd = argv[1];
+    if ((strcmp(cmd, "engine-save") == 0 || strcmp(cmd, "engine-load") == 0) && argc == 8) return engine(argc, argv);
     if (strcmp(cmd, "keyset") == 0 && argc >= 4) {
         if ((code = load(argv[2], argv[3], &ks, &err))) return report(code, &err);
         for (int i = 4; i + 1 < argc; i += 2)
