@@ -1,6 +1,6 @@
 """libortseal's engine-cache vault: native callbacks behind the keyless shim, called by name as ORT's
 TensorRT EP calls them. Engines sealed in C pass `ortseal cache verify`; engines sealed by Python open
-through the C vault; the refusals of ortseal/ep_plugin/vault.py hold, logged, never crashing."""
+through the C vault; the refusals of ortseal/tensorrt/vault.py hold, logged, never crashing."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ortseal import KeySet
-from ortseal.ep_plugin.vault import ENGINE_SUFFIX, Vault, write_engine
+from ortseal.tensorrt.vault import ENGINE_SUFFIX, Vault, write_engine
 
 from native_host import Host, build
 

@@ -15,7 +15,7 @@ import pytest
 
 import ortseal
 from ortseal import KeySet
-from ortseal.ops.model import SEALED_SUFFIX, iter_bodies
+from ortseal.model._graph import SEALED_SUFFIX, iter_bodies
 
 import test_kinds
 from forge import blob_span, parse_header, content_key, device_of, keep_tag_rewrite

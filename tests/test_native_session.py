@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ortseal.ops.options import CONFIG_WRITERS, PROVIDER_WRITERS
+from ortseal._policy import CONFIG_WRITERS, PROVIDER_WRITERS
 
 from native_host import Host, build, write_tensors
 

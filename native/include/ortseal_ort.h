@@ -12,7 +12,7 @@
 extern "C" {
 #endif
 
-/* Refuse session options that would make ORT or an EP write plaintext (the table of ortseal/ops/options.py,
+/* Refuse session options that would make ORT or an EP write plaintext (the table of ortseal/_policy.py,
  * read back with HasSessionConfigEntry/GetSessionConfigEntry): UNSAFE_OPTION naming the option. Options ORT
  * cannot show (EPs appended with typed AppendExecutionProvider_* calls, SetOptimizedModelFilePath) are not
  * seen here: give EP options as config entries (SessionOptionsAppendExecutionProvider) to have them checked. */

@@ -1,4 +1,4 @@
-/* The engine-cache vault (as ortseal/ep_plugin/vault.py): native callbacks behind the keyless shim's
+/* The engine-cache vault (as ortseal/tensorrt/vault.py): native callbacks behind the keyless shim's
  * decrypt/encrypt. Engines are sealed blobs bound to the cache file's name (context
  * "ortseal/trt-engine/v2\0" || name), stamped with the vault's release, signed, written atomically; opening
  * checks the file kind, length, context, release and signature (purpose "engine") before the content key

@@ -363,7 +363,7 @@ static bool sparse_is_external(pb_span sp) {
 
 static ortseal_code walk_body(opener *o, pb_span body, const char *scope, bool function, int depth);
 
-/* The Unseal node's attributes, checked as ortseal/ops/model.py sealed_in does. */
+/* The Unseal node's attributes, checked as ortseal/model/_graph.py sealed_in does. */
 static ortseal_code read_unseal(opener *o, pb_span node, const node_info *n, const char *scope, sealed_t *st) {
     pb_reader r = pb_open(node);
     pb_field f;

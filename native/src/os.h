@@ -24,7 +24,7 @@ ortseal_code os_pread(os_file *f, uint8_t *buf, size_t len, uint64_t offset, ort
 void os_close(os_file *f);
 
 /* The engine cache (engine.c). An engine file: opened without following a link or waiting on a FIFO,
- * a regular, non-sparse file (TAMPERED otherwise, as ortseal/ep_plugin/vault.py), read whole (or, with
+ * a regular, non-sparse file (TAMPERED otherwise, as ortseal/tensorrt/vault.py), read whole (or, with
  * header_only, its first ORTSEAL_MAX_HEADER_SIZE bytes) once; *file_size from the same fstat. */
 ortseal_code os_read_engine(const char *path, bool header_only, os_buffer *out, uint64_t *file_size, ortseal_error *err);
 /* Write data to path atomically: a temp file ".<name>.XXXXXX.tmp" beside it, held with an exclusive flock

@@ -1,4 +1,4 @@
-/* Session creation through ORT's C API, and the refused-options table of ortseal/ops/options.py (kept
+/* Session creation through ORT's C API, and the refused-options table of ortseal/_policy.py (kept
  * equal to it by tests/test_native_session.py). */
 #include "internal.h"
 #include "ortseal_ort.h"
@@ -53,7 +53,7 @@ const char *ortseal_refused_option(size_t i, const char **provider, const char *
     return WRITERS[i].name;
 }
 
-/* ortseal/ops/options.py FALSE_VALUES: a flag is on unless it is one of these. */
+/* ortseal/_policy.py FALSE_VALUES: a flag is on unless it is one of these. */
 static bool is_on(const char *kind, const char *value) {
     if (strcmp(kind, "path") == 0) return value[0] != '\0';
     static const char *const FALSE_VALUES[] = {"0", "false", "False", "FALSE", ""};
