@@ -4,6 +4,7 @@
  * checks the file kind, length, context, release and signature (purpose "engine") before the content key
  * is fetched. Vaults are registered per cache folder; the shim's calls are routed by the path ORT passes.
  * The registry is the one piece of global state: the shim calls back into this process without a handle. */
+#define __USE_MINGW_ANSI_STDIO 1
 #include "internal.h"
 #include "os.h"
 

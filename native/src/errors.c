@@ -1,4 +1,5 @@
 /* Status codes and messages: every failure fills the caller's ortseal_error; nothing is printed. */
+#define __USE_MINGW_ANSI_STDIO 1 /* C99 printf on Windows (mingw-w64) */
 #include "internal.h"
 
 #include <stdio.h>

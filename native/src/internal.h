@@ -13,11 +13,14 @@
 #include <stdbool.h>
 
 /* errors.c: set err (if not NULL) and return code. */
-ortseal_code set_error(ortseal_error *err, ortseal_code code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
+#if defined(__MINGW32__) /* errors.c uses mingw's C99 printf (__USE_MINGW_ANSI_STDIO): %zu, %llu */
+#define ORTSEAL_PRINTF __attribute__((format(gnu_printf, 3, 4)))
+#elif defined(__GNUC__)
+#define ORTSEAL_PRINTF __attribute__((format(printf, 3, 4)))
+#else
+#define ORTSEAL_PRINTF
 #endif
-    ;
+ortseal_code set_error(ortseal_error *err, ortseal_code code, const char *fmt, ...) ORTSEAL_PRINTF;
 #define FAIL(err, code, ...) set_error((err), (code), __VA_ARGS__)
 void clear_error(ortseal_error *err);
 void wipe(void *p, size_t n);

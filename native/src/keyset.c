@@ -1,4 +1,5 @@
 /* Keyset file v1 (docs/format.md "Keyset file v1"), key providers and trust scopes, as ortseal/keys.py. */
+#define __USE_MINGW_ANSI_STDIO 1
 #include "internal.h"
 #include "json.h"
 #include "os.h"

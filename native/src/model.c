@@ -7,6 +7,7 @@
  * or a Constant), blobs and ortseal.like.* tensors removed; tensors above INLINE_MAX bytes are external
  * data in one in-memory "file" (the weights arena) handed to ORT with AddExternalInitializersFromFilesInMemory,
  * so the model proto stays small (models over 2 GiB work) and ORT uses the plaintext where it lies. */
+#define __USE_MINGW_ANSI_STDIO 1
 #include "internal.h"
 #include "json.h"
 #include "os.h"
@@ -872,7 +873,7 @@ static ortseal_code open_tensors(opener *o) {
     ortseal_code code = ORTSEAL_OK;
     for (size_t i = 0; i < o->n_sealed && !code; i++) {
         sealed_t *st = &o->sealed[i];
-        pb_span blob;
+        pb_span blob = {0};
         uint8_t *owned = NULL;
         if ((code = stored_bytes(o, st->blob, st->blob_name, &blob, &owned))) break;
         blob_header h;
