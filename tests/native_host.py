@@ -68,7 +68,8 @@ def build(extra: tuple[str, ...] = (), *, ort: bool = False) -> Path:
         if headers is None:
             pytest.skip("ONNX Runtime's C headers are not available (npm pack failed; set ORTSEAL_ORT_INCLUDE_DIR)")
         extra = (*extra, f"-DORTSEAL_ORT_INCLUDE_DIR={headers}", f"-DORTSEAL_ORT_LIBRARY={ort_library()}")
-    configure = ["cmake", "-S", str(NATIVE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", *extra]
+    sanitize = tuple(os.environ.get("ORTSEAL_NATIVE_CMAKE_ARGS", "").split())  # .ci/run: -DORTSEAL_SANITIZE=ON
+    configure = ["cmake", "-S", str(NATIVE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", *sanitize, *extra]
     for cmd in (configure, ["cmake", "--build", str(BUILD), "-j2"]):
         done = subprocess.run(["nice", "-n", "10", *cmd], capture_output=True, text=True)
         if done.returncode:

@@ -275,3 +275,56 @@ ortseal_code ortseal_seal(const ortseal_keyset *ks, const uint8_t *pt, size_t le
     clear_error(err);
     return ORTSEAL_OK;
 }
+
+ortseal_code blob_open_stream(const ortseal_keyset *ks, blob_reader read, void *src, uint64_t blob_len,
+                              const void *context, size_t context_len, const uint8_t expected_digest[32],
+                              uint8_t *out, size_t out_cap, ortseal_error *err) {
+    uint8_t header[ORTSEAL_MAX_HEADER_SIZE];
+    size_t head_len = blob_len < sizeof header ? (size_t)blob_len : sizeof header;
+    blob_header h;
+    ortseal_code code = read(src, header, head_len, 0, err);
+    if (!code) code = blob_parse_header(header, head_len, &h, err); /* 1 */
+    if (code) return code;
+    if (h.total_len != blob_len) /* 2 */
+        return FAIL(err, ORTSEAL_E_TAMPERED, "sealed blob length %llu differs from the %llu its header declares (truncated or extended)",
+                    (unsigned long long)blob_len, (unsigned long long)h.total_len);
+    if (out_cap < h.plaintext_length) return FAIL(err, ORTSEAL_E_MISUSE, "output buffer too small for the blob");
+    uint8_t ctx[32];
+    context_digest(context, context_len, ctx);
+    if (!ct_equal(ctx, h.context_digest, 32)) return FAIL(err, ORTSEAL_E_TAMPERED, "sealed blob was sealed for another context"); /* 3 */
+    /* 4: a blob in a model carries the model's release in its manifest; 5: the commitment is the manifest's */
+    uint8_t content_key[32], key[32];
+    if (!keyset_content_key(ks, h.key_id, content_key, err, &code)) return code; /* 6 */
+    bool ok = blob_key(content_key, h.salt, h.context_digest, key);
+    wipe(content_key, 32);
+    gcm_ctx *g = ok ? gcm_new(key) : NULL;
+    wipe(key, 32);
+    size_t scratch_len = (size_t)(h.segments > 1 ? h.segment_size : h.plaintext_length) + GCM_TAG_SIZE;
+    uint8_t *scratch = g ? malloc(scratch_len) : NULL; /* ciphertext: one segment at a time */
+    sha256_ctx *digest = scratch ? sha256_new() : NULL;
+    if (!digest) { gcm_free(g); free(scratch); return FAIL(err, ORTSEAL_E_NOMEM, "out of memory"); }
+    sha256_update(digest, CONTENT_LABEL, sizeof CONTENT_LABEL);
+    sha256_update(digest, header, h.header_len);
+    /* 7: each stored segment read once, hashed and decrypted in the same pass */
+    uint64_t at = h.header_len;
+    for (uint64_t i = 0; ok && !code && i < h.segments; i++) {
+        uint64_t n = i + 1 < h.segments ? h.segment_size : h.plaintext_length - i * h.segment_size;
+        uint8_t nonce[12], d[32];
+        if ((code = read(src, scratch, (size_t)n + GCM_TAG_SIZE, at, err))) break;
+        sha256(scratch, (size_t)n + GCM_TAG_SIZE, d);
+        sha256_update(digest, d, 32);
+        segment_nonce(h.nonce_prefix, i, i + 1 == h.segments, nonce);
+        ok = gcm_decrypt(g, nonce, header, h.header_len, scratch, (size_t)n, scratch + n, out + i * (uint64_t)h.segment_size);
+        at += n + GCM_TAG_SIZE;
+    }
+    uint8_t got[32];
+    sha256_final(digest, got);
+    gcm_free(g);
+    free(scratch);
+    if (!code && !ok) code = FAIL(err, ORTSEAL_E_TAMPERED, "sealed blob failed authentication (a segment was altered)");
+    if (!code && !ct_equal(got, expected_digest, 32))
+        code = FAIL(err, ORTSEAL_E_TAMPERED, "sealed blob content does not match its signed digest (rewritten by a content-key holder, or changed while it was read)");
+    if (code) { wipe(out, (size_t)h.plaintext_length); return code; }
+    clear_error(err);
+    return ORTSEAL_OK;
+}

@@ -156,6 +156,11 @@ bool scrypt32(const uint8_t *pass, size_t pass_len, const uint8_t *salt, size_t 
                           32) == 1;
 }
 
+/* OPENSSL_cleanse: a wipe the compiler cannot drop, at memset speed. */
+void wipe(void *p, size_t n) {
+    if (p && n) OPENSSL_cleanse(p, n);
+}
+
 bool random_bytes(uint8_t *out, size_t len) { return RAND_bytes(out, (int)len) == 1; }
 
 bool ct_equal(const uint8_t *a, const uint8_t *b, size_t n) { return CRYPTO_memcmp(a, b, n) == 0; }

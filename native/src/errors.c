@@ -40,12 +40,6 @@ const char *ortseal_code_name(ortseal_code code) {
     return "unknown";
 }
 
-void wipe(void *p, size_t n) {
-    /* A volatile pointer keeps the compiler from dropping stores to memory about to be freed. */
-    volatile unsigned char *v = (volatile unsigned char *)p;
-    while (p && n--) *v++ = 0;
-}
-
 void ortseal_free(void *buffer, size_t len) {
     if (!buffer) return;
     wipe(buffer, len);

@@ -18,7 +18,13 @@
 #elif defined(__GNUC__)
 #define ORTSEAL_PRINTF __attribute__((format(printf, 3, 4)))
 #else
-#define ORTSEAL_PRINTF
+#define ORTSEAL_PRINTF/* The same with the blob read through read(src, buf, len, offset) once, segment by segment (bounded memory:
+ * one segment of ciphertext), for a blob whose commitment (expected_digest) a signed manifest gave. */
+typedef ortseal_code (*blob_reader)(void *src, uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err);
+ortseal_code blob_open_stream(const ortseal_keyset *ks, blob_reader read, void *src, uint64_t blob_len,
+                              const void *context, size_t context_len, const uint8_t expected_digest[32],
+                              uint8_t *out, size_t out_cap, ortseal_error *err);
+
 #endif
 ortseal_code set_error(ortseal_error *err, ortseal_code code, const char *fmt, ...) ORTSEAL_PRINTF;
 #define FAIL(err, code, ...) set_error((err), (code), __VA_ARGS__)
@@ -95,5 +101,11 @@ ortseal_code blob_parse_header(const uint8_t *blob, size_t len, blob_header *h, 
 ortseal_code blob_open_into(const ortseal_keyset *ks, const uint8_t *blob, size_t len, const void *context,
                             size_t context_len, uint64_t min_release, const uint8_t *expected_digest,
                             const char *purpose, uint8_t *out, size_t out_cap, ortseal_error *err);
+/* The same with the blob read through read(src, buf, len, offset) once, segment by segment (bounded memory:
+ * one segment of ciphertext), for a blob whose commitment (expected_digest) a signed manifest gave. */
+typedef ortseal_code (*blob_reader)(void *src, uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err);
+ortseal_code blob_open_stream(const ortseal_keyset *ks, blob_reader read, void *src, uint64_t blob_len,
+                              const void *context, size_t context_len, const uint8_t expected_digest[32],
+                              uint8_t *out, size_t out_cap, ortseal_error *err);
 
 #endif

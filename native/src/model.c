@@ -837,27 +837,11 @@ static ortseal_code data_file(opener *o, const char *location, os_file **f, uint
     return ORTSEAL_OK;
 }
 
-/* The stored bytes of a tensor: inline raw_data (a span of the model we hold) or read once from its file
- * into *owned. */
-static ortseal_code stored_bytes(opener *o, pb_span tensor, pb_span name, pb_span *out, uint8_t **owned) {
-    tensor_info ti;
-    *owned = NULL;
-    read_tensor(tensor, &ti);
-    if (!ti.external) { *out = ti.raw; return ORTSEAL_OK; }
-    ext_ref ref;
-    os_file *f;
-    uint64_t size;
-    ortseal_code code = read_ext_ref(o, tensor, name, &ref);
-    if (!code) code = data_file(o, ref.location, &f, &size);
-    if (code) return code;
-    uint64_t length = ref.has_length ? ref.length : size - (ref.offset <= size ? ref.offset : size);
-    if (ref.offset > size || length > size - ref.offset)
-        return FAIL(o->err, ORTSEAL_E_TAMPERED, "tensor '%.*s': its data file '%s' is shorter than the tensor", (int)name.len, name.p, ref.location);
-    if (length > SIZE_MAX || !(*owned = malloc(length ? length : 1))) return FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory");
-    if ((code = os_pread(f, *owned, (size_t)length, ref.offset, o->err))) { free(*owned); *owned = NULL; return code; }
-    out->p = *owned;
-    out->len = (size_t)length;
-    return ORTSEAL_OK;
+typedef struct span_source { os_file *f; uint64_t offset; } span_source;
+
+static ortseal_code read_span(void *src, uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err) {
+    span_source *s = src;
+    return os_pread(s->f, buf, len, s->offset + offset, err);
 }
 
 static uint64_t align_up(uint64_t v) { return (v + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN; }
@@ -873,27 +857,46 @@ static ortseal_code open_tensors(opener *o) {
     ortseal_code code = ORTSEAL_OK;
     for (size_t i = 0; i < o->n_sealed && !code; i++) {
         sealed_t *st = &o->sealed[i];
-        pb_span blob = {0};
-        uint8_t *owned = NULL;
-        if ((code = stored_bytes(o, st->blob, st->blob_name, &blob, &owned))) break;
+        /* where the blob is: inline in the model we hold, or a span of a data file read once, streamed */
+        tensor_info ti;
+        read_tensor(st->blob, &ti);
+        ext_ref ref;
+        os_file *f = NULL;
+        uint64_t size = 0, blob_len = ti.raw.len;
+        if (ti.external) {
+            if ((code = read_ext_ref(o, st->blob, st->blob_name, &ref)) || (code = data_file(o, ref.location, &f, &size))) break;
+            blob_len = ref.has_length ? ref.length : (ref.offset <= size ? size - ref.offset : 0);
+            if (ref.offset > size || blob_len > size - ref.offset) {
+                code = FAIL(o->err, ORTSEAL_E_TAMPERED, "sealed tensor '%.*s': its data file '%s' is shorter than the tensor",
+                            (int)st->name.len, st->name.p, ref.location);
+                break;
+            }
+        }
+        uint8_t head[ORTSEAL_MAX_HEADER_SIZE];
+        size_t head_len = blob_len < sizeof head ? (size_t)blob_len : sizeof head;
         blob_header h;
         ortseal_error inner = {0};
-        if (blob_parse_header(blob.p, blob.len, &h, &inner) || strcmp(h.key_id, o->key_id) != 0 || h.plaintext_length != st->payload_bytes) {
-            free(owned);
+        if (ti.external) { if ((code = os_pread(f, head, head_len, ref.offset, o->err))) break; }
+        else memcpy(head, ti.raw.p, head_len);
+        if (blob_parse_header(head, head_len, &h, &inner) || strcmp(h.key_id, o->key_id) != 0 || h.plaintext_length != st->payload_bytes) {
             code = FAIL(o->err, ORTSEAL_E_TAMPERED, "sealed tensor '%.*s': its blob does not name the manifest's key and size", (int)st->name.len, st->name.p);
             break;
         }
         /* context = "ortseal/tensor/v3\0" || seal_id || "\0" || identity */
         size_t id_len = strlen(st->identity), n = sizeof TENSOR_CONTEXT_LABEL + 32 + 1 + id_len;
         if (n > ctx_cap) { free(context); ctx_cap = n; context = malloc(n); }
-        if (!context) { free(owned); code = FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory"); break; }
+        if (!context) { code = FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory"); break; }
         memcpy(context, TENSOR_CONTEXT_LABEL, sizeof TENSOR_CONTEXT_LABEL);
         memcpy(context + sizeof TENSOR_CONTEXT_LABEL, o->seal_id, 32);
         context[sizeof TENSOR_CONTEXT_LABEL + 32] = '\0';
         memcpy(context + sizeof TENSOR_CONTEXT_LABEL + 33, st->identity, id_len);
-        code = blob_open_into(o->ks, blob.p, blob.len, context, n, 0, st->digest_hex, NULL, o->arena + st->arena_offset,
-                              (size_t)st->payload_bytes, &inner);
-        free(owned); /* ciphertext: no need to wipe */
+        uint8_t *dst = o->arena + st->arena_offset;
+        if (ti.external) {
+            span_source src = {f, ref.offset};
+            code = blob_open_stream(o->ks, read_span, &src, blob_len, context, n, st->digest_hex, dst, (size_t)st->payload_bytes, &inner);
+        } else {
+            code = blob_open_into(o->ks, ti.raw.p, ti.raw.len, context, n, 0, st->digest_hex, NULL, dst, (size_t)st->payload_bytes, &inner);
+        }
         if (code == ORTSEAL_E_TAMPERED || code == ORTSEAL_E_ROLLBACK || code == ORTSEAL_E_FORMAT)
             code = FAIL(o->err, code == ORTSEAL_E_FORMAT ? ORTSEAL_E_TAMPERED : code, "sealed tensor '%.*s': %s", (int)st->name.len, st->name.p, inner.message);
         else if (code) code = FAIL(o->err, code, "%s", inner.message);

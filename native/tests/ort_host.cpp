@@ -1,6 +1,7 @@
 // A C++ host over libortseal and ONNX Runtime's C API, driven by tests/test_native_models.py.
 //   ortseal_ort_host plain MODEL INPUTS OUTPUTS
 //   ortseal_ort_host sealed KEYSET PASSPHRASE|- MIN_RELEASE MODEL INPUTS OUTPUTS [CONFIG_KEY CONFIG_VALUE]...
+//   ortseal_ort_host time-plain MODEL | time-sealed KEYSET MODEL   (benchmarks/bench_native.py: open time, peak RSS)
 //   ortseal_ort_host options                      (prints the refused-options table)
 // INPUTS/OUTPUTS: u32 count, then per tensor u32 name length, name, i32 ONNX type, u32 rank, i64 dims,
 // u64 byte count, bytes. Prints "ok" or "error <code name>: <message>" and exits with the status code.
@@ -8,6 +9,9 @@
 #include "ortseal_ort.h"
 #include "ortseal.hpp"
 
+#include <sys/resource.h>
+
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -149,7 +153,21 @@ int main(int argc, char** argv) {
     try {
         check_ort(api->CreateEnv(ORT_LOGGING_LEVEL_ERROR, "ortseal-test", &env));
         check_ort(api->CreateSessionOptions(&so));
-        if (cmd == "plain" && argc == 5) {
+        if ((cmd == "time-plain" && argc == 3) || (cmd == "time-sealed" && argc == 4)) {
+            auto start = std::chrono::steady_clock::now();
+            if (cmd == "time-plain") {
+                check_ort(api->CreateSession(env, argv[2], so, &session));
+            } else {
+                ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
+                static ortseal::Model model = ortseal::Model::open(argv[3], keys);  // outlives the session
+                std::printf("verify_decrypt_s %.4f ", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+                session = model.create_session(api, env, so);
+            }
+            double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            struct rusage usage;
+            getrusage(RUSAGE_SELF, &usage);
+            std::printf("open_s %.4f maxrss_kb %ld\n", seconds, usage.ru_maxrss);
+        } else if (cmd == "plain" && argc == 5) {
             check_ort(api->CreateSession(env, argv[2], so, &session));
             run(session, argv[3], argv[4]);
         } else if (cmd == "sealed" && argc >= 8) {
