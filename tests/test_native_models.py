@@ -186,6 +186,23 @@ def test_corpus_model_opens_bit_identical_in_the_cpp_host(hosts, publisher, tmp_
     assert_bit_identical(plain, sealed)
 
 
+@pytest.mark.slow
+def test_model_over_2_gib_opens_in_the_cpp_host(hosts, publisher, tmp_path):
+    """One 2.06 GiB table: the opened model proto stays small (the table is external data in memory)."""
+    from models import big_embedding
+
+    _, ort_host = hosts
+    keys, keyfile = publisher
+    rows, dim = 540_000, 1024
+    table = big_embedding(tmp_path / "big.onnx", rows, dim)
+    ortseal.seal_model(tmp_path / "big.onnx", tmp_path / "big.sealed.onnx", keys, progress=False)
+    ids = np.array([0, 1, rows // 2, rows - 1], np.int64)
+    write_tensors(tmp_path / "in.bin", {"ids": ids})
+    result = ort_host("sealed", keyfile, "-", 0, tmp_path / "big.sealed.onnx", tmp_path / "in.bin", tmp_path / "out.bin")
+    assert result.name == "ok", result.message
+    assert read_tensors(tmp_path / "out.bin")["y"].tobytes() == np.asarray(table[ids]).tobytes()
+
+
 # -- attacks: each gives the C host the code Python raises -------------------------------------------
 
 @pytest.fixture()
