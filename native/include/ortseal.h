@@ -121,9 +121,16 @@ ORTSEAL_API ortseal_code ortseal_model_open_ex(const char *path, const uint8_t *
  * AddExternalInitializersFromFilesInMemory; ortseal_session_create in ortseal_ort.h does). */
 ORTSEAL_API const uint8_t *ortseal_model_bytes(const ortseal_model *m, size_t *len);
 ORTSEAL_API const uint8_t *ortseal_model_weights(const ortseal_model *m, const char **file_name, size_t *len);
+/* Tensors over 2 GiB (ORT refuses them from in-memory files): the i-th one's name, ONNX type, shape and
+ * bytes, for AddExternalInitializers; its TensorProto in the model is a placeholder. */
+ORTSEAL_API size_t ortseal_model_value_count(const ortseal_model *m);
+ORTSEAL_API const uint8_t *ortseal_model_value(const ortseal_model *m, size_t i, const char **name, int32_t *onnx_type,
+                                               const int64_t **shape, size_t *rank, size_t *len);
 ORTSEAL_API const char *ortseal_model_name(const ortseal_model *m);
 ORTSEAL_API uint64_t ortseal_model_release(const ortseal_model *m);
 ORTSEAL_API size_t ortseal_model_sealed_tensors(const ortseal_model *m);
+/* Zeroize and free the opened model's bytes and weights (name, release stay): once ORT has its copy. */
+ORTSEAL_API void ortseal_model_drop_weights(ortseal_model *m);
 ORTSEAL_API void ortseal_model_free(ortseal_model *m);
 
 /* ---- the TensorRT engine cache (docs/tensorrt.md) --------------------------------------------- */

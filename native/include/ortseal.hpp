@@ -73,8 +73,8 @@ class Model {
     uint64_t release() const noexcept { return ortseal_model_release(get()); }
     ortseal_model* get() const noexcept { return m_.get(); }
 #ifdef ORTSEAL_ORT_H
-    // The session needs this Model alive for as long as it runs (ORT uses the weights in place).
-    OrtSession* create_session(const OrtApi* api, OrtEnv* env, OrtSessionOptions* options) const {
+    // ORT copies the weights; on success this Model's plaintext is wiped and freed (it can then be dropped).
+    OrtSession* create_session(const OrtApi* api, OrtEnv* env, OrtSessionOptions* options) {
         ortseal_error err{};
         OrtSession* session = nullptr;
         check(ortseal_session_create(api, env, get(), options, &session, &err), err);

@@ -21,8 +21,9 @@ ORTSEAL_API ortseal_code ortseal_check_session_options(const OrtApi *api, const 
 
 /* Check options, then create the session from the opened model: CreateSessionFromArray with the weights
  * handed over with AddExternalInitializersFromFilesInMemory (options is modified by that call: pass a
- * fresh one per model). The model m must outlive the session: ORT uses the weights where they lie. */
-ORTSEAL_API ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, const ortseal_model *m,
+ * fresh one per model). ORT copies them into the session (documented for that call), so on success the
+ * model's plaintext is zeroized and freed at once (ortseal_model_drop_weights): m can be freed any time. */
+ORTSEAL_API ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_model *m,
                                                 OrtSessionOptions *options, OrtSession **out, ortseal_error *err);
 
 /* Number of refused options and the i-th one (name, kind "flag"/"path", provider or NULL): for tests. */

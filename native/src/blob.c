@@ -1,6 +1,7 @@
 /* Sealed blob v2 (docs/format.md "Sealed blob v2"): header, STREAM segments of AES-256-GCM, content
  * digest, Ed25519 signature. Constants carry the spec's names. */
 #include "internal.h"
+#include "os.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -111,20 +112,66 @@ static void signature_message(const uint8_t digest[32], uint8_t msg[sizeof SIGNA
     memcpy(msg + sizeof SIGNATURE_LABEL, digest, 32);
 }
 
+/* Segments are independent: their digests and their decryption run on every core (os_parallel), a batch
+ * at a time, each task with its own AES-GCM context (EVP contexts are not shared between threads). */
+typedef struct segment_work {
+    const blob_header *h;
+    const uint8_t *stored;   /* the stored segments of this batch, back to back */
+    uint64_t first;          /* index of the batch's first segment */
+    uint8_t (*digests)[32];  /* per segment of the batch */
+    const uint8_t *key;      /* blob key, or NULL: hash only */
+    const uint8_t *aad;
+    uint8_t *out;            /* the whole plaintext */
+    bool *ok;
+} segment_work;
+
+static uint64_t segment_plain_len(const blob_header *h, uint64_t i) {
+    return i + 1 < h->segments ? h->segment_size : h->plaintext_length - i * h->segment_size;
+}
+
+static void segment_task(void *ctx, size_t k) {
+    const segment_work *w = ctx;
+    uint64_t i = w->first + k, n = segment_plain_len(w->h, i);
+    const uint8_t *stored = w->stored + k * ((uint64_t)w->h->segment_size + GCM_TAG_SIZE);
+    if (w->digests) sha256(stored, (size_t)n + GCM_TAG_SIZE, w->digests[k]);
+    if (!w->key) return;
+    uint8_t nonce[12];
+    segment_nonce(w->h->nonce_prefix, i, i + 1 == w->h->segments, nonce);
+    gcm_ctx *g = gcm_new(w->key);
+    w->ok[k] = g && gcm_decrypt(g, nonce, w->aad, w->h->header_len, stored, (size_t)n, stored + n,
+                                w->out + i * (uint64_t)w->h->segment_size);
+    gcm_free(g);
+}
+
+#define BATCH_SEGMENTS 64
+
 /* content_digest = SHA-256(label || header || SHA-256(stored segment_i)...) over the bytes as stored. */
 static void content_digest(const uint8_t *blob, const blob_header *h, uint8_t out[32]) {
     sha256_ctx *c = sha256_new();
     sha256_update(c, CONTENT_LABEL, sizeof CONTENT_LABEL);
     sha256_update(c, blob, h->header_len);
-    const uint8_t *at = blob + h->header_len;
-    for (uint64_t i = 0; i < h->segments; i++) {
-        uint64_t pt = i + 1 < h->segments ? h->segment_size : h->plaintext_length - i * h->segment_size;
-        uint8_t d[32];
-        sha256(at, pt + GCM_TAG_SIZE, d);
-        sha256_update(c, d, 32);
-        at += pt + GCM_TAG_SIZE;
+    uint8_t digests[BATCH_SEGMENTS][32];
+    for (uint64_t first = 0; first < h->segments; first += BATCH_SEGMENTS) {
+        size_t n = (size_t)(h->segments - first < BATCH_SEGMENTS ? h->segments - first : BATCH_SEGMENTS);
+        segment_work w = {h, blob + h->header_len + first * ((uint64_t)h->segment_size + GCM_TAG_SIZE), first, digests,
+                          NULL, NULL, NULL, NULL};
+        os_parallel(n, segment_task, &w);
+        for (size_t k = 0; k < n; k++) sha256_update(c, digests[k], 32);
     }
     sha256_final(c, out);
+}
+
+/* Decrypt every segment of an in-memory blob in parallel; false on any tag failure. */
+static bool decrypt_all(const uint8_t *blob, const blob_header *h, const uint8_t key[32], uint8_t *out) {
+    bool ok[BATCH_SEGMENTS], all = true;
+    for (uint64_t first = 0; all && first < h->segments; first += BATCH_SEGMENTS) {
+        size_t n = (size_t)(h->segments - first < BATCH_SEGMENTS ? h->segments - first : BATCH_SEGMENTS);
+        segment_work w = {h, blob + h->header_len + first * ((uint64_t)h->segment_size + GCM_TAG_SIZE), first, NULL,
+                          key, blob, out, ok};
+        os_parallel(n, segment_task, &w);
+        for (size_t k = 0; k < n; k++) all = all && ok[k];
+    }
+    return all;
 }
 
 ortseal_code blob_open_into(const ortseal_keyset *ks, const uint8_t *blob, size_t len, const void *context,
@@ -167,20 +214,11 @@ ortseal_code blob_open_into(const ortseal_keyset *ks, const uint8_t *blob, size_
     if (!keyset_content_key(ks, h.key_id, content_key, err, &code)) return code; /* 6 */
     bool ok = blob_key(content_key, h.salt, h.context_digest, key);
     wipe(content_key, 32);
-    gcm_ctx *g = ok ? gcm_new(key) : NULL;
-    wipe(key, 32);
-    if (!g) return FAIL(err, ORTSEAL_E_RUNTIME, "AES-GCM setup failed");
+    if (!ok) return FAIL(err, ORTSEAL_E_RUNTIME, "HKDF failed");
     /* 7: decrypt. The digest above was computed over the same bytes in memory we own (read once), so
      * there is no second read for a file to change under. */
-    const uint8_t *at = blob + h.header_len;
-    for (uint64_t i = 0; ok && i < h.segments; i++) {
-        uint64_t n = i + 1 < h.segments ? h.segment_size : h.plaintext_length - i * h.segment_size;
-        uint8_t nonce[12];
-        segment_nonce(h.nonce_prefix, i, i + 1 == h.segments, nonce);
-        ok = gcm_decrypt(g, nonce, blob, h.header_len, at, n, at + n, out + i * (uint64_t)h.segment_size);
-        at += n + GCM_TAG_SIZE;
-    }
-    gcm_free(g);
+    ok = decrypt_all(blob, &h, key, out);
+    wipe(key, 32);
     if (!ok) {
         wipe(out, h.plaintext_length);
         return FAIL(err, ORTSEAL_E_TAMPERED, "sealed blob failed authentication (a segment was altered)");
@@ -297,29 +335,33 @@ ortseal_code blob_open_stream(const ortseal_keyset *ks, blob_reader read, void *
     if (!keyset_content_key(ks, h.key_id, content_key, err, &code)) return code; /* 6 */
     bool ok = blob_key(content_key, h.salt, h.context_digest, key);
     wipe(content_key, 32);
-    gcm_ctx *g = ok ? gcm_new(key) : NULL;
-    wipe(key, 32);
-    size_t scratch_len = (size_t)(h.segments > 1 ? h.segment_size : h.plaintext_length) + GCM_TAG_SIZE;
-    uint8_t *scratch = g ? malloc(scratch_len) : NULL; /* ciphertext: one segment at a time */
+    /* a batch of stored segments read at once (they are contiguous), then hashed and decrypted in parallel */
+    size_t per = (size_t)(h.segments > 1 ? h.segment_size : h.plaintext_length) + GCM_TAG_SIZE;
+    size_t batch = os_cores() * 2;
+    if (batch > BATCH_SEGMENTS) batch = BATCH_SEGMENTS;
+    while (batch > 1 && per * batch > (64u << 20)) batch--;
+    uint8_t *scratch = ok ? malloc(per * batch) : NULL; /* ciphertext only */
     sha256_ctx *digest = scratch ? sha256_new() : NULL;
-    if (!digest) { gcm_free(g); free(scratch); return FAIL(err, ORTSEAL_E_NOMEM, "out of memory"); }
+    if (!digest) { wipe(key, 32); free(scratch); return FAIL(err, ORTSEAL_E_NOMEM, "out of memory"); }
     sha256_update(digest, CONTENT_LABEL, sizeof CONTENT_LABEL);
     sha256_update(digest, header, h.header_len);
     /* 7: each stored segment read once, hashed and decrypted in the same pass */
+    uint8_t digests[BATCH_SEGMENTS][32];
+    bool seg_ok[BATCH_SEGMENTS];
     uint64_t at = h.header_len;
-    for (uint64_t i = 0; ok && !code && i < h.segments; i++) {
-        uint64_t n = i + 1 < h.segments ? h.segment_size : h.plaintext_length - i * h.segment_size;
-        uint8_t nonce[12], d[32];
-        if ((code = read(src, scratch, (size_t)n + GCM_TAG_SIZE, at, err))) break;
-        sha256(scratch, (size_t)n + GCM_TAG_SIZE, d);
-        sha256_update(digest, d, 32);
-        segment_nonce(h.nonce_prefix, i, i + 1 == h.segments, nonce);
-        ok = gcm_decrypt(g, nonce, header, h.header_len, scratch, (size_t)n, scratch + n, out + i * (uint64_t)h.segment_size);
-        at += n + GCM_TAG_SIZE;
+    for (uint64_t first = 0; ok && !code && first < h.segments; first += batch) {
+        size_t n = (size_t)(h.segments - first < batch ? h.segments - first : batch);
+        uint64_t bytes = 0;
+        for (size_t k = 0; k < n; k++) bytes += segment_plain_len(&h, first + k) + GCM_TAG_SIZE;
+        if ((code = read(src, scratch, (size_t)bytes, at, err))) break;
+        segment_work w = {&h, scratch, first, digests, key, header, out, seg_ok};
+        os_parallel(n, segment_task, &w);
+        for (size_t k = 0; k < n; k++) { sha256_update(digest, digests[k], 32); ok = ok && seg_ok[k]; }
+        at += bytes;
     }
+    wipe(key, 32);
     uint8_t got[32];
     sha256_final(digest, got);
-    gcm_free(g);
     free(scratch);
     if (!code && !ok) code = FAIL(err, ORTSEAL_E_TAMPERED, "sealed blob failed authentication (a segment was altered)");
     if (!code && !ct_equal(got, expected_digest, 32))

@@ -6,7 +6,9 @@
  * The plain model ORT gets: every Unseal node replaced by its tensor (an initializer, a sparse initializer
  * or a Constant), blobs and ortseal.like.* tensors removed; tensors above INLINE_MAX bytes are external
  * data in one in-memory "file" (the weights arena) handed to ORT with AddExternalInitializersFromFilesInMemory,
- * so the model proto stays small (models over 2 GiB work) and ORT uses the plaintext where it lies. */
+ * so the model proto stays small (models over 2 GiB work). Measured (docs/benchmarks.md): ORT copies those
+ * bytes into the session, as its header documents, so ortseal_session_create wipes the arena right after;
+ * AddExternalInitializers (OrtValues) copies too, and inline raw_data would add protobuf's own copy. */
 #define __USE_MINGW_ANSI_STDIO 1
 #include "internal.h"
 #include "json.h"
@@ -35,6 +37,11 @@
 #define ARENA_ALIGN 64
 #define MAX_MANIFEST_BYTES (64u << 20)
 #define ORTSEAL_WEIGHTS_FILE "ortseal-weights.bin"
+/* ORT refuses in-memory-file tensors over 2 GiB ("embedded initializer data" limit, measured with 1.32):
+ * those go to ORT as OrtValues (AddExternalInitializers), their TensorProto a placeholder naming this file. */
+#define ORTSEAL_VALUES_FILE "ortseal-values.bin"
+#define MAX_FILE_TENSOR ((1ull << 31) - 1)
+#define MAX_VALUES 256
 
 /* ONNX field numbers (onnx.proto) */
 enum { MODEL_IR = 1, MODEL_OPSET = 8, MODEL_GRAPH = 7, MODEL_METADATA = 14, MODEL_FUNCTIONS = 25 };
@@ -51,6 +58,8 @@ enum { ENC_RAW, ENC_TENSOR_PROTO, ENC_SPARSE };
 
 static const uint8_t ELEMENT_BITS[29] = {0, 32, 8, 8, 16, 16, 32, 64, 0, 8, 16, 64, 32, 64, 64, 128,
                                          16, 8, 8, 8, 8, 4, 4, 4, 8, 2, 2, 6, 6};
+
+typedef struct model_value { char *name; int32_t dtype; int64_t *shape; size_t rank; uint64_t offset, len; } model_value;
 
 typedef struct ext_ref { char location[256]; uint64_t offset, length; bool has_length; } ext_ref;
 
@@ -94,6 +103,7 @@ typedef struct opener {
     external_t *externals; size_t n_externals, cap_externals;
     uint8_t *arena; size_t arena_len;
     os_dir *dir;
+    model_value *values; size_t n_values;
     struct { char name[256]; os_file *f; uint64_t size; } files[16];
     size_t n_files;
 } opener;
@@ -101,6 +111,8 @@ typedef struct opener {
 struct ortseal_model {
     uint8_t *proto; size_t proto_len;
     uint8_t *arena; size_t arena_len;
+    model_value values[MAX_VALUES];
+    size_t n_values;
     char *name;
     uint64_t release;
     size_t n_sealed;
@@ -940,9 +952,10 @@ static external_t *external_at(opener *o, const uint8_t *at) {
 
 static void put_external_ref(pb_writer *w, uint64_t offset, uint64_t length) {
     char num[32];
+    const char *file = length > MAX_FILE_TENSOR ? ORTSEAL_VALUES_FILE : ORTSEAL_WEIGHTS_FILE;
     size_t m = pb_begin(w, T_EXTERNAL);
     pb_put_bytes(w, 1, "location", 8);
-    pb_put_bytes(w, 2, ORTSEAL_WEIGHTS_FILE, strlen(ORTSEAL_WEIGHTS_FILE));
+    pb_put_bytes(w, 2, file, strlen(file));
     pb_end(w, m);
     snprintf(num, sizeof num, "%llu", (unsigned long long)offset);
     m = pb_begin(w, T_EXTERNAL);
@@ -969,6 +982,21 @@ static ortseal_code put_value(opener *o, pb_writer *w, uint32_t field, sealed_t 
         pb_put_bytes(w, T_NAME, st->name.p, st->name.len);
         if (allow_external && n > INLINE_MAX) put_external_ref(w, st->arena_offset, n);
         else pb_put_bytes(w, T_RAW, payload, n);
+        if (allow_external && n > MAX_FILE_TENSOR) {
+            if (!o->values || o->n_values == MAX_VALUES) { pb_end(w, m); return FAIL(o->err, ORTSEAL_E_FORMAT, "more than %d tensors over 2 GiB", MAX_VALUES); }
+            model_value *v = &o->values[o->n_values];
+            v->name = malloc(st->name.len + 1);
+            v->shape = malloc((st->rank ? st->rank : 1) * sizeof *v->shape);
+            if (!v->name || !v->shape) { free(v->name); free(v->shape); pb_end(w, m); return FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory"); }
+            memcpy(v->name, st->name.p, st->name.len);
+            v->name[st->name.len] = '\0';
+            memcpy(v->shape, st->shape, st->rank * sizeof *v->shape);
+            v->rank = st->rank;
+            v->dtype = st->dtype;
+            v->offset = st->arena_offset;
+            v->len = n;
+            o->n_values++;
+        }
         pb_end(w, m);
         return ORTSEAL_OK;
     }
@@ -1178,15 +1206,17 @@ static ortseal_code open_model(const uint8_t *data, size_t len, os_dir *dir, con
                                const char *model_name, ortseal_model **out, ortseal_error *err) {
     opener o = {.ks = ks, .err = err, .data = data, .body_len = len, .dir = dir};
     pb_writer w = {0};
+    ortseal_model *m = calloc(1, sizeof *m);
+    if (!m) return FAIL(err, ORTSEAL_E_NOMEM, "out of memory");
+    o.values = m->values;
     ortseal_code code = check_seal(&o, model_name, min_release); /* steps 2-4 */
     if (!code) code = check_structure(&o);                       /* 5 */
     if (!code) code = open_tensors(&o);                          /* 6 */
     if (!code) code = write_model(&o, &w);                       /* 7 */
-    ortseal_model *m = NULL;
-    if (!code && (!(m = calloc(1, sizeof *m)) || !(m->name = strdup(o.model_name))))
-        code = FAIL(err, ORTSEAL_E_NOMEM, "out of memory");
+    m->n_values = o.n_values;
+    if (!code && !(m->name = strdup(o.model_name))) code = FAIL(err, ORTSEAL_E_NOMEM, "out of memory");
     if (code) {
-        free(m);
+        ortseal_model_free(m);
         pb_writer_free(&w);
         opener_free(&o);
         return code;
@@ -1241,8 +1271,31 @@ const uint8_t *ortseal_model_weights(const ortseal_model *m, const char **file_n
     return m ? m->arena : NULL;
 }
 
+void ortseal_model_drop_weights(ortseal_model *m) {
+    if (!m) return;
+    if (m->proto) ortseal_free(m->proto, m->proto_len);
+    if (m->arena) ortseal_free(m->arena, m->arena_len);
+    m->proto = m->arena = NULL;
+    m->proto_len = m->arena_len = 0;
+}
+
+size_t ortseal_model_value_count(const ortseal_model *m) { return m ? m->n_values : 0; }
+
+const uint8_t *ortseal_model_value(const ortseal_model *m, size_t i, const char **name, int32_t *onnx_type,
+                                   const int64_t **shape, size_t *rank, size_t *len) {
+    if (!m || i >= m->n_values || !m->arena) return NULL;
+    const model_value *v = &m->values[i];
+    *name = v->name;
+    *onnx_type = v->dtype;
+    *shape = v->shape;
+    *rank = v->rank;
+    *len = (size_t)v->len;
+    return m->arena + v->offset;
+}
+
 void ortseal_model_free(ortseal_model *m) {
     if (!m) return;
+    for (size_t i = 0; i < m->n_values; i++) { free(m->values[i].name); free(m->values[i].shape); }
     if (m->proto) ortseal_free(m->proto, m->proto_len);
     if (m->arena) ortseal_free(m->arena, m->arena_len);
     free(m->name);

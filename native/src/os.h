@@ -36,6 +36,9 @@ bool os_canonical_dir(const char *dir, char *out, size_t cap);
 const char *os_base_name(const char *path);
 /* The shim: load the library at path (the same instance ORT loads by that path) and look up a symbol. */
 void *os_library_symbol(const char *path, const char *symbol, ortseal_error *err);
+/* Run fn(ctx, i) for i in [0, n) on up to os_cores() threads (the caller's included); returns when all ran. */
+void os_parallel(size_t n, void (*fn)(void *ctx, size_t i), void *ctx);
+size_t os_cores(void);
 /* One process-wide lock for the engine-cache registry. */
 void os_registry_lock(void);
 void os_registry_unlock(void);

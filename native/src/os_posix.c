@@ -208,3 +208,38 @@ void *os_library_symbol(const char *path, const char *symbol, ortseal_error *err
 static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
 void os_registry_lock(void) { pthread_mutex_lock(&registry_mutex); }
 void os_registry_unlock(void) { pthread_mutex_unlock(&registry_mutex); }
+
+size_t os_cores(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (size_t)n;
+}
+
+typedef struct parallel_job {
+    void (*fn)(void *, size_t);
+    void *ctx;
+    size_t n, next;
+    pthread_mutex_t mu;
+} parallel_job;
+
+static void *parallel_worker(void *arg) {
+    parallel_job *job = arg;
+    for (;;) {
+        pthread_mutex_lock(&job->mu);
+        size_t i = job->next++;
+        pthread_mutex_unlock(&job->mu);
+        if (i >= job->n) return NULL;
+        job->fn(job->ctx, i);
+    }
+}
+
+void os_parallel(size_t n, void (*fn)(void *ctx, size_t i), void *ctx) {
+    parallel_job job = {fn, ctx, n, 0, PTHREAD_MUTEX_INITIALIZER};
+    pthread_t threads[64];
+    size_t extra = os_cores() - 1, started = 0;
+    if (extra > n) extra = n ? n - 1 : 0;
+    for (; started < extra; started++)
+        if (pthread_create(&threads[started], NULL, parallel_worker, &job) != 0) break; /* fewer threads: still correct */
+    parallel_worker(&job);
+    for (size_t i = 0; i < started; i++) pthread_join(threads[i], NULL);
+    pthread_mutex_destroy(&job.mu);
+}

@@ -228,3 +228,32 @@ void *os_library_symbol(const char *path, const char *symbol, ortseal_error *err
 static SRWLOCK registry_lock = SRWLOCK_INIT;
 void os_registry_lock(void) { AcquireSRWLockExclusive(&registry_lock); }
 void os_registry_unlock(void) { ReleaseSRWLockExclusive(&registry_lock); }
+
+size_t os_cores(void) {
+    SYSTEM_INFO info;
+    GetSystemInfo(&info);
+    return info.dwNumberOfProcessors < 1 ? 1 : info.dwNumberOfProcessors > 64 ? 64 : info.dwNumberOfProcessors;
+}
+
+typedef struct parallel_job { void (*fn)(void *, size_t); void *ctx; size_t n; volatile LONG64 next; } parallel_job;
+
+static DWORD WINAPI parallel_worker(void *arg) {
+    parallel_job *job = arg;
+    for (;;) {
+        size_t i = (size_t)(InterlockedIncrement64(&job->next) - 1);
+        if (i >= job->n) return 0;
+        job->fn(job->ctx, i);
+    }
+}
+
+void os_parallel(size_t n, void (*fn)(void *ctx, size_t i), void *ctx) {
+    parallel_job job = {fn, ctx, n, 0};
+    HANDLE threads[64];
+    size_t extra = os_cores() - 1, started = 0;
+    if (extra > n) extra = n ? n - 1 : 0;
+    for (; started < extra; started++)
+        if (!(threads[started] = CreateThread(NULL, 0, parallel_worker, &job, 0, NULL))) break;
+    parallel_worker(&job);
+    if (started) WaitForMultipleObjects((DWORD)started, threads, TRUE, INFINITE);
+    for (size_t i = 0; i < started; i++) CloseHandle(threads[i]);
+}

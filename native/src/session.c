@@ -117,7 +117,7 @@ static ortseal_code ort_failed(const OrtApi *api, OrtStatus *st, const char *wha
     return code;
 }
 
-ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, const ortseal_model *m, OrtSessionOptions *so,
+ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_model *m, OrtSessionOptions *so,
                                     OrtSession **out, ortseal_error *err) {
     if (!api || !env || !m || !so || !out) return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_session_create needs api, env, model, options and out");
     *out = NULL;
@@ -143,8 +143,26 @@ ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, const ortsea
         if ((st = api->AddExternalInitializersFromFilesInMemory(so, names, buffers, lengths, 1)))
             return ort_failed(api, st, "ONNX Runtime refused the opened weights", err);
     }
-    if ((st = api->CreateSessionFromArray(env, proto, proto_len, so, out)))
-        return ort_failed(api, st, "ONNX Runtime refused the opened model", err);
+    size_t n_values = ortseal_model_value_count(m);
+    OrtValue *values[256] = {0};
+    const char *names[256];
+    OrtMemoryInfo *mem = NULL;
+    st = n_values ? api->CreateCpuMemoryInfo(OrtDeviceAllocator, OrtMemTypeDefault, &mem) : NULL;
+    for (size_t i = 0; !st && i < n_values && i < 256; i++) {
+        const int64_t *shape;
+        size_t rank, len;
+        int32_t type;
+        const uint8_t *data = ortseal_model_value(m, i, &names[i], &type, &shape, &rank, &len);
+        st = api->CreateTensorWithDataAsOrtValue(mem, (void *)data, len, shape, rank, (ONNXTensorElementDataType)type, &values[i]);
+    }
+    if (!st && n_values) st = api->AddExternalInitializers(so, names, (const OrtValue *const *)values, n_values);
+    if (!st) st = api->CreateSessionFromArray(env, proto, proto_len, so, out);
+    for (size_t i = 0; i < n_values && i < 256; i++) if (values[i]) api->ReleaseValue(values[i]);
+    if (mem) api->ReleaseMemoryInfo(mem);
+    if (st) return ort_failed(api, st, "ONNX Runtime refused the opened model", err);
+    /* ORT parsed the bytes and copied the weights ("the buffer can be freed after session creation"):
+     * our plaintext goes now, not when the host frees the model. */
+    ortseal_model_drop_weights(m);
     clear_error(err);
     return ORTSEAL_OK;
 }

@@ -159,14 +159,19 @@ int main(int argc, char** argv) {
                 check_ort(api->CreateSession(env, argv[2], so, &session));
             } else {
                 ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
-                static ortseal::Model model = ortseal::Model::open(argv[3], keys);  // outlives the session
+                ortseal::Model model = ortseal::Model::open(argv[3], keys);
                 std::printf("verify_decrypt_s %.4f ", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
                 session = model.create_session(api, env, so);
             }
             double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
             struct rusage usage;
             getrusage(RUSAGE_SELF, &usage);
-            std::printf("open_s %.4f maxrss_kb %ld\n", seconds, usage.ru_maxrss);
+            long pages = 0, resident = 0;
+            if (FILE* statm = std::fopen("/proc/self/statm", "r")) {
+                if (std::fscanf(statm, "%ld %ld", &pages, &resident) != 2) resident = 0;
+                std::fclose(statm);
+            }
+            std::printf("open_s %.4f maxrss_kb %ld rss_after_kb %ld\n", seconds, usage.ru_maxrss, resident * 4);
         } else if (cmd == "plain" && argc == 5) {
             check_ort(api->CreateSession(env, argv[2], so, &session));
             run(session, argv[3], argv[4]);

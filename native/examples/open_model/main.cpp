@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
     try {
         ortseal::KeySet keys = ortseal::KeySet::load(argv[1]);
         ortseal::Model model = ortseal::Model::open(argv[2], keys, /*min_release=*/0);
-        OrtSession* session = model.create_session(api, env, options);  // model must outlive session
+        OrtSession* session = model.create_session(api, env, options);  // ORT copies the weights; ortseal wipes its own
         size_t inputs = 0;
         api->SessionGetInputCount(session, &inputs);
         std::printf("opened %s (release %llu): %zu inputs\n", model.name().c_str(),
