@@ -41,9 +41,10 @@ def small(folder: Path) -> None:
     onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
 
 
-def measure(cmd: list[str]) -> tuple[float, int]:
+def measure(cmd: list[str]) -> tuple[float, int, int]:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
-    return float(out[out.index("open_s") + 1]), int(out[out.index("maxrss_kb") + 1])
+    return (float(out[out.index("open_s") + 1]), int(out[out.index("maxrss_kb") + 1]),
+            int(out[out.index("rss_after_kb") + 1]))
 
 
 def main() -> None:
@@ -53,8 +54,9 @@ def main() -> None:
     args = ap.parse_args()
     host = str(build_native(ort=True) / "ortseal_ort_host")
     keys = ortseal.KeySet.generate()
-    print("| model | plain open (s) | sealed open (s) | open ratio | plain peak RSS (MiB) | sealed peak RSS (MiB) | RSS ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | plain open (s) | sealed open (s) | open ratio | peak RSS plain / sealed (MiB) | peak ratio "
+          "| RSS after open plain / sealed (MiB) | after ratio |")
+    print("|---|---|---|---|---|---|---|---|")
     for mib in args.mib:
         with tempfile.TemporaryDirectory(dir=HERE.parent / "build") as tmp:
             folder = Path(tmp)
@@ -65,9 +67,11 @@ def main() -> None:
             for _ in range(args.runs):  # alternate, so both see the same machine
                 plain.append(measure([host, "time-plain", str(folder / "model.onnx")]))
                 sealed.append(measure([host, "time-sealed", str(folder / "keys.json"), str(folder / "sealed.onnx")]))
-            p_t, s_t = statistics.median(t for t, _ in plain), statistics.median(t for t, _ in sealed)
-            p_r, s_r = max(r for _, r in plain) / 1024, max(r for _, r in sealed) / 1024
-            print(f"| {mib} MiB | {p_t:.3f} | {s_t:.3f} | {s_t / p_t:.2f}x | {p_r:.0f} | {s_r:.0f} | {s_r / p_r:.2f}x |")
+            p_t, s_t = statistics.median(t for t, _, _ in plain), statistics.median(t for t, _, _ in sealed)
+            p_r, s_r = max(r for _, r, _ in plain) / 1024, max(r for _, r, _ in sealed) / 1024
+            p_a, s_a = max(a for _, _, a in plain) / 1024, max(a for _, _, a in sealed) / 1024
+            print(f"| {mib} MiB | {p_t:.3f} | {s_t:.3f} | {s_t / p_t:.2f}x | {p_r:.0f} / {s_r:.0f} | {s_r / p_r:.2f}x "
+                  f"| {p_a:.0f} / {s_a:.0f} | {s_a / p_a:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
