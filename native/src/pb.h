@@ -27,7 +27,8 @@ typedef struct pb_field {
     pb_span whole;   /* the field as stored: tag included */
 } pb_field;
 
-static inline pb_reader pb_open(pb_span s) { pb_reader r = {s.p, s.p + s.len, false}; return r; }
+/* An absent field is the empty span {NULL, 0}: NULL + 0 is undefined in C, so it is not computed. */
+static inline pb_reader pb_open(pb_span s) { pb_reader r = {s.p, s.p ? s.p + s.len : s.p, false}; return r; }
 /* The next field; false at the end or on malformed bytes (then r->bad). */
 bool pb_next(pb_reader *r, pb_field *f);
 bool pb_span_eq(pb_span s, const char *text);
