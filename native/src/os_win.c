@@ -15,7 +15,8 @@
  *   - engine writes go to a new temporary file beside the target (CREATE_NEW: never an existing file) shared
  *     with nobody while written (the role of os_posix.c's flock), flushed, and renamed over the target
  *     through that same handle (FileRenameInfo, ReplaceIfExists): atomic, and nothing half-written is left;
- *   - buffers are wiped (errors.c's wipe: volatile stores) before they are freed.
+ *   - os_parallel runs on Windows threads (CreateThread), indices handed out by an atomic counter;
+ *   - buffers are wiped (errors.c's wipe) before they are freed.
  * Compiled by the mingw-w64 cross build in CI (tests/test_native_portability.py); see docs/support-matrix.md
  * for what has been run. */
 #define __USE_MINGW_ANSI_STDIO 1 /* C99 printf on Windows (mingw-w64) */
