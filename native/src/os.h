@@ -1,0 +1,46 @@
+/* The OS layer: the only code that touches files. os_posix.c (Linux, macOS) and os_win.c (Windows)
+ * implement it; the rest of the library is plain C11. Every file is opened once, without following a
+ * link another user could plant, checked to be a regular file on the opened handle, and read into memory
+ * the library owns ("read once, check, then use"). */
+#ifndef ORTSEAL_OS_H
+#define ORTSEAL_OS_H
+
+#include "internal.h"
+
+typedef struct os_buffer { uint8_t *data; size_t len; } os_buffer;
+typedef struct os_dir os_dir;   /* a folder, held open: files named by a model are opened inside it */
+typedef struct os_file os_file;
+
+void os_buffer_free(os_buffer *b); /* zeroizes */
+/* Read a whole regular file (not a FIFO/device/folder: FORMAT; missing: IO) of at most max bytes. */
+ortseal_code os_read_regular(const char *path, uint64_t max, os_buffer *out, ortseal_error *err);
+/* Read a model file once and keep its folder open (as the opened descriptor shows). */
+ortseal_code os_read_model(const char *path, os_buffer *out, os_dir **dir, ortseal_error *err);
+ortseal_code os_open_dir(const char *path, os_dir **dir, ortseal_error *err);
+void os_dir_close(os_dir *dir);
+/* Open name (one path component, no separators) inside dir: a regular file, links not followed. */
+ortseal_code os_open_in(os_dir *dir, const char *name, os_file **f, uint64_t *size, ortseal_error *err);
+ortseal_code os_pread(os_file *f, uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err);
+void os_close(os_file *f);
+
+/* The engine cache (engine.c). An engine file: opened without following a link or waiting on a FIFO,
+ * a regular, non-sparse file (TAMPERED otherwise, as ortseal/tensorrt/vault.py), read whole (or, with
+ * header_only, its first ORTSEAL_MAX_HEADER_SIZE bytes) once; *file_size from the same fstat. */
+ortseal_code os_read_engine(const char *path, bool header_only, os_buffer *out, uint64_t *file_size, ortseal_error *err);
+/* Write data to path atomically: a temp file ".<name>.XXXXXX.tmp" beside it, held with an exclusive flock
+ * while written (so a cleaner can tell a live writer from a dead one), mode 0600, fsync, rename, fsync dir. */
+ortseal_code os_write_atomic(const char *path, const uint8_t *data, size_t len, ortseal_error *err);
+/* The canonical folder of path (realpath of its dirname) into out. */
+bool os_parent_dir(const char *path, char *out, size_t cap);
+bool os_canonical_dir(const char *dir, char *out, size_t cap);
+const char *os_base_name(const char *path);
+/* The shim: load the library at path (the same instance ORT loads by that path) and look up a symbol. */
+void *os_library_symbol(const char *path, const char *symbol, ortseal_error *err);
+/* Run fn(ctx, i) for i in [0, n) on up to os_cores() threads (the caller's included); returns when all ran. */
+void os_parallel(size_t n, void (*fn)(void *ctx, size_t i), void *ctx);
+size_t os_cores(void);
+/* One process-wide lock for the engine-cache registry. */
+void os_registry_lock(void);
+void os_registry_unlock(void);
+
+#endif
