@@ -13,6 +13,7 @@ import pytest
 from native_host import NATIVE, ort_headers, ort_library
 
 HERE = Path(__file__).parent / "vectors"
+pytestmark = pytest.mark.slow  # a second CMake build and install, and a consumer project
 
 
 def run(*cmd: str | os.PathLike[str], env: dict | None = None) -> str:

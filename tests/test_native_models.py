@@ -133,6 +133,7 @@ def _backend_sample() -> list[str]:
     return ids[::max(1, len(ids) // 24)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case_id", _backend_sample())
 def test_backend_case_opens_bit_identical_in_the_cpp_host(hosts, publisher, tmp_path, case_id):
     import test_onnx_backend
@@ -171,6 +172,7 @@ def _corpus():
     return corpus.MODELS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", _corpus(), ids=lambda m: m.id)
 def test_corpus_model_opens_bit_identical_in_the_cpp_host(hosts, publisher, tmp_path, model):
     import corpus
