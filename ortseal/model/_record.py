@@ -36,6 +36,7 @@ MANIFEST_FORMAT = "ortseal-model-manifest"
 MAX_MANIFEST_BYTES = 64 << 20
 MAX_MANIFEST_ENTRIES = 1 << 20  # sealed tensors plus plain external tensors
 MAX_TOP_LEVEL_FIELDS = 1 << 16  # fields of the ModelProto itself (its graph is one), read before the parse
+MAX_ENTRY_FIELDS = 8  # fields of one metadata_props entry (a writer gives two: key, value), read before the parse
 METADATA_FIELD = 14  # ModelProto.metadata_props
 BODY_LABEL = b"ortseal v3 model\x00"
 SIGNATURE_LABEL = b"ortseal v3 model signature\x00"
@@ -119,7 +120,8 @@ def _fields(data: memoryview, limit: int) -> Iterator[tuple[int, int, memoryview
     while at < len(data):
         count += 1
         if count > limit:
-            raise FormatError(f"the model has more than {limit} top-level protobuf fields (docs/format.md, limits)")
+            raise FormatError(f"the model has more than {limit} protobuf fields in one message read before the parse "
+                              "(docs/format.md, limits)")
         key, at = _read_varint(data, at)
         number, wire = key >> 3, key & 7
         if wire == 0:
@@ -145,11 +147,24 @@ def metadata_entries(body: bytes | memoryview) -> list[tuple[bytes, bytes]]:
     for number, _, field_bytes in _fields(memoryview(body), MAX_TOP_LEVEL_FIELDS):
         if number == METADATA_FIELD and field_bytes is not None:
             got = {1: b"", 2: b""}
-            for inner, _, value in _fields(field_bytes, MAX_TOP_LEVEL_FIELDS):
+            for inner, _, value in _fields(field_bytes, MAX_ENTRY_FIELDS):
                 if inner in got and value is not None:
                     got[inner] = bytes(value)
             entries.append((got[1], got[2]))
     return entries
+
+
+def sealed_format(data: bytes | memoryview) -> bytes | None:
+    """The ``ortseal.sealed`` metadata value of a serialized ModelProto (``b"3"`` for this format; every
+    format ortseal ever wrote has one), read from the wire format without parsing the graph; None when the
+    model has none or the bytes are not protobuf (an ORT-format file)."""
+    if b"ortseal.sealed" not in data:
+        return None
+    try:
+        values = [value for key, value in metadata_entries(data) if key == b"ortseal.sealed"]
+    except FormatError:
+        return None
+    return values[-1] if values else None
 
 
 def find_manifest(body: bytes | memoryview) -> Manifest:

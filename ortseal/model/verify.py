@@ -22,9 +22,8 @@ from .._onnx_proto import ModelProto, TensorProto
 from ..blob import BlobSource, Opener
 from ..errors import FormatError, TamperedError
 from ..keys import KeySet
-from ._graph import DataFiles, LoadedModel, Places, SealedTensor, is_external, tensor_context, walk
+from ._graph import METADATA_KEY, DataFiles, LoadedModel, Places, SealedTensor, is_external, tensor_context, walk
 from ._record import (
-    MANIFEST_KEY,
     MODEL_FORMAT_VERSION,
     RECORD_KEY,
     RESEAL,
@@ -141,18 +140,21 @@ def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0,
 
 def _unrecorded(loaded: LoadedModel) -> Exception:
     """The error for a model without a seal record at its end: one rewritten after sealing, sealed by an
-    older format, or not sealed at all."""
+    older format, or not sealed at all. Told from the metadata's wire format alone: a file that has no
+    record is trusted by nobody, so its graph is never parsed."""
     entries = metadata_entries(loaded.data)
     if any(key == RECORD_KEY.encode("ascii") for key, _ in entries):
         return TamperedError("the sealed model file was rewritten after sealing: its seal record is no longer the "
                              "last thing in the file")
-    manifests = [value for key, value in entries if key == MANIFEST_KEY.encode("ascii")]
-    if not walk(loaded.model).sealed:  # (which names format v1, whose Unseal nodes have another shape)
+    formats = [value for key, value in entries if key == METADATA_KEY.encode("ascii")]
+    if not formats:
         return FormatError("the model holds no sealed tensor (it is not sealed by ortseal)")
-    if len(manifests) == 1 and b'"version":2' in manifests[0]:
-        return FormatError(f"this model was sealed by ortseal model format v2, which is refused (its signature "
-                           f"does not cover the whole file); {RESEAL}")
-    return FormatError(f"the model holds Unseal nodes but does not end with an ortseal v{MODEL_FORMAT_VERSION} "
+    if formats[-1] in (b"1", b"2"):
+        why = "its signatures do not commit to the content" if formats[-1] == b"1" else \
+            "its signature does not cover the whole file"
+        return FormatError(f"this model was sealed by ortseal model format v{formats[-1].decode()}, which is refused "
+                           f"({why}); {RESEAL}")
+    return FormatError(f"the model is marked sealed but does not end with an ortseal v{MODEL_FORMAT_VERSION} "
                        f"seal record: it was damaged, edited, or sealed by an older ortseal; {RESEAL}")
 
 
