@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 import ortseal
 from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError, UnsafeOptionError
-from ortseal.model._graph import SEALED_SUFFIX, load_model
+from ortseal.model._graph import NOTE_KEY, OPEN_WITH, PLAIN_ORT_ERROR, SEALED_SUFFIX, load_model
 
 CPU = ["CPUExecutionProvider"]
 
@@ -86,6 +86,18 @@ def tiny(tmp_path_factory):
     return d, keys, weights, summary, feeds
 
 
+def test_a_plain_loader_is_told_how_to_open_a_sealed_model(tiny):
+    """The error every loader but ortseal's gives names the Unseal op; the model's description (Netron's
+    "description", onnxruntime's get_modelmeta()) and its metadata, both signed, name the fix."""
+    d, *_ = tiny
+    sealed = d / "sealed" / "model.onnx"
+    with pytest.raises(Exception, match=PLAIN_ORT_ERROR.replace("(", r"\(").replace(")", r"\)")):
+        ort.InferenceSession(str(sealed), providers=CPU)
+    model = onnx.load(str(sealed), load_external_data=False)
+    assert model.doc_string.startswith(OPEN_WITH) and "ortseal.InferenceSession" in OPEN_WITH
+    assert {p.key: p.value for p in model.metadata_props}[NOTE_KEY] == OPEN_WITH
+
+
 def test_ort_example_model_bit_identical(tmp_path, keys):
     src = Path(onnxruntime.datasets.get_example("mul_1.onnx"))
     shutil.copy(src, tmp_path / "mul_1.onnx")
@@ -144,7 +156,7 @@ def test_everything_else_is_preserved(tiny):
     d, *_ = tiny
     plain = onnx.load(str(d / "model.onnx"), load_external_data=False)
     sealed = onnx.load(str(d / "sealed" / "model.onnx"), load_external_data=False)
-    assert sealed.ir_version == plain.ir_version and sealed.doc_string == plain.doc_string
+    assert sealed.ir_version == plain.ir_version and sealed.doc_string == f"{OPEN_WITH}\n\n{plain.doc_string}"
     assert sealed.producer_name == plain.producer_name
     assert {p.key: p.value for p in plain.metadata_props}.items() <= {p.key: p.value for p in sealed.metadata_props}.items()
     assert [o for o in sealed.opset_import if o.domain != "ai.ortseal"] == list(plain.opset_import)

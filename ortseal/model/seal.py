@@ -39,6 +39,8 @@ from ..keys import KeySet
 from ._graph import (
     LIKE_PREFIX,
     METADATA_KEY,
+    NOTE_KEY,
+    OPEN_WITH,
     SEALED_SUFFIX,
     SELECTION_KEY,
     DataFiles,
@@ -431,7 +433,10 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
                                                      data_path.name if data_path else "")
             _set_metadata(model, {METADATA_KEY: str(MODEL_FORMAT_VERSION), MANIFEST_KEY: manifest.to_json(),
                                   SELECTION_KEY: rfc8785.dumps({"min_bytes": min_bytes, "include": include,
-                                                                 "exclude": exclude}).decode("utf-8")})
+                                                                 "exclude": exclude}).decode("utf-8"),
+                                  NOTE_KEY: OPEN_WITH})
+            # the model's description, as Netron and onnxruntime's get_modelmeta() show it: the fix comes first
+            model.doc_string = OPEN_WITH + (f"\n\n{model.doc_string}" if model.doc_string else "")
             body = model.SerializeToString()
             record = make_record(body_digest(body), keys, sign=sign, key_id=key_id)
     with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
