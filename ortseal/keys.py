@@ -359,6 +359,14 @@ class KeySet:
             return None
         return key
 
+    def untrusted(self, what: str, signer_id: str, purpose: str) -> str:
+        """Why :meth:`trusted_key` gave None, as a sentence about ``what`` (for the refusal's message): a signer
+        this keyset does not know at all usually means the wrong keyset; a known one is scoped elsewhere."""
+        if signer_id not in self._trusted:
+            return f"{what} is signed by {signer_id}, which this keyset does not trust (wrong keyset?)"
+        return (f"{what} is signed by {signer_id}, which this keyset does not trust for {purpose!r} (it trusts that key "
+                "for other purposes only)")
+
     # -- files -----------------------------------------------------------------------------------
     def _public_doc(self) -> dict[str, Any]:
         own = set(self._signing)

@@ -431,7 +431,8 @@ def test_truncated_payload(sealed_copy):
 
 def test_wrong_key_untrusted_signer_and_device_keyset(sealed_copy, other_keys):
     path, keys = sealed_copy
-    with pytest.raises(TamperedError, match="does not trust for 'model:model'"):  # signer before any key lookup
+    with pytest.raises(TamperedError, match=rf"the model 'model' is signed by {keys.signing_key_ids[0]}, which this "
+                       r"keyset does not trust \(wrong keyset\?\)"):  # signer before any key lookup
         ortseal.InferenceSession(str(path), providers=CPU, keys=other_keys)
     with pytest.raises(KeyNotFoundError):
         ortseal.InferenceSession(str(path), providers=CPU, keys=KeySet.merge(other_keys.without_signing(), keys.public()))

@@ -212,8 +212,7 @@ def check_record(record: SealRecord, digest: bytes, manifest: Manifest, keys: Ke
     if record.signer_id is not None:
         public = keys.trusted_key(record.signer_id, manifest.purpose)
         if public is None:
-            raise TamperedError(f"the model {manifest.model!r} is signed by {record.signer_id!r}, which this keyset "
-                                f"does not trust for {manifest.purpose!r}")
+            raise TamperedError(keys.untrusted(f"the model {manifest.model!r}", record.signer_id, manifest.purpose))
         try:
             public.verify(record.tag, SIGNATURE_LABEL + digest)
         except InvalidSignature:
