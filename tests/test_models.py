@@ -98,6 +98,29 @@ def test_a_plain_loader_is_told_how_to_open_a_sealed_model(tiny):
     assert {p.key: p.value for p in model.metadata_props}[NOTE_KEY] == OPEN_WITH
 
 
+def test_release_up_to_2_63_minus_1(tmp_path, keys):
+    """Releases use the blob header's 63 bits: above 2**53 - 1 too (the manifest writes the exact digits)."""
+    transformer_like(tmp_path / "m.onnx", d=16, vocab=32, seq=4)
+    top = 2**63 - 1
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "s.onnx", keys, min_bytes=64, release=top, progress=False)
+    assert ortseal.verify_model(tmp_path / "s.onnx", keys, min_release=top).release == top
+    assert ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=CPU, keys=keys, min_release=top).is_sealed
+    manifest = {p.key: p.value for p in onnx.load(str(tmp_path / "s.onnx"), load_external_data=False).metadata_props}
+    assert f'"release":{top},' in manifest["ortseal.manifest"]  # exact digits, not a rounded double
+    with pytest.raises(ValueError, match=r"release must be an int in \[0, 2\*\*63 - 1\]"):
+        ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "t.onnx", keys, min_bytes=64, release=top + 1)
+
+
+@pytest.mark.parametrize("bad", [-1, True, 2**63, 1.0, "4"])
+def test_verify_model_refuses_a_bad_min_release_as_inference_session_does(tiny, bad):
+    d, keys, *_ = tiny
+    for opens in (lambda: ortseal.verify_model(d / "sealed" / "model.onnx", keys, min_release=bad),
+                  lambda: ortseal.InferenceSession(str(d / "sealed" / "model.onnx"), providers=CPU, keys=keys,
+                                                   min_release=bad)):
+        with pytest.raises(ValueError, match="min_release must be an int"):
+            opens()
+
+
 def test_ort_example_model_bit_identical(tmp_path, keys):
     src = Path(onnxruntime.datasets.get_example("mul_1.onnx"))
     shutil.copy(src, tmp_path / "mul_1.onnx")

@@ -163,7 +163,9 @@ class Manifest:
             "external": [{"location": e.location, "offset": e.offset, "length": e.length, "sha256": e.sha256.hex()}
                          for e in self.external],
         }
-        return rfc8785.dumps(doc).decode("utf-8")  # type: ignore[arg-type]  # rfc8785 types values narrowly
+        # RFC 8785 writes numbers as IEEE doubles, so it refuses integers above 2**53 - 1; a release goes up to
+        # 2**63 - 1 and is written as its exact digits (the same text JCS gives for every smaller one).
+        return "{" + ",".join(f"{_jcs(k)}:{v if k == 'release' else _jcs(v)}" for k, v in sorted(doc.items())) + "}"
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -202,6 +204,10 @@ class Manifest:
 
 def _int(value: object, top: int = (1 << 63) - 1) -> bool:
     return type(value) is int and 0 <= value <= top
+
+
+def _jcs(value: object) -> str:
+    return rfc8785.dumps(value).decode("utf-8")  # type: ignore[arg-type]  # rfc8785 types values narrowly
 
 
 def check_record(record: SealRecord, digest: bytes, manifest: Manifest, keys: KeySet, *, min_release: int = 0) -> bool:
