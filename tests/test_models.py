@@ -121,6 +121,44 @@ def test_verify_model_refuses_a_bad_min_release_as_inference_session_does(tiny, 
             opens()
 
 
+def test_fallback_refuses_a_model_over_2_gib_before_reading_it(tmp_path, keys):
+    """A sealed model whose plain external tensors add up to more than protobuf's 2 GiB: the fallback (one
+    in-memory model) raises FormatError on the signed lengths, before reading them. The 2 GiB are a sparse
+    file and a publisher's re-signed manifest, so nothing of that size is written or read."""
+    import dataclasses
+
+    from ortseal.ops.manifest import MANIFEST_KEY, RECORD_KEY, Manifest, body_digest, make_record
+
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(np.ones(64, np.float32), "b")])
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx", save_as_external_data=True, size_threshold=0,
+              location="m.onnx.data")
+    sealed = tmp_path / "s.onnx"
+    ortseal.seal_model(tmp_path / "m.onnx", sealed, keys, min_bytes=1, exclude="^b$", progress=False)
+    model = onnx.load(str(sealed), load_external_data=False)
+    huge = 2**31
+    b = next(t for t in model.graph.initializer if t.name == "b")
+    offset = int(next(e.value for e in b.external_data if e.key == "offset"))
+    next(e for e in b.external_data if e.key == "length").value = str(huge)
+    b.dims[:] = [huge // 4]
+    props = [p for p in model.metadata_props if p.key != RECORD_KEY]
+    manifest = Manifest.from_json(next(p.value for p in props if p.key == MANIFEST_KEY))
+    manifest.external = [dataclasses.replace(manifest.external[0], length=huge)]
+    next(p for p in props if p.key == MANIFEST_KEY).value = manifest.to_json()
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    body = model.SerializeToString()
+    sealed.write_bytes(body + make_record(body_digest(body), keys, sign=True, key_id=manifest.key_id))
+    os.truncate(tmp_path / "s.onnx.data", offset + huge)  # sparse: no 2 GiB written
+    assert os.stat(tmp_path / "s.onnx.data").st_blocks * 512 < 2**20
+    with pytest.raises(FormatError, match="would be 2.0 GiB, over protobuf's 2 GiB; open it with ortseal.InferenceSession"):
+        ortseal.fallback_session_options(keys, model=str(sealed))
+
+
 def test_ort_example_model_bit_identical(tmp_path, keys):
     src = Path(onnxruntime.datasets.get_example("mul_1.onnx"))
     shutil.copy(src, tmp_path / "mul_1.onnx")
