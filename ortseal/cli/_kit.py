@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +78,7 @@ class ErrorBoundary:
 
     def main(self, *args: Any, **extra: Any) -> Any:  # click's arguments (args, prog_name...), always standalone
         extra.pop("standalone_mode", None)
+        terminate_as_exit()
         try:
             code = super().main(*args, standalone_mode=False, **extra)  # type: ignore[misc]
         except click.UsageError as exc:
@@ -85,10 +88,28 @@ class ErrorBoundary:
         except click.ClickException as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
-        except (click.Abort, KeyboardInterrupt, EOFError):
+        except (click.Abort, KeyboardInterrupt, EOFError) as exc:
+            if KeyboardInterrupt in (type(exc), type(exc.__cause__), type(exc.__context__)):
+                click.echo("error: interrupted", err=True)  # what it was writing was removed on the way out
+                sys.exit(INTERRUPTED)
             click.echo("error: aborted", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+INTERRUPTED = 128 + signal.SIGINT  # the shell's code for a command stopped by Ctrl-C
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def terminate_as_exit() -> None:
+    """SIGTERM (``kill``, a service manager stopping a job) unwinds the command as Ctrl-C does, so every
+    ``finally`` runs and a half-written output's temp file is removed; the exit code is 143, as for a
+    process killed by it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
 
 
 class Group(ErrorBoundary, click.Group):

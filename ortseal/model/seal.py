@@ -31,7 +31,7 @@ from onnx import (
     numpy_helper,
 )
 
-from .._atomic import atomic_writer
+from .._atomic import atomic_writer, output_lock
 from .._progress import ByteProgress
 from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, check_release, sealed_length
 from ..errors import FormatError
@@ -399,50 +399,53 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     if not sign and keys.requires_signature:
         raise ValueError("sign=False writes a model this keyset could never open, since it "
                          "requires signatures; sign it, or use a keyset made with allow_unsigned=True")
-    with DataFiles(loaded.base_dir) as files:
-        _inline_attribute_tensors(model, files)
-        chosen, left_plain = _select(model, min_bytes, include, exclude)
-        if not chosen:
-            raise ValueError(_nothing_to_seal(src_path, min_bytes, include, exclude, left_plain))
-        selected = _rewrite(model, chosen, keys, segment_size)
-        if not any(o.domain == DOMAIN for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
-        manifest = Manifest(model_name, release, secrets.token_hex(16), key_id)
-        total = sum(s.nbytes for s in selected)
-        if not external_data and total > (1 << 31) - (64 << 20):
-            raise ValueError("sealed payloads over 2 GiB need external_data=True")
-        data_path = dst_path.with_name(dst_path.name + ".data") if external_data else None
-        bar = ByteProgress(total, f"sealing {src_path.name}", enabled=progress)
-        with bar, contextlib.ExitStack() as stack:
-            inline = io.BytesIO()
-            data = stack.enter_context(atomic_writer(data_path, mode=0o644, overwrite=overwrite)) if data_path else inline
-            blobs = stack.enter_context(BlobWriter(data, keys, segment_size=segment_size))
-            for s in selected:
-                with contextlib.ExitStack() as source:
-                    offset = data.tell()
-                    tensor = s.candidate.tensor
-                    assert tensor is not None
-                    info = blobs.write(_tensor_bytes(tensor, files, s.nbytes, source), sign=False, release=release,
-                                       context=tensor_context(manifest.seal_id, s.identity), progress=bar.update)
-                manifest.tensors[s.identity] = TensorEntry(info.digest, s.nbytes)
-                if data_path:
-                    set_external(s.blob, data_path.name, offset, info.length)
-                else:
-                    s.blob.raw_data = inline.getbuffer()[offset:offset + info.length].tobytes()
-            manifest.external = _move_plain_external(model, files, data if data_path else None,
-                                                     data_path.name if data_path else "")
-            _set_metadata(model, {METADATA_KEY: str(MODEL_FORMAT_VERSION), MANIFEST_KEY: manifest.to_json(),
-                                  SELECTION_KEY: rfc8785.dumps({"min_bytes": min_bytes, "include": include,
-                                                                 "exclude": exclude}).decode("utf-8"),
-                                  NOTE_KEY: OPEN_WITH})
-            # the model's description, as Netron and onnxruntime's get_modelmeta() show it: the fix comes first
-            model.doc_string = OPEN_WITH + (f"\n\n{model.doc_string}" if model.doc_string else "")
-            body = model.SerializeToString()
-            record = make_record(body_digest(body), keys, sign=sign, key_id=key_id)
-    with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
-        fh.write(body)
-        fh.write(record)
-    return SealSummary(dst_path, data_path, [s.candidate.name for s in selected], total, manifest, left_plain)
+    # one writer at a time for this model and its data file: two seals to one output must not pair one's
+    # model with the other's data; and what a killed seal left (its temp files) goes first
+    with output_lock(dst_path):
+        with DataFiles(loaded.base_dir) as files:
+            _inline_attribute_tensors(model, files)
+            chosen, left_plain = _select(model, min_bytes, include, exclude)
+            if not chosen:
+                raise ValueError(_nothing_to_seal(src_path, min_bytes, include, exclude, left_plain))
+            selected = _rewrite(model, chosen, keys, segment_size)
+            if not any(o.domain == DOMAIN for o in model.opset_import):
+                model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
+            manifest = Manifest(model_name, release, secrets.token_hex(16), key_id)
+            total = sum(s.nbytes for s in selected)
+            if not external_data and total > (1 << 31) - (64 << 20):
+                raise ValueError("sealed payloads over 2 GiB need external_data=True")
+            data_path = dst_path.with_name(dst_path.name + ".data") if external_data else None
+            bar = ByteProgress(total, f"sealing {src_path.name}", enabled=progress)
+            with bar, contextlib.ExitStack() as stack:
+                inline = io.BytesIO()
+                data = stack.enter_context(atomic_writer(data_path, mode=0o644, overwrite=overwrite)) if data_path else inline
+                blobs = stack.enter_context(BlobWriter(data, keys, segment_size=segment_size))
+                for s in selected:
+                    with contextlib.ExitStack() as source:
+                        offset = data.tell()
+                        tensor = s.candidate.tensor
+                        assert tensor is not None
+                        info = blobs.write(_tensor_bytes(tensor, files, s.nbytes, source), sign=False, release=release,
+                                           context=tensor_context(manifest.seal_id, s.identity), progress=bar.update)
+                    manifest.tensors[s.identity] = TensorEntry(info.digest, s.nbytes)
+                    if data_path:
+                        set_external(s.blob, data_path.name, offset, info.length)
+                    else:
+                        s.blob.raw_data = inline.getbuffer()[offset:offset + info.length].tobytes()
+                manifest.external = _move_plain_external(model, files, data if data_path else None,
+                                                         data_path.name if data_path else "")
+                _set_metadata(model, {METADATA_KEY: str(MODEL_FORMAT_VERSION), MANIFEST_KEY: manifest.to_json(),
+                                      SELECTION_KEY: rfc8785.dumps({"min_bytes": min_bytes, "include": include,
+                                                                     "exclude": exclude}).decode("utf-8"),
+                                      NOTE_KEY: OPEN_WITH})
+                # the model's description, as Netron and onnxruntime's get_modelmeta() show it: the fix comes first
+                model.doc_string = OPEN_WITH + (f"\n\n{model.doc_string}" if model.doc_string else "")
+                body = model.SerializeToString()
+                record = make_record(body_digest(body), keys, sign=sign, key_id=key_id)
+        with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
+            fh.write(body)
+            fh.write(record)
+        return SealSummary(dst_path, data_path, [s.candidate.name for s in selected], total, manifest, left_plain)
 
 
 def _set_metadata(model: ModelProto, entries: dict[str, str]) -> None:
