@@ -127,7 +127,7 @@ def test_fallback_refuses_a_model_over_2_gib_before_reading_it(tmp_path, keys):
     file and a publisher's re-signed manifest, so nothing of that size is written or read."""
     import dataclasses
 
-    from ortseal.ops.manifest import MANIFEST_KEY, RECORD_KEY, Manifest, body_digest, make_record
+    from ortseal.model._record import MANIFEST_KEY, RECORD_KEY, Manifest, body_digest, make_record
 
     w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
     graph = helper.make_graph(
