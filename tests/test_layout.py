@@ -22,7 +22,7 @@ LAYERS = [
     {"ortseal.blob"},
     {"ortseal.tensorrt"},
     {"ortseal.model"},
-    {"ortseal.cli"},
+    {"ortseal.cli", "ortseal.hf"},  # the shells over the public API: the command line, optimum/sentence-transformers
 ]
 ALIASES = {"ortseal.ops", "ortseal.ep_plugin"}  # deprecated: they import the new places, nothing imports them
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._files import ReadPolicy, open_checked
 from ..errors import FormatError, KeyNotFoundError, OrtsealError
 
 if TYPE_CHECKING:
@@ -66,19 +67,22 @@ class ErrorBoundary:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise click.exceptions.Exit(0) from None
         except (OrtsealError, OSError, ValueError, ImportError) as exc:
-            kind, detail = type(exc).__name__, cli_words(str(exc))
+            kind, detail = type(exc).__name__, cli_words(describe(exc))
         except Exception as exc:  # noqa: BLE001 - the boundary: nothing gets past it as a traceback
             logging.getLogger("ortseal").debug("unexpected error", exc_info=True)
-            kind, detail = f"unexpected {type(exc).__name__}", (f"{exc} (a bug in ortseal; --log-level debug shows "
-                                                                 "where; please report it)")
+            # a bug: the one message that keeps Python's class name, for the report
+            kind = f"unexpected {type(exc).__name__}"
+            detail = f"{kind}: {exc} (a bug in ortseal; --log-level debug shows where; please report it)"
         if ctx.meta.get(JSON_META):
-            _echo_json_error(ctx, kind, detail)
-        message = f"{kind}: {detail}"
-        raise click.ClickException(message)
+            _echo_json_error(ctx, kind, detail)  # the class name is for tools; people get the sentence alone
+        raise click.ClickException(detail)
 
     def main(self, *args: Any, **extra: Any) -> Any:  # click's arguments (args, prog_name...), always standalone
         extra.pop("standalone_mode", None)
         terminate_as_exit()
+        if isinstance(self, click.Group):  # args[0], when given, is click's ``args``
+            argv = list(args[0]) if args and args[0] is not None else sys.argv[1:]
+            args = (hoist_global_options(argv), *args[1:])
         try:
             code = super().main(*args, standalone_mode=False, **extra)  # type: ignore[misc]
         except click.UsageError as exc:
@@ -95,6 +99,39 @@ class ErrorBoundary:
             click.echo("error: aborted", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def describe(exc: BaseException) -> str:
+    """What failed, as a sentence: ``OSError``'s own text is Python's (``[Errno 2] No such file or directory:
+    'x'``), so it becomes ``x: No such file or directory``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = exc.filename if exc.filename is not None else ""
+        return f"{name}: {exc.strerror}" if name else exc.strerror
+    return str(exc)
+
+
+GLOBAL_FLAGS = ("-q", "--quiet")
+GLOBAL_VALUED = ("--log-level",)
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """The group's own options given after the subcommand (``ortseal seal ... --quiet``) moved before it,
+    as users of git and openssl expect; nothing after ``--`` is touched."""
+    head, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        if a in GLOBAL_FLAGS or any(a.startswith(o + "=") for o in GLOBAL_VALUED):
+            head.append(a)
+        elif a in GLOBAL_VALUED and i + 1 < len(args):
+            head += args[i:i + 2]
+            i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return head + rest
 
 
 INTERRUPTED = 128 + signal.SIGINT  # the shell's code for a command stopped by Ctrl-C
@@ -171,18 +208,18 @@ class Passphrase:
             value = os.environ.get(self.env)
             where = f"environment variable {self.env} (from {self.option}passphrase-env)"
         elif self.file is not None:
-            try:
-                value = Path(self.file).read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise click.ClickException(f"{self.option}passphrase-file {self.file}: {exc.strerror}") from exc
             where = f"{self.option}passphrase-file {self.file}"
+            # a regular file only: a FIFO put in its place would block the command until someone writes to it
+            fd, _ = open_checked(self.file, ReadPolicy(f"{self.option}passphrase-file", FormatError))
+            with os.fdopen(fd, "rb") as fh:
+                value = _decoded(read_bounded(fh, MAX_PASSPHRASE_BYTES, where), where)
         elif self.fd is not None:
-            try:
-                with os.fdopen(self.fd, "r", closefd=False) as fh:
-                    value = fh.read().rstrip("\r\n")
-            except OSError as exc:
-                raise click.ClickException(f"{self.option}passphrase-fd {self.fd}: {exc.strerror}") from exc
             where = f"{self.option}passphrase-fd {self.fd}"
+            try:
+                with os.fdopen(self.fd, "rb", closefd=False) as fh:
+                    value = _decoded(read_bounded(fh, MAX_PASSPHRASE_BYTES, where), where)
+            except OSError as exc:
+                raise click.ClickException(f"{where}: {exc.strerror}") from exc
         else:
             return None
         if not value:
@@ -227,17 +264,48 @@ def passphrase_options_for(prefix: str, param: str, whose: str) -> Callable[[Cal
 passphrase_options = passphrase_options_for("", "passphrase", "the keyset")
 
 
-def read_keyset(path: str, what: str = "--keys") -> bytes:
-    """The bytes of a keyset named on the command line: a file, ``-`` for stdin, or ``env:VAR``."""
+MAX_PASSPHRASE_BYTES = 64 << 10
+MAX_KEYSET_BYTES = 1 << 20  # a keyset file is a few hundred bytes per key
+
+
+def read_bounded(stream: Any, limit: int, what: str) -> bytes:
+    """All of ``stream`` (stdin, a pipe), refusing more than ``limit`` bytes: a reader of ``-`` stops at a
+    stated size instead of filling memory with whatever is piped in."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise click.ClickException(f"{what}: more than {format_limit(limit)}; refused")
+    return data
+
+
+def format_limit(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+def _decoded(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{where}: not UTF-8 text") from None
+
+
+def read_keyset(path: str, what: str = "--keys", device: bool = False) -> bytes:
+    """The bytes of a keyset named on the command line: a file, ``-`` for stdin, or ``env:VAR``. ``device``:
+    the command runs on a device, whose keyset comes from the publisher (the message for a missing file
+    says so instead of suggesting ``keygen``)."""
     if path.startswith("env:"):
         text = os.environ.get(path[4:], "").encode()
         if not text:
             raise click.ClickException(f"{what} {path}: environment variable {path[4:]} is not set or empty")
         return text
     if path == "-":
-        return sys.stdin.buffer.read()
+        return read_bounded(sys.stdin.buffer, MAX_KEYSET_BYTES, f"{what} - (stdin)")
     if not os.path.isfile(path):
-        raise click.ClickException(f"{what} {path}: no such keyset file (make one with: ortseal keygen -o {path})")
+        how = ("a device's keyset is made by the publisher: ortseal device-keys keys.json -o device.json" if device
+               else f"make one with: ortseal keygen -o {path}")
+        raise click.ClickException(f"{what} {path}: no such keyset file ({how})")
     return Path(path).read_bytes()
 
 
@@ -260,10 +328,17 @@ def open_keyset(text: bytes, path: str, passphrase: Passphrase, what: str = "--k
     return KeySet.from_json(text, click.prompt(f"passphrase for {path}", hide_input=True))
 
 
-def load_keys(path: str, passphrase: Passphrase, what: str = "--keys") -> KeySet:
+def load_keys(path: str, passphrase: Passphrase, what: str = "--keys", device: bool = False) -> KeySet:
     """Load ``--keys``: a keyset file, ``-`` for stdin, or ``env:VAR`` for a keyset held in an environment
     variable (:func:`read_keyset`, :func:`open_keyset`)."""
-    return open_keyset(read_keyset(path, what), path, passphrase, what)
+    return open_keyset(read_keyset(path, what, device), path, passphrase, what)
+
+
+def say(message: str) -> None:
+    """A line that reports success (``wrote ...``, ``ok ...``): not printed under ``--quiet``, which means
+    errors only. What a command was asked to show (a table, ``--json``, a keyset on stdout) is not said."""
+    if not quiet():
+        click.echo(message)
 
 
 keys_option = click.option("--keys", "keys_path", required=True, metavar="KEYS",

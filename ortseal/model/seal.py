@@ -355,7 +355,8 @@ def _rewrite(model: ModelProto, chosen: list[_Candidate], keys: KeySet, segment_
     return selected
 
 
-def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: KeySet, *, min_bytes: int = 1024,
+def seal_model(src: str | os.PathLike[str] | bytes, dst: str | os.PathLike[str] | BinaryIO, keys: KeySet, *,
+               min_bytes: int = 1024,
                include: str | None = None, exclude: str | None = None, sign: bool = True,
                external_data: bool = True, progress: bool = True, model_name: str | None = None,
                release: int = 0, overwrite: bool = False, segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealSummary:
@@ -375,19 +376,29 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     ``external_data`` (default) blobs go to ``<dst>.data`` beside ``dst``; both files are written
     atomically, and existing files are replaced only with ``overwrite``. Nothing is loaded whole that can be
     streamed.
+
+    ``src`` may be a model's bytes (one without external data; give ``model_name``) and ``dst`` a binary
+    stream (with ``external_data=False``: the sealed model is written to it whole, nothing else is written).
     """
-    src_path, dst_path = Path(src), Path(dst)
+    in_memory, to_stream = isinstance(src, bytes), hasattr(dst, "write")
+    src_path = Path("<bytes>") if in_memory else Path(src)  # type: ignore[arg-type]
+    dst_path = None if to_stream else Path(dst)  # type: ignore[arg-type]
     check_release(release)
+    if model_name is None and in_memory:
+        raise ValueError("a model given as bytes has no file name: give model_name (CLI: --model-name)")
     model_name = src_path.stem if model_name is None else model_name
     if not isinstance(model_name, str) or not model_name:
         raise ValueError("model_name must be a non-empty string")
-    loaded = load_model(src_path)
+    if to_stream and external_data:
+        raise ValueError("a sealed model written to a stream keeps its payloads inline: pass external_data=False "
+                         "(CLI: --inline)")
+    loaded = load_model(src if in_memory else src_path)  # type: ignore[arg-type]
     model = loaded.model
     if is_sealed_model(model):
-        raise FormatError(f"{src_path} is already sealed by ortseal")
-    if dst_path.resolve() == src_path.resolve():
+        raise FormatError(f"{loaded.name} is already sealed by ortseal")
+    if dst_path is not None and not in_memory and dst_path.resolve() == src_path.resolve():
         raise ValueError("dst must differ from src")
-    for existing in (dst_path, dst_path.with_name(dst_path.name + ".data") if external_data else None):
+    for existing in (dst_path, dst_path.with_name(dst_path.name + ".data") if dst_path and external_data else None):
         if existing is not None and not overwrite and existing.exists():
             raise FileExistsError(f"{existing} exists; choose another output, or replace it (overwrite=True)")
     if min_bytes < 0:
@@ -401,7 +412,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
                          "requires signatures; sign it, or use a keyset made with allow_unsigned=True")
     # one writer at a time for this model and its data file: two seals to one output must not pair one's
     # model with the other's data; and what a killed seal left (its temp files) goes first
-    with output_lock(dst_path):
+    with output_lock(dst_path) if dst_path is not None else contextlib.nullcontext():
         with DataFiles(loaded.base_dir) as files:
             _inline_attribute_tensors(model, files)
             chosen, left_plain = _select(model, min_bytes, include, exclude)
@@ -414,7 +425,7 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
             total = sum(s.nbytes for s in selected)
             if not external_data and total > (1 << 31) - (64 << 20):
                 raise ValueError("sealed payloads over 2 GiB need external_data=True")
-            data_path = dst_path.with_name(dst_path.name + ".data") if external_data else None
+            data_path = dst_path.with_name(dst_path.name + ".data") if dst_path and external_data else None
             bar = ByteProgress(total, f"sealing {src_path.name}", enabled=progress)
             with bar, contextlib.ExitStack() as stack:
                 inline = io.BytesIO()
@@ -442,10 +453,10 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
                 model.doc_string = OPEN_WITH + (f"\n\n{model.doc_string}" if model.doc_string else "")
                 body = model.SerializeToString()
                 record = make_record(body_digest(body), keys, sign=sign, key_id=key_id)
-        with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
+        with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) if dst_path else contextlib.nullcontext(dst) as fh:
             fh.write(body)
             fh.write(record)
-        return SealSummary(dst_path, data_path, [s.candidate.name for s in selected], total, manifest, left_plain)
+        return SealSummary(dst_path or Path("-"), data_path, [s.candidate.name for s in selected], total, manifest, left_plain)
 
 
 def _set_metadata(model: ModelProto, entries: dict[str, str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from ._record import read_record
 from .open import Opened, open_sealed_model
 from .verify import verify_sealed
 
+log = logging.getLogger("ortseal")
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 
 
@@ -117,6 +119,7 @@ class InferenceSession(ort.InferenceSession):
                     loaded = load_model(self._ortseal_source, self._ortseal_base_dir)
                 verified = stack.enter_context(verify_sealed(loaded, keys, min_release=self._ortseal_min_release,
                                                          model_name=self._ortseal_model_name))
+                _warn_if_publisher(keys, verified.manifest.purpose)
                 opened = stack.enter_context(open_sealed_model(verified, keys))
             yield opened
 
@@ -136,3 +139,18 @@ class InferenceSession(ort.InferenceSession):
                 self._model_path, self._model_bytes = origin
                 if folder and opened.path:
                     self._sess_options.add_session_config_entry(EXTERNAL_FOLDER_KEY, folder)
+
+
+def _warn_if_publisher(keys: KeySet, purpose: str) -> None:
+    """One line when the keyset opening a model could also sign it: the publisher's keyset on a device, where
+    anyone who copies it can sign models every device accepts."""
+    signer = next((k for k in keys.signing_key_ids if keys.trusted_key(k, purpose) is not None), None)
+    if signer is not None and signer not in _WARNED:
+        _WARNED.add(signer)
+        log.warning(f"ortseal: this keyset can sign models (signing key {signer}): keep it on the publisher's "
+                    "machine and give devices the keyset of: ortseal device-keys keys.json -o device.json")
+
+
+_WARNED: set[str] = set()  # signing key ids warned about (once per process)
+
+
