@@ -129,7 +129,7 @@ def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise _naming(exc, lock) from None
+            raise _naming(exc, target) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             held = os.fstat(fd)

@@ -413,8 +413,11 @@ class KeySet:
         """Parse a keyset JSON document (see :meth:`to_json`); any malformed file raises FormatError."""
         try:
             doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise FormatError(f"keyset is not valid JSON: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise FormatError("keyset is not valid JSON: it is not UTF-8 text (a model or another binary file?)") from exc
+        except (ValueError, RecursionError) as exc:
+            where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise FormatError(f"keyset is not valid JSON{where}") from exc
         if not isinstance(doc, dict) or doc.get("format") != KEYSET_FORMAT:
             raise FormatError("not an ortseal keyset (missing \"format\": \"ortseal-keyset\")")
         if type(doc.get("version")) is not int or doc.get("version") != KEYSET_VERSION:
