@@ -28,7 +28,7 @@ __all__ = ["from_pretrained", "SentenceTransformer"]
 KeysArg = KeySet | str | os.PathLike[str]
 
 
-def from_pretrained(model_class: type, model_dir: str | os.PathLike[str], keys: KeysArg, *, file_name: str | None = None,
+def from_pretrained(model_class: Any, model_dir: str | os.PathLike[str], keys: KeysArg, *, file_name: str | None = None,
                     subfolder: str = "", config: Any = None, min_release: int = 0, model_name: str | None = None,
                     provider: str = "CPUExecutionProvider", providers: Any = None, provider_options: Any = None,
                     session_options: Any = None, use_io_binding: bool | None = None) -> Any:
@@ -45,8 +45,9 @@ def from_pretrained(model_class: type, model_dir: str | os.PathLike[str], keys: 
 
     from .model.session import InferenceSession
 
-    if not (isinstance(model_class, type) and issubclass(model_class, ORTModel)) or \
-            model_class._from_pretrained.__func__ is not ORTModel._from_pretrained.__func__:
+    single_session = isinstance(model_class, type) and issubclass(model_class, ORTModel)
+    cls: Any = model_class  # (optimum is untyped)
+    if not single_session or cls._from_pretrained.__func__ is not ORTModel._from_pretrained.__func__:
         raise TypeError(f"{getattr(model_class, '__name__', model_class)!r} is not one of optimum's single-session "
                         "ORT models (ORTModelForFeatureExtraction, ...ForSequenceClassification, ...)")
     folder = Path(model_dir)
@@ -55,7 +56,7 @@ def from_pretrained(model_class: type, model_dir: str | os.PathLike[str], keys: 
     onnx_files = [p.relative_to(folder) for p in sorted((folder / subfolder).glob("**/*.onnx"))]
     if not onnx_files:
         raise FileNotFoundError(f"no ONNX model file in {folder / subfolder}")
-    path = folder / model_class._infer_file_path(ONNX_FILE_PATTERN, onnx_files=onnx_files,
+    path = folder / cls._infer_file_path(ONNX_FILE_PATTERN, onnx_files=onnx_files,
                                                  target_file_name=file_name, standard_file_name=ONNX_WEIGHTS_NAME)
     if config is None:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)

@@ -33,7 +33,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 _PARAMETER_FLAGS = {"min_bytes": "--min-bytes", "include": "--include", "exclude": "--exclude"}
 _PHRASES = (("replace it (overwrite=True)", "replace it with --overwrite"), ("sign=False", "--no-sign"),
             ("below min_bytes", "below --min-bytes"), ("(seal_model)", "(ortseal seal)"),
-            ("pass passphrase=", "give --passphrase-file, --passphrase-fd or --passphrase-env"))
+            ("pass passphrase=", "give --passphrase-file, --passphrase-fd or --passphrase-env"),
+            ("give model_name=NAME", "give --model-name NAME"))
 _PARAMETER = re.compile(r"\b(" + "|".join(_PARAMETER_FLAGS) + r")=(\S?)")
 
 

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 import rfc8785
@@ -385,14 +385,13 @@ def seal_model(src: str | os.PathLike[str] | bytes, dst: str | os.PathLike[str] 
     dst_path = None if to_stream else Path(dst)  # type: ignore[arg-type]
     check_release(release)
     if model_name is None and in_memory:
-        raise ValueError("a model given as bytes has no file name: give model_name (CLI: --model-name)")
+        raise ValueError("a model given as bytes has no file name: give model_name=NAME")
     model_name = src_path.stem if model_name is None else model_name
     if not isinstance(model_name, str) or not model_name:
         raise ValueError("model_name must be a non-empty string")
     if to_stream and external_data:
-        raise ValueError("a sealed model written to a stream keeps its payloads inline: pass external_data=False "
-                         "(CLI: --inline)")
-    loaded = load_model(src if in_memory else src_path)  # type: ignore[arg-type]
+        raise ValueError("a sealed model written to a stream keeps its payloads inline: pass external_data=False")
+    loaded = load_model(src if in_memory else src_path)
     model = loaded.model
     if is_sealed_model(model):
         raise FormatError(f"{loaded.name} is already sealed by ortseal")
@@ -453,9 +452,14 @@ def seal_model(src: str | os.PathLike[str] | bytes, dst: str | os.PathLike[str] 
                 model.doc_string = OPEN_WITH + (f"\n\n{model.doc_string}" if model.doc_string else "")
                 body = model.SerializeToString()
                 record = make_record(body_digest(body), keys, sign=sign, key_id=key_id)
-        with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) if dst_path else contextlib.nullcontext(dst) as fh:
-            fh.write(body)
-            fh.write(record)
+        if dst_path is None:
+            stream = cast(BinaryIO, dst)
+            stream.write(body)
+            stream.write(record)
+        else:
+            with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
+                fh.write(body)
+                fh.write(record)
         return SealSummary(dst_path or Path("-"), data_path, [s.candidate.name for s in selected], total, manifest, left_plain)
 
 
