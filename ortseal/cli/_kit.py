@@ -81,9 +81,13 @@ class ErrorBoundary:
     def main(self, *args: Any, **extra: Any) -> Any:  # click's arguments (args, prog_name...), always standalone
         extra.pop("standalone_mode", None)
         terminate_as_exit()
-        if isinstance(self, click.Group):  # args[0], when given, is click's ``args``
-            argv = list(args[0]) if args and args[0] is not None else sys.argv[1:]
-            args = (hoist_global_options(argv), *args[1:])
+        if isinstance(self, click.Group):  # click's ``args``: the first positional argument, or a keyword
+            given = args[0] if args else extra.get("args")
+            argv = hoist_global_options(list(sys.argv[1:] if given is None else given))
+            if args:
+                args = (argv, *args[1:])
+            else:
+                extra["args"] = argv
         try:
             code = super().main(*args, standalone_mode=False, **extra)  # type: ignore[misc]
         except click.UsageError as exc:
