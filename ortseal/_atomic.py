@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -109,6 +110,46 @@ def remove_stale_temps(directory: str | os.PathLike[str], name_glob: str = "*") 
                 tmp.unlink()
                 removed.append(tmp)
     return removed
+
+
+LOCK_SUFFIX = ".lock"
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the exclusive lock of output ``path`` (and the files written beside it) until the block ends,
+    waiting for another writer that holds it; then remove temp files that dead writers of ``path`` left.
+
+    The lock is an ``flock`` on a hidden ``.<name>.lock`` beside ``path``, opened without following links
+    and removed on release; the kernel drops it when its holder dies, so a lock file a killed writer left
+    is simply taken over. A writer that opened a lock file another has since removed tries again."""
+    target = Path(path)
+    lock = target.with_name(f".{target.name}{LOCK_SUFFIX}")
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _naming(exc, target) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                now = os.stat(lock, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # released and removed by its last holder while we waited: take the new one
+    try:
+        remove_stale_temps(target.parent, glob.escape(target.name))
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -37,13 +37,23 @@ def _pool(name: str) -> ThreadPoolExecutor:
 
 def _first_error(futures: Sequence[Future[None]], errors: list[BaseException]) -> None:
     """Wait for every future, then raise the first error (nothing is still running when it is raised)."""
-    for future in futures:
-        try:
-            future.result()
-        except Exception as exc:  # noqa: BLE001 - re-raised below, once nothing is still writing
-            errors.append(exc)
+    try:
+        for future in futures:
+            try:
+                future.result()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, once nothing is still writing
+                errors.append(exc)
+    except BaseException:
+        _settle(futures)
+        raise
     if errors:
         raise errors[0]
+
+
+def _settle(futures: Sequence[Future[None]]) -> None:
+    """An interrupt (Ctrl-C; SIGTERM in the CLI) while work runs: the workers use the caller's buffers, which
+    the caller frees as the interrupt unwinds it, so every one of them must have stopped first."""
+    wait(futures)
 
 
 def run_split(count: int, work: Callable[[int, int], None], workers: int | None = None) -> None:
@@ -61,6 +71,9 @@ def run_split(count: int, work: Callable[[int, int], None], workers: int | None 
         work(bounds[0], bounds[1])
     except Exception as exc:  # noqa: BLE001 - re-raised below after the others finish
         errors.append(exc)
+    except BaseException:
+        _settle(futures)
+        raise
     _first_error(futures, errors)
 
 

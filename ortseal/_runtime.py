@@ -24,8 +24,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 SKIP_ENV = "ORTSEAL_SKIP_ORT_CHECK"
-INSTALL_HINT = ('pip install "ortseal[cpu]" for the CPU build, or install the ONNX Runtime you deploy on: '
-                "onnxruntime-gpu (CUDA, TensorRT), onnxruntime-openvino, onnxruntime-directml, ...")
+INSTALL_HINT = ("pip install onnxruntime for the CPU build (ortseal's [cpu] extra), or install the ONNX Runtime you "
+                "deploy on: onnxruntime-gpu (CUDA, TensorRT), onnxruntime-openvino, onnxruntime-directml, ...")
 
 
 def ort_distributions(path: Iterable[str] | None = None) -> list[tuple[str, str]]:

@@ -412,6 +412,14 @@ class KeySet:
         """True if content keys may also come from a provider (:meth:`from_provider`), which lists none."""
         return bool(self._providers)
 
+    def untrusted(self, what: str, signer_id: str, purpose: str) -> str:
+        """Why :meth:`trusted_key` gave None, as a sentence about ``what`` (for the refusal's message): a signer
+        this keyset does not know at all usually means the wrong keyset; a known one is scoped elsewhere."""
+        if signer_id not in self._trusted:
+            return f"{what} is signed by {signer_id}, which this keyset does not trust (wrong keyset?)"
+        return (f"{what} is signed by {signer_id}, which this keyset does not trust for {purpose!r} (it trusts that key "
+                "for other purposes only)")
+
     # -- files -----------------------------------------------------------------------------------
     def _public_doc(self) -> dict[str, Any]:
         own = {kid for kid, s in self._signing.items() if isinstance(s, KeySigner)}  # saved with the file
@@ -464,8 +472,11 @@ class KeySet:
         """Parse a keyset JSON document (see :meth:`to_json`); any malformed file raises FormatError."""
         try:
             doc = json.loads(text)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise FormatError(f"keyset is not valid JSON: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise FormatError("keyset is not valid JSON: it is not UTF-8 text (a model or another binary file?)") from exc
+        except (ValueError, RecursionError) as exc:
+            where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            raise FormatError(f"keyset is not valid JSON{where}") from exc
         if not isinstance(doc, dict) or doc.get("format") != KEYSET_FORMAT:
             raise FormatError("not an ortseal keyset (missing \"format\": \"ortseal-keyset\")")
         if type(doc.get("version")) is not int or doc.get("version") != KEYSET_VERSION:

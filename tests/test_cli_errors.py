@@ -57,8 +57,8 @@ def test_bad_keysets_are_one_line_with_and_without_json(files):
         "a wrong passphrase": ["--keys", str(files / "locked.json"), "--passphrase-file", str(files / "wrong")],
         "a folder": ["--keys", str(files)],
     }
-    expected = {"a model as keyset": "FormatError", "a JSON file that is no keyset": "not an ortseal keyset",
-                "a protected keyset, no terminal": "no terminal", "a wrong passphrase": "TamperedError",
+    expected = {"a model as keyset": "not UTF-8 text", "a JSON file that is no keyset": "not an ortseal keyset",
+                "a protected keyset, no terminal": "no terminal", "a wrong passphrase": "passphrase",
                 "a folder": "no such keyset file"}
     for what, args in cases.items():
         for command in (["verify", model], ["seal", str(files / "m.onnx"), "-o", str(files / "x.onnx")],
@@ -105,7 +105,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback():
 
 def test_click_runner_sees_the_same_boundary(files):
     r = CliRunner().invoke(main, ["verify", str(files / "s.onnx"), "--keys", str(files / "s.onnx")])
-    assert r.exit_code == 1 and r.stderr.startswith("error: FormatError") and r.stderr.count("\n") == 1
+    assert r.exit_code == 1 and r.stderr.startswith("error: --keys ") and r.stderr.count("\n") == 1
 
 
 def _site_without_onnxruntime(folder: Path) -> str:
@@ -153,7 +153,7 @@ def test_commands_that_need_no_onnxruntime_work_without_it(files, tmp_path):
     assert public.returncode == 0 and "decryption NOT checked" in public.stdout, public.stderr
     opened = bare("verify", str(tmp_path / "s.onnx"), "--keys", str(tmp_path / "k.json"))
     assert opened.returncode == 1 and "Traceback" not in opened.stderr and opened.stderr.count("\n") == 1
-    assert "no distribution of it is installed" in opened.stderr and "ortseal[cpu]" in opened.stderr
+    assert "no distribution of it is installed" in opened.stderr and "pip install onnxruntime for the CPU build" in opened.stderr
     lib = subprocess.run([sys.executable, "-S", "-c", "import ortseal; print(ortseal.KeySet.generate());"
                           "ortseal.InferenceSession"], capture_output=True, text=True, env=env, timeout=120)
     assert lib.returncode == 1 and "KeySet(" in lib.stdout and "ImportError: ortseal needs ONNX Runtime" in lib.stderr

@@ -82,7 +82,7 @@ def test_a_device_cannot_sign_a_model_it_would_accept(sealed, tmp_path):
     with pytest.raises(TamperedError, match="does not trust"):
         ortseal.InferenceSession(str(forged), providers=CPU, keys=device)
     bad = cli("verify", str(forged), "--keys", str(tmp_path / "device.json"))
-    assert bad.returncode == 1 and "TamperedError" in bad.stderr
+    assert bad.returncode == 1 and "which this keyset does not trust" in bad.stderr
     ortseal.InferenceSession(str(folder / "s.onnx"), providers=CPU, keys=device)  # the publisher's still opens
 
     trt = TensorrtEpHarness(harness_provider(device, {"trt_engine_cache_path": str(tmp_path / "cache")}))
@@ -152,7 +152,7 @@ def test_inspect_keys_names_the_roles(sealed, tmp_path):
     unlocked = cli("inspect-keys", str(tmp_path / "locked.json"), "--passphrase-file", str(tmp_path / "pass"), "--json")
     assert json.loads(unlocked.stdout)["roles"]["seal and sign models (publisher)"]
     model = cli("inspect-keys", str(folder / "s.onnx"))
-    assert model.returncode == 1 and model.stderr.startswith("error: FormatError") and model.stderr.count("\n") == 1
+    assert model.returncode == 1 and model.stderr.startswith("error: KEYSET ") and model.stderr.count("\n") == 1
 
 
 def test_as_keyset_takes_a_path_wherever_a_keyset_goes(sealed, monkeypatch):

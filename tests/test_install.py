@@ -63,7 +63,8 @@ def test_onnxruntime_import_fails_with_two_distributions_and_says_what_to_run(tm
 
 def test_tensorrt_provider_checks_the_runtime_first(tmp_path, keys):
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
-        with pytest.raises(ProviderUnavailableError, match="no TensorRT execution provider.*ortseal\\[gpu\\]"):
+        with pytest.raises(ProviderUnavailableError, match="no TensorRT execution provider.*pip install "
+                                                           "\"onnxruntime-gpu>=1.31,<1.32\""):
             ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(tmp_path / "cache")})
         assert not (tmp_path / "cache").exists()  # refused before anything was set up
     else:  # a GPU build: the EP library loads here, or the error names what is missing
@@ -71,6 +72,20 @@ def test_tensorrt_provider_checks_the_runtime_first(tmp_path, keys):
             ortseal.tensorrt_provider(keys, {"trt_engine_cache_path": str(tmp_path / "cache")})
         except ProviderUnavailableError as exc:
             assert "cannot load" in str(exc)
+
+
+def test_the_install_advice_names_the_gpu_extras_packages():
+    """The advice fits a source checkout too (no "ortseal[gpu]", which needs ortseal on an index): it names
+    the very packages pyproject's [gpu] extra holds."""
+    import shlex
+
+    from ortseal.tensorrt.preflight import GPU_PACKAGES
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    extra = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["gpu"]
+    assert shlex.split(GPU_PACKAGES) == extra
 
 
 def test_a_missing_tensorrt_library_is_named(tmp_path):

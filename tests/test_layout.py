@@ -24,7 +24,7 @@ LAYERS = [
     {"ortseal.tensorrt"},
     {"ortseal.model"},
     {"ortseal.compiled"},  # the compiled-model cache opens sealed source models, so it sits above them
-    {"ortseal.cli"},
+    {"ortseal.cli", "ortseal.hf"},  # the shells over the public API: the command line, optimum/sentence-transformers
 ]
 ALIASES = {"ortseal.ops", "ortseal.ep_plugin"}  # deprecated: they import the new places, nothing imports them
 

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 
 import ortseal
 from ortseal import FormatError, KeyNotFoundError, KeySet, TamperedError, UnsafeOptionError
-from ortseal.model._graph import SEALED_SUFFIX, load_model
+from ortseal.model._graph import NOTE_KEY, OPEN_WITH, PLAIN_ORT_ERROR, SEALED_SUFFIX, load_model
 
 CPU = ["CPUExecutionProvider"]
 
@@ -86,6 +86,79 @@ def tiny(tmp_path_factory):
     return d, keys, weights, summary, feeds
 
 
+def test_a_plain_loader_is_told_how_to_open_a_sealed_model(tiny):
+    """The error every loader but ortseal's gives names the Unseal op; the model's description (Netron's
+    "description", onnxruntime's get_modelmeta()) and its metadata, both signed, name the fix."""
+    d, *_ = tiny
+    sealed = d / "sealed" / "model.onnx"
+    with pytest.raises(Exception, match=PLAIN_ORT_ERROR.replace("(", r"\(").replace(")", r"\)")):
+        ort.InferenceSession(str(sealed), providers=CPU)
+    model = onnx.load(str(sealed), load_external_data=False)
+    assert model.doc_string.startswith(OPEN_WITH) and "ortseal.InferenceSession" in OPEN_WITH
+    assert {p.key: p.value for p in model.metadata_props}[NOTE_KEY] == OPEN_WITH
+
+
+def test_release_up_to_2_63_minus_1(tmp_path, keys):
+    """Releases use the blob header's 63 bits: above 2**53 - 1 too (the manifest writes the exact digits)."""
+    transformer_like(tmp_path / "m.onnx", d=16, vocab=32, seq=4)
+    top = 2**63 - 1
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "s.onnx", keys, min_bytes=64, release=top, progress=False)
+    assert ortseal.verify_model(tmp_path / "s.onnx", keys, min_release=top).release == top
+    assert ortseal.InferenceSession(str(tmp_path / "s.onnx"), providers=CPU, keys=keys, min_release=top).is_sealed
+    manifest = {p.key: p.value for p in onnx.load(str(tmp_path / "s.onnx"), load_external_data=False).metadata_props}
+    assert f'"release":{top},' in manifest["ortseal.manifest"]  # exact digits, not a rounded double
+    with pytest.raises(ValueError, match=r"release must be an int in \[0, 2\*\*63 - 1\]"):
+        ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "t.onnx", keys, min_bytes=64, release=top + 1)
+
+
+@pytest.mark.parametrize("bad", [-1, True, 2**63, 1.0, "4"])
+def test_verify_model_refuses_a_bad_min_release_as_inference_session_does(tiny, bad):
+    d, keys, *_ = tiny
+    for opens in (lambda: ortseal.verify_model(d / "sealed" / "model.onnx", keys, min_release=bad),
+                  lambda: ortseal.InferenceSession(str(d / "sealed" / "model.onnx"), providers=CPU, keys=keys,
+                                                   min_release=bad)):
+        with pytest.raises(ValueError, match="min_release must be an int"):
+            opens()
+
+
+def test_fallback_refuses_a_model_over_2_gib_before_reading_it(tmp_path, keys):
+    """A sealed model whose plain external tensors add up to more than protobuf's 2 GiB: the fallback (one
+    in-memory model) raises FormatError on the signed lengths, before reading them. The 2 GiB are a sparse
+    file and a publisher's re-signed manifest, so nothing of that size is written or read."""
+    import dataclasses
+
+    from ortseal.model._record import MANIFEST_KEY, RECORD_KEY, Manifest, body_digest, make_record
+
+    w = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Add", ["h", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(w, "w"), onnx.numpy_helper.from_array(np.ones(64, np.float32), "b")])
+    onnx.save(helper.make_model(graph), tmp_path / "m.onnx", save_as_external_data=True, size_threshold=0,
+              location="m.onnx.data")
+    sealed = tmp_path / "s.onnx"
+    ortseal.seal_model(tmp_path / "m.onnx", sealed, keys, min_bytes=1, exclude="^b$", progress=False)
+    model = onnx.load(str(sealed), load_external_data=False)
+    huge = 2**31
+    b = next(t for t in model.graph.initializer if t.name == "b")
+    offset = int(next(e.value for e in b.external_data if e.key == "offset"))
+    next(e for e in b.external_data if e.key == "length").value = str(huge)
+    b.dims[:] = [huge // 4]
+    props = [p for p in model.metadata_props if p.key != RECORD_KEY]
+    manifest = Manifest.from_json(next(p.value for p in props if p.key == MANIFEST_KEY))
+    manifest.external = [dataclasses.replace(manifest.external[0], length=huge)]
+    next(p for p in props if p.key == MANIFEST_KEY).value = manifest.to_json()
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    body = model.SerializeToString()
+    sealed.write_bytes(body + make_record(body_digest(body), keys, sign=True, key_id=manifest.key_id))
+    os.truncate(tmp_path / "s.onnx.data", offset + huge)  # sparse: no 2 GiB written
+    assert os.stat(tmp_path / "s.onnx.data").st_blocks * 512 < 2**20
+    with pytest.raises(FormatError, match="would be 2.0 GiB, over protobuf's 2 GiB; open it with ortseal.InferenceSession"):
+        ortseal.fallback_session_options(keys, model=str(sealed))
+
+
 def test_ort_example_model_bit_identical(tmp_path, keys):
     src = Path(onnxruntime.datasets.get_example("mul_1.onnx"))
     shutil.copy(src, tmp_path / "mul_1.onnx")
@@ -144,7 +217,7 @@ def test_everything_else_is_preserved(tiny):
     d, *_ = tiny
     plain = onnx.load(str(d / "model.onnx"), load_external_data=False)
     sealed = onnx.load(str(d / "sealed" / "model.onnx"), load_external_data=False)
-    assert sealed.ir_version == plain.ir_version and sealed.doc_string == plain.doc_string
+    assert sealed.ir_version == plain.ir_version and sealed.doc_string == f"{OPEN_WITH}\n\n{plain.doc_string}"
     assert sealed.producer_name == plain.producer_name
     assert {p.key: p.value for p in plain.metadata_props}.items() <= {p.key: p.value for p in sealed.metadata_props}.items()
     assert [o for o in sealed.opset_import if o.domain != "ai.ortseal"] == list(plain.opset_import)
@@ -420,7 +493,8 @@ def test_truncated_payload(sealed_copy):
 def test_wrong_key_untrusted_signer_and_device_keyset(sealed_copy, other_keys):
     path, keys = sealed_copy
     # the signer before any key lookup, and before the model is parsed: trusted for no model at all
-    with pytest.raises(TamperedError, match="does not trust for any model"):
+    with pytest.raises(TamperedError, match=rf"the model is signed by {keys.signing_key_ids[0]}, which this "
+                       r"keyset does not trust \(wrong keyset\?\)"):
         ortseal.InferenceSession(str(path), providers=CPU, keys=other_keys)
     with pytest.raises(KeyNotFoundError):
         ortseal.InferenceSession(str(path), providers=CPU, keys=KeySet.merge(other_keys.without_signing(), keys.public()))

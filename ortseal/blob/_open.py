@@ -119,8 +119,7 @@ class Opener:
                                 "key (KeySet(allow_unsigned=True) accepts unsigned blobs)")
         public = keys.trusted_key(h.signer_id, purpose)  # type: ignore[arg-type]
         if public is None:
-            raise TamperedError(f"sealed {kind} is signed by {h.signer_id!r}, which this keyset does not trust "
-                                f"for {purpose!r}")
+            raise TamperedError(keys.untrusted(f"sealed {kind}", h.signer_id, purpose))  # type: ignore[arg-type]
         digest = self._stored_digest()
         signature = bytes(self._source.read(h.body_length, SIGNATURE_SIZE))
         try:

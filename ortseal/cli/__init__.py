@@ -18,10 +18,10 @@ from ._kit import (
     Group,
     Passphrase,
     echo_json,
+    say,
     json_option,
     load_keys,
     open_keyset,
-    passphrase_options,
     passphrase_options_for,
     read_keyset,
     refuse_dash,
@@ -51,6 +51,14 @@ def main(ctx: click.Context, quiet: bool, log_level: str) -> None:
 
     The publisher keeps keys.json (ortseal keygen) and seals models with it; each device gets device.json
     (ortseal device-keys keys.json -o device.json): it opens and verifies, and cannot sign a model.
+    --quiet and --log-level may also come after the command.
+
+    \b
+    Example:
+      ortseal keygen -o keys.json --protect
+      ortseal seal model.onnx -o model.sealed.onnx --keys keys.json --release 4
+      ortseal device-keys keys.json -o device.json
+      ortseal verify model.sealed.onnx --keys device.json --quiet
     """
     ctx.obj = {"quiet": quiet}
     setup_logging(log_level, quiet)
@@ -64,13 +72,19 @@ def _key_report(path: str, keys: KeySet, protected: bool) -> dict:
 
 @main.command()
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Keyset file to write (mode 0600).")
-@passphrase_options
+@passphrase_options_for("", "passphrase", "the new keyset (it is protected with it)")
 @click.option("--protect", is_flag=True, help="Protect the keyset with a passphrase typed at a prompt.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 @json_option
 def keygen(output: str, passphrase: Passphrase, protect: bool, overwrite: bool, as_json: bool) -> None:
     """Make the publisher's keyset: one AES-256 content key and one Ed25519 signing key (protected by a
-    passphrase when one is given, or with --protect). Keep it off devices: give them ortseal device-keys."""
+    passphrase when one is given, or with --protect). Keep it off devices: give them ortseal device-keys.
+
+    \b
+    Example:
+      ortseal keygen -o keys.json --protect
+      ortseal keygen -o keys.json --passphrase-file secret.txt
+    """
     refuse_dash(output, "--output", SECRET_OUTPUT)
     from ..keys import KeySet
 
@@ -80,21 +94,26 @@ def keygen(output: str, passphrase: Passphrase, protect: bool, overwrite: bool, 
     if as_json:
         echo_json(_key_report(output, ks, secret is not None))
     else:
-        click.echo(f"wrote {output}: content key {ks.content_key_ids[0]}, signing key {ks.signing_key_ids[0]}")
+        say(f"wrote {output}: content key {ks.content_key_ids[0]}, signing key {ks.signing_key_ids[0]}")
 
 
 @main.command()
 @click.argument("keyset", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, allow_dash=True),
               help="Public keyset file to write (- for stdout).")
-@passphrase_options
+@passphrase_options_for("", "passphrase", "KEYSET (the keyset read)")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 @token_options
 @json_option
 def pubkey(keyset: str, output: str, passphrase: Passphrase, overwrite: bool, signing: SigningKeySpec,
            as_json: bool) -> None:
     """Export the public key(s) of KEYSET (- for stdin; or a pkcs11: URI: the token key's public key): what a
-    machine needs to check signatures only."""
+    machine needs to check signatures only.
+
+    \b
+    Example:
+      ortseal pubkey keys.json -o trusted.json
+    """
     public = public_keys(keyset, passphrase, signing)
     if output == "-":
         if as_json:
@@ -105,7 +124,7 @@ def pubkey(keyset: str, output: str, passphrase: Passphrase, overwrite: bool, si
     if as_json:
         echo_json(_key_report(output, public, False))
     else:
-        click.echo(f"wrote {output}: trusted keys {', '.join(public.trusted_key_ids)}")
+        say(f"wrote {output}: trusted keys {', '.join(public.trusted_key_ids)}")
 
 
 @main.command("device-keys")
@@ -115,24 +134,37 @@ def pubkey(keyset: str, output: str, passphrase: Passphrase, overwrite: bool, si
 @click.option("--engine-signing-key", is_flag=True,
               help="Add a fresh signing key of the device's own, trusted only for TensorRT engines: for devices "
                    "that build and seal their engine cache.")
-@passphrase_options
-@passphrase_options_for("device-", "device_passphrase", "the device keyset written")
+@passphrase_options_for("", "passphrase", "KEYSET (the publisher's keyset read, not the one written)")
+@passphrase_options_for("device-", "device_passphrase", "the device keyset written (-o)")
 @click.option("--protect", is_flag=True, help="Protect the device keyset with a passphrase typed at a prompt.")
+@click.option("--no-protect", is_flag=True,
+              help="Write the device keyset without a passphrase, on purpose (a device that starts unattended).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 @json_option
 def device_keys(keyset: str, output: str, engine_signing_key: bool, passphrase: Passphrase,
-                device_passphrase: Passphrase, protect: bool, overwrite: bool, as_json: bool) -> None:
+                device_passphrase: Passphrase, protect: bool, no_protect: bool, overwrite: bool, as_json: bool) -> None:
     """Write the keyset a device holds, from the publisher's KEYSET: the content keys and the trusted
     publisher key, never the publisher's signing key. The device opens and verifies sealed models and
-    engines and cannot sign one it would accept (--engine-signing-key: engines only)."""
+    engines and cannot sign one it would accept (--engine-signing-key: engines only).
+
+    \b
+    Example:
+      ortseal device-keys keys.json -o device.json --device-passphrase-file device-secret.txt
+      ortseal device-keys keys.json -o device.json --passphrase-file secret.txt --no-protect
+    """
     refuse_dash(output, "--output", SECRET_OUTPUT)
     publisher = load_keys(keyset, passphrase, "KEYSET")
     if not publisher.has_content_keys:
         raise click.ClickException(f"{keyset} holds no content key: a device keyset is made from the publisher's "
                                    "keyset (ortseal keygen), not from a public one")
-    if passphrase.given() is not None and device_passphrase.given() is None and not protect:
-        raise click.UsageError("--passphrase-* unlocks KEYSET; to protect the device keyset, give "
-                               "--device-passphrase-env/-file/-fd or --protect")
+    protecting = protect or device_passphrase.given() is not None
+    if no_protect and protecting:
+        raise click.UsageError("--no-protect writes the device keyset without a passphrase: drop it, or drop "
+                               "--protect / --device-passphrase-*")
+    if passphrase.given() is not None and not protecting and not no_protect:
+        raise click.UsageError("--passphrase-* unlocks KEYSET (the publisher's keyset read), not the device keyset "
+                               "written: protect that with --device-passphrase-env/-file/-fd or --protect, or write "
+                               "it without a passphrase with --no-protect")
     device = publisher.for_device(engine_signing_key=engine_signing_key)
     secret = device_passphrase.for_new_keyset(protect)
     device.save(output, secret, overwrite=overwrite)
@@ -141,17 +173,22 @@ def device_keys(keyset: str, output: str, engine_signing_key: bool, passphrase: 
         return
     engine = f", engine signing key {device.signing_key_ids[0]} (engines only)" if engine_signing_key else ""
     trusted = [k for k in device.trusted_key_ids if k not in device.signing_key_ids]
-    click.echo(f"wrote {output}{' (passphrase-protected)' if secret else ''}: content key(s) "
+    say(f"wrote {output}{' (passphrase-protected)' if secret else ' (NOT passphrase-protected)'}: content key(s) "
                f"{', '.join(device.content_key_ids)}, trusts {', '.join(trusted)}{engine}; no publisher signing key")
 
 
 @main.command("inspect-keys")
 @click.argument("keyset", type=click.Path(dir_okay=False, allow_dash=True))
-@passphrase_options
+@passphrase_options_for("", "passphrase", "KEYSET")
 @json_option
 def inspect_keys(keyset: str, passphrase: Passphrase, as_json: bool) -> None:
     """Show which roles KEYSET (- for stdin) can play: seal and sign models (publisher), open models on a
-    device, verify only, seal engines on a device; and the keys it holds."""
+    device, verify only, seal engines on a device; and the keys it holds.
+
+    \b
+    Example:
+      ortseal inspect-keys device.json --json
+    """
     text = read_keyset(keyset, "KEYSET")
     try:
         doc = json.loads(text)
@@ -242,7 +279,12 @@ def _scoped(keys: KeySet, key_id: str) -> str:
 @main.command()
 @click.option("--workdir", type=click.Path(file_okay=False), help="Work in this folder instead of a temporary one.")
 def demo(workdir: str | None) -> None:
-    """Show the kit's main job step by step, with a fresh key in a temporary folder."""
+    """Show the kit's main job step by step, with a fresh key in a temporary folder.
+
+    \b
+    Example:
+      ortseal demo --workdir demo-work
+    """
     from .demo import run_demo
 
     sys.exit(run_demo(workdir))

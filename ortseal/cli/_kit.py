@@ -11,7 +11,9 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .._files import ReadPolicy, open_checked
 from ..errors import FormatError, KeyNotFoundError, OrtsealError
 
 if TYPE_CHECKING:
@@ -32,7 +35,8 @@ _PHRASES = (("replace it (overwrite=True)", "replace it with --overwrite"), ("si
             ("below min_bytes", "below --min-bytes"), ("(seal_model)", "(ortseal seal)"),
             ("pass passphrase=", "give --passphrase-file, --passphrase-fd or --passphrase-env"),
             ("pass pin=", "give --pin-file, --pin-fd or --pin-env"), ("pass module=", "give --pkcs11-module"),
-            ("(KeySet.with_new_content_key(); CLI: ortseal rotate-content-key)", "(ortseal rotate-content-key)"))
+            ("(KeySet.with_new_content_key(); CLI: ortseal rotate-content-key)", "(ortseal rotate-content-key)"),
+            ("give model_name=NAME", "give --model-name NAME"))
 _PARAMETER = re.compile(r"\b(" + "|".join(_PARAMETER_FLAGS) + r")=(\S?)")
 
 
@@ -66,18 +70,26 @@ class ErrorBoundary:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise click.exceptions.Exit(0) from None
         except (OrtsealError, OSError, ValueError, ImportError) as exc:
-            kind, detail = type(exc).__name__, cli_words(str(exc))
+            kind, detail = type(exc).__name__, cli_words(describe(exc))
         except Exception as exc:  # noqa: BLE001 - the boundary: nothing gets past it as a traceback
             logging.getLogger("ortseal").debug("unexpected error", exc_info=True)
-            kind, detail = f"unexpected {type(exc).__name__}", (f"{exc} (a bug in ortseal; --log-level debug shows "
-                                                                 "where; please report it)")
+            # a bug: the one message that keeps Python's class name, for the report
+            kind = f"unexpected {type(exc).__name__}"
+            detail = f"{kind}: {exc} (a bug in ortseal; --log-level debug shows where; please report it)"
         if ctx.meta.get(JSON_META):
-            _echo_json_error(ctx, kind, detail)
-        message = f"{kind}: {detail}"
-        raise click.ClickException(message)
+            _echo_json_error(ctx, kind, detail)  # the class name is for tools; people get the sentence alone
+        raise click.ClickException(detail)
 
     def main(self, *args: Any, **extra: Any) -> Any:  # click's arguments (args, prog_name...), always standalone
         extra.pop("standalone_mode", None)
+        terminate_as_exit()
+        if isinstance(self, click.Group):  # click's ``args``: the first positional argument, or a keyword
+            given = args[0] if args else extra.get("args")
+            argv = hoist_global_options(list(sys.argv[1:] if given is None else given))
+            if args:
+                args = (argv, *args[1:])
+            else:
+                extra["args"] = argv
         try:
             code = super().main(*args, standalone_mode=False, **extra)  # type: ignore[misc]
         except click.UsageError as exc:
@@ -87,10 +99,61 @@ class ErrorBoundary:
         except click.ClickException as exc:
             click.echo(f"error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
-        except (click.Abort, KeyboardInterrupt, EOFError):
+        except (click.Abort, KeyboardInterrupt, EOFError) as exc:
+            if KeyboardInterrupt in (type(exc), type(exc.__cause__), type(exc.__context__)):
+                click.echo("error: interrupted", err=True)  # what it was writing was removed on the way out
+                sys.exit(INTERRUPTED)
             click.echo("error: aborted", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def describe(exc: BaseException) -> str:
+    """What failed, as a sentence: ``OSError``'s own text is Python's (``[Errno 2] No such file or directory:
+    'x'``), so it becomes ``x: No such file or directory``."""
+    if isinstance(exc, OSError) and exc.strerror:
+        name = exc.filename if exc.filename is not None else ""
+        return f"{name}: {exc.strerror}" if name else exc.strerror
+    return str(exc)
+
+
+GLOBAL_FLAGS = ("-q", "--quiet")
+GLOBAL_VALUED = ("--log-level",)
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """The group's own options given after the subcommand (``ortseal seal ... --quiet``) moved before it,
+    as users of git and openssl expect; nothing after ``--`` is touched."""
+    head, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        if a in GLOBAL_FLAGS or any(a.startswith(o + "=") for o in GLOBAL_VALUED):
+            head.append(a)
+        elif a in GLOBAL_VALUED and i + 1 < len(args):
+            head += args[i:i + 2]
+            i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return head + rest
+
+
+INTERRUPTED = 128 + signal.SIGINT  # the shell's code for a command stopped by Ctrl-C
+
+
+def _terminated(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def terminate_as_exit() -> None:
+    """SIGTERM (``kill``, a service manager stopping a job) unwinds the command as Ctrl-C does, so every
+    ``finally`` runs and a half-written output's temp file is removed; the exit code is 143, as for a
+    process killed by it."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
 
 
 class Group(ErrorBoundary, click.Group):
@@ -152,18 +215,18 @@ class Passphrase:
             value = os.environ.get(self.env)
             where = f"environment variable {self.env} (from {self.option}passphrase-env)"
         elif self.file is not None:
-            try:
-                value = Path(self.file).read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise click.ClickException(f"{self.option}passphrase-file {self.file}: {exc.strerror}") from exc
             where = f"{self.option}passphrase-file {self.file}"
+            # a regular file only: a FIFO put in its place would block the command until someone writes to it
+            fd, _ = open_checked(self.file, ReadPolicy(f"{self.option}passphrase-file", FormatError))
+            with os.fdopen(fd, "rb") as fh:
+                value = _decoded(read_bounded(fh, MAX_PASSPHRASE_BYTES, where), where)
         elif self.fd is not None:
-            try:
-                with os.fdopen(self.fd, "r", closefd=False) as fh:
-                    value = fh.read().rstrip("\r\n")
-            except OSError as exc:
-                raise click.ClickException(f"{self.option}passphrase-fd {self.fd}: {exc.strerror}") from exc
             where = f"{self.option}passphrase-fd {self.fd}"
+            try:
+                with os.fdopen(self.fd, "rb", closefd=False) as fh:
+                    value = _decoded(read_bounded(fh, MAX_PASSPHRASE_BYTES, where), where)
+            except OSError as exc:
+                raise click.ClickException(f"{where}: {exc.strerror}") from exc
         else:
             return None
         if not value:
@@ -208,17 +271,48 @@ def passphrase_options_for(prefix: str, param: str, whose: str) -> Callable[[Cal
 passphrase_options = passphrase_options_for("", "passphrase", "the keyset")
 
 
-def read_keyset(path: str, what: str = "--keys") -> bytes:
-    """The bytes of a keyset named on the command line: a file, ``-`` for stdin, or ``env:VAR``."""
+MAX_PASSPHRASE_BYTES = 64 << 10
+MAX_KEYSET_BYTES = 1 << 20  # a keyset file is a few hundred bytes per key
+
+
+def read_bounded(stream: Any, limit: int, what: str) -> bytes:
+    """All of ``stream`` (stdin, a pipe), refusing more than ``limit`` bytes: a reader of ``-`` stops at a
+    stated size instead of filling memory with whatever is piped in."""
+    data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise click.ClickException(f"{what}: more than {format_limit(limit)}; refused")
+    return data
+
+
+def format_limit(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+def _decoded(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{where}: not UTF-8 text") from None
+
+
+def read_keyset(path: str, what: str = "--keys", device: bool = False) -> bytes:
+    """The bytes of a keyset named on the command line: a file, ``-`` for stdin, or ``env:VAR``. ``device``:
+    the command runs on a device, whose keyset comes from the publisher (the message for a missing file
+    says so instead of suggesting ``keygen``)."""
     if path.startswith("env:"):
         text = os.environ.get(path[4:], "").encode()
         if not text:
             raise click.ClickException(f"{what} {path}: environment variable {path[4:]} is not set or empty")
         return text
     if path == "-":
-        return sys.stdin.buffer.read()
+        return read_bounded(sys.stdin.buffer, MAX_KEYSET_BYTES, f"{what} - (stdin)")
     if not os.path.isfile(path):
-        raise click.ClickException(f"{what} {path}: no such keyset file (make one with: ortseal keygen -o {path})")
+        how = ("a device's keyset is made by the publisher: ortseal device-keys keys.json -o device.json" if device
+               else f"make one with: ortseal keygen -o {path}")
+        raise click.ClickException(f"{what} {path}: no such keyset file ({how})")
     return Path(path).read_bytes()
 
 
@@ -241,10 +335,17 @@ def open_keyset(text: bytes, path: str, passphrase: Passphrase, what: str = "--k
     return KeySet.from_json(text, click.prompt(f"passphrase for {path}", hide_input=True))
 
 
-def load_keys(path: str, passphrase: Passphrase, what: str = "--keys") -> KeySet:
+def load_keys(path: str, passphrase: Passphrase, what: str = "--keys", device: bool = False) -> KeySet:
     """Load ``--keys``: a keyset file, ``-`` for stdin, or ``env:VAR`` for a keyset held in an environment
     variable (:func:`read_keyset`, :func:`open_keyset`)."""
-    return open_keyset(read_keyset(path, what), path, passphrase, what)
+    return open_keyset(read_keyset(path, what, device), path, passphrase, what)
+
+
+def say(message: str) -> None:
+    """A line that reports success (``wrote ...``, ``ok ...``): not printed under ``--quiet``, which means
+    errors only. What a command was asked to show (a table, ``--json``, a keyset on stdout) is not said."""
+    if not quiet():
+        click.echo(message)
 
 
 keys_option = click.option("--keys", "keys_path", required=True, metavar="KEYS",

@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 
 from ..errors import OrtsealError, TamperedError
-from ._kit import Group, Passphrase, echo_json, echo_rows, json_option, keys_option, load_keys, passphrase_options
+from ._kit import (Group, Passphrase, describe, echo_json, echo_rows, json_option, keys_option, load_keys,
+                   passphrase_options, say)
 
 
 def _lstat_size(path: Path) -> str:
@@ -34,14 +35,25 @@ def _engine_files(directory: str) -> list[Path]:
 
 @click.group(cls=Group)
 def cache() -> None:
-    """Inspect and check a sealed TensorRT engine cache directory."""
+    """Inspect and check a sealed TensorRT engine cache directory.
+
+    \b
+    Example:
+      ortseal cache list trt_cache
+      ortseal cache verify trt_cache --keys device.json
+    """
 
 
 @cache.command("list")
 @click.argument("directory", type=click.Path(file_okay=False))
 @json_option
 def list_cache(directory: str, as_json: bool) -> None:
-    """List engines in DIRECTORY with sizes, key ids, signer and state (no keys needed)."""
+    """List engines in DIRECTORY with sizes, key ids, signer and state (no keys needed).
+
+    \b
+    Example:
+      ortseal cache list trt_cache --json
+    """
     from .._atomic import lock_held, temp_files
     from ..tensorrt.provider import QUARANTINE
     from ..tensorrt.vault import ENGINE_SUFFIX, read_engine_header
@@ -83,11 +95,16 @@ def list_cache(directory: str, as_json: bool) -> None:
 @passphrase_options
 @json_option
 def verify_cache(directory: str, keys_path: str, passphrase: Passphrase, as_json: bool) -> None:
-    """Fully verify every engine in DIRECTORY; exit 1 naming each bad file, or when there is none to verify."""
+    """Fully verify every engine in DIRECTORY; exit 1 naming each bad file, or when there is none to verify.
+
+    \b
+    Example:
+      ortseal cache verify trt_cache --keys device.json
+    """
     from ..tensorrt.provider import QUARANTINE
     from ..tensorrt.vault import ENGINE_SUFFIX, verify_engine_file
 
-    keys = load_keys(keys_path, passphrase)
+    keys = load_keys(keys_path, passphrase, device=True)
     files = [p for p in _engine_files(directory) if p.parent.name != QUARANTINE]
     if not files:  # a gate with nothing to check must not pass
         raise click.ClickException(f"no *{ENGINE_SUFFIX} engine files in {os.path.abspath(directory)}: nothing "
@@ -98,13 +115,16 @@ def verify_cache(directory: str, keys_path: str, passphrase: Passphrase, as_json
             verify_engine_file(path, keys)
             results.append({"file": path.name, "ok": True})
         except (OrtsealError, OSError) as exc:
-            results.append({"file": path.name, "ok": False, "error": type(exc).__name__, "message": str(exc)})
+            results.append({"file": path.name, "ok": False, "error": type(exc).__name__, "message": describe(exc)})
     bad = sum(not r["ok"] for r in results)
     if as_json:
         echo_json({"ok": not bad, "directory": os.path.abspath(directory), "engines": results})
     else:
         for r in results:
-            click.echo(f"ok   {r['file']}" if r["ok"] else f"BAD  {r['file']}: {r['error']}: {r['message']}")
-        click.echo(f"{len(files) - bad} ok, {bad} bad in {os.path.abspath(directory)}")
+            if not r["ok"]:
+                click.echo(f"BAD  {r['file']}: {r['message']}")
+            else:
+                say(f"ok   {r['file']}")
+        say(f"{len(files) - bad} ok, {bad} bad in {os.path.abspath(directory)}")
     if bad:
         sys.exit(1)

@@ -64,7 +64,8 @@ def try_it_commands(folder: Path) -> list[str]:
     return [f"ortseal seal {q('mul_1.onnx')} -o {q('mine.sealed.onnx')} --keys {q('keys.json')} --min-bytes 1 "
             "--overwrite",
             f"ortseal inspect {q('mine.sealed.onnx')}",
-            f"ortseal verify {q('mine.sealed.onnx')} --keys {q('keys.json')}"]
+            f"ortseal verify {q('mine.sealed.onnx')} --keys {q('keys.json')}",
+            f"ortseal cache verify {q('trt_cache')} --keys {q('keys.json')}"]
 
 
 def say_try_it(kept: Path | None) -> None:

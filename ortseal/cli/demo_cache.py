@@ -35,9 +35,12 @@ def engine_cache_steps(work: Path, keys: KeySet) -> None:
     swapped = path.replace("_sm86", "_sm89")
     shutil.copy(path, swapped)
     _expect_load_refused(trt, swapped, "an engine copied onto another GPU's file name")
+    os.remove(swapped)  # the work folder keeps only good engines: `ortseal cache verify` on it passes
     say("  engine copied onto another GPU's file name: decrypt returned 0 (refused; see the log line)")
-    blob = bytearray(Path(path).read_bytes())
+    good = Path(path).read_bytes()
+    blob = bytearray(good)
     blob[len(blob) // 2] ^= 0x01
     Path(path).write_bytes(blob)
     _expect_load_refused(trt, path, "a flipped bit in the engine cache")
+    Path(path).write_bytes(good)
     say("  one flipped bit in the cache file: decrypt returned 0 (ORT fails closed)")

@@ -38,7 +38,8 @@ def model_steps(work: Path, keys: KeySet) -> None:
     print_table(inspect_model(sealed))
     x = np.arange(6, dtype=np.float32).reshape(3, 2)
     want = ort.InferenceSession(str(plain), providers=["CPUExecutionProvider"]).run(None, {"X": x})[0]
-    got = InferenceSession(str(sealed), providers=["CPUExecutionProvider"], keys=keys).run(None, {"X": x})[0]
+    device = keys.for_device()  # what a device holds: it opens models, it cannot sign one
+    got = InferenceSession(str(sealed), providers=["CPUExecutionProvider"], keys=device).run(None, {"X": x})[0]
     if not np.array_equal(want, got):
         raise DemoFailure("sealed model output differs from the plain model's")
     say(f"  ortseal.InferenceSession output equals the plain model's: {got.ravel().tolist()}")
@@ -48,11 +49,13 @@ def model_steps(work: Path, keys: KeySet) -> None:
     model.graph.output.append(helper.make_tensor_value_info("W", onnx.TensorProto.FLOAT, [3, 2]))
     onnx.save(model, str(edited))
     expect_refused("graph edited to output the weight W",
-                   lambda: InferenceSession(str(edited), providers=["CPUExecutionProvider"], keys=keys))
+                   lambda: InferenceSession(str(edited), providers=["CPUExecutionProvider"], keys=device))
     data = Path(summary.data_file)
-    blob = bytearray(data.read_bytes())
+    good = data.read_bytes()
+    blob = bytearray(good)
     blob[-64 - 16 - 3] ^= 0x01  # a ciphertext byte of the sealed weight
     data.write_bytes(blob)
     expect_refused("one flipped byte in the sealed payload",
-                   lambda: InferenceSession(str(sealed), providers=["CPUExecutionProvider"], keys=keys))
+                   lambda: InferenceSession(str(sealed), providers=["CPUExecutionProvider"], keys=device))
+    data.write_bytes(good)  # the work folder keeps only good files: `ortseal verify` on them passes
     os.remove(edited)

@@ -41,6 +41,12 @@ SEALED_SUFFIX = ".ortseal_sealed"
 LIKE_PREFIX = "ortseal.like."
 METADATA_KEY = "ortseal.sealed"
 SELECTION_KEY = "ortseal.selection"  # the seal's --min-bytes/--include/--exclude, for inspect
+NOTE_KEY = "ortseal.open_with"  # OPEN_WITH, where Netron and onnx tools show it; informational, signed as stored
+PLAIN_ORT_ERROR = "ai.ortseal:Unseal(-1) is not a registered function/op"  # what a plain loader says
+OPEN_WITH = ("Sealed by ortseal: its weights are encrypted and the whole file is signed. A plain ONNX Runtime (or "
+             f"any loader that calls it) fails on it with '{PLAIN_ORT_ERROR}'. Open it with "
+             "ortseal.InferenceSession(path, keys=<device keyset>) (pip install ortseal); optimum and "
+             "sentence-transformers: ortseal.hf.")
 
 # What one walk of a sealed model may meet (docs/format.md, "Limits"): a file the keyset trusts can still be
 # hostile (a publisher's build gone wrong, or any holder of the content key for an unsigned model), and the

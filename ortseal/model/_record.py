@@ -254,7 +254,9 @@ class Manifest:
             "external": [{"location": e.location, "offset": e.offset, "length": e.length, "sha256": e.sha256.hex()}
                          for e in self.external],
         }
-        return rfc8785.dumps(doc).decode("utf-8")  # type: ignore[arg-type]  # rfc8785 types values narrowly
+        # RFC 8785 writes numbers as IEEE doubles, so it refuses integers above 2**53 - 1; a release goes up to
+        # 2**63 - 1 and is written as its exact digits (the same text JCS gives for every smaller one).
+        return "{" + ",".join(f"{_jcs(k)}:{v if k == 'release' else _jcs(v)}" for k, v in sorted(doc.items())) + "}"
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
@@ -298,6 +300,10 @@ def _int(value: object, top: int = (1 << 63) - 1) -> bool:
     return type(value) is int and 0 <= value <= top
 
 
+def _jcs(value: object) -> str:
+    return rfc8785.dumps(value).decode("utf-8")  # type: ignore[arg-type]  # rfc8785 types values narrowly
+
+
 def check_seal(record: SealRecord, body: bytes | memoryview, keys: KeySet) -> tuple[bytes, str | None]:
     """Check the seal record over ``body`` before anything of it is parsed, and return the body's digest
     with the content key its HMAC was made under. Signed: the keyset must trust the signer for some
@@ -308,8 +314,7 @@ def check_seal(record: SealRecord, body: bytes | memoryview, keys: KeySet) -> tu
     if record.signer_id is not None:
         public = keys.trusted_key_for_some(record.signer_id, "model:*")  # the exact scope: check_manifest
         if public is None:
-            raise TamperedError(f"the model is signed by {record.signer_id!r}, which this keyset does not trust for "
-                                "any model ('model:*')")
+            raise TamperedError(keys.untrusted("the model", record.signer_id, "model:*"))
         digest = body_digest(body)
         try:
             public.verify(record.tag, SIGNATURE_LABEL + digest)

@@ -32,7 +32,7 @@ from .._runtime import onnxruntime as ort
 from ..errors import FormatError
 from ..keys import KeySet, as_keyset
 from ._gate import check_handed_options
-from ._graph import malformed_is_format_error, read_model, set_inline
+from ._graph import MAX_MODEL_FILE, malformed_is_format_error, read_model, set_inline
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, RAW, kind_name
 from .verify import VerifiedModel, verify_sealed
 
@@ -118,6 +118,11 @@ def fallback_session_options(keys: KeySet | str | os.PathLike[str], sess_options
                 kind = ("a sparse " if st.sparse else "") + kind_name(st.dtype)
                 raise FormatError(f"sealed tensor {st.name!r} is {kind}, which the fallback kernel cannot return (it "
                                   "serves dense float, double, integer and bool tensors); use ortseal.InferenceSession")
+        inline = len(loaded.data) + sum(entry.length for _, entry in verified.externals)
+        if inline > MAX_MODEL_FILE:  # checked on the signed lengths, before anything is read or decrypted
+            raise FormatError(f"the fallback hands ONNX Runtime one in-memory model holding every plain tensor, and "
+                              f"this one's would be {inline / 2**30:.1f} GiB, over protobuf's 2 GiB; open it with "
+                              "ortseal.InferenceSession, which has no such limit")
         for st in verified.sealed:
             out = np.empty(st.shape, _NUMPY_TYPES[st.dtype])
             verified.opener(st, keys).decrypt_into(out.reshape(-1).view(np.uint8).data)

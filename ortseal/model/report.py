@@ -6,7 +6,7 @@ import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..blob import BlobSource, read_header
+from ..blob import BlobSource, check_release, read_header
 from ..errors import FormatError
 from ..keys import KeySet, as_keyset
 from ._gate import check_session
@@ -107,6 +107,7 @@ def verify_model(path_or_bytes: str | os.PathLike[str] | bytes, keys: KeySet | s
     """
     from .seal import plaintext_report  # (it needs onnx)
 
+    min_release = check_release(min_release, "min_release")  # as InferenceSession: -1 or True is a mistake
     keys = as_keyset(keys)  # a KeySet, or a keyset file's path
     check_session(VERIFY_PROVIDERS, None, sess_options, sealed_model=True)  # before a byte is read
     loaded = read_model(path_or_bytes, data_dir)  # parsed once its seal record is checked

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 import rfc8785
@@ -31,7 +31,7 @@ from onnx import (
     numpy_helper,
 )
 
-from .._atomic import atomic_writer
+from .._atomic import atomic_writer, output_lock
 from .._progress import ByteProgress
 from ..blob import DEFAULT_SEGMENT_SIZE, BlobWriter, check_release, sealed_length
 from ..errors import FormatError
@@ -39,6 +39,8 @@ from ..keys import KeySet
 from ._graph import (
     LIKE_PREFIX,
     METADATA_KEY,
+    NOTE_KEY,
+    OPEN_WITH,
     SEALED_SUFFIX,
     SELECTION_KEY,
     DataFiles,
@@ -365,7 +367,8 @@ def _rewrite(model: ModelProto, chosen: list[_Candidate], keys: KeySet, segment_
     return selected
 
 
-def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: KeySet, *, min_bytes: int = 1024,
+def seal_model(src: str | os.PathLike[str] | bytes, dst: str | os.PathLike[str] | BinaryIO, keys: KeySet, *,
+               min_bytes: int = 1024,
                include: str | None = None, exclude: str | None = None, sign: bool = True,
                external_data: bool = True, progress: bool = True, model_name: str | None = None,
                release: int = 0, overwrite: bool = False, segment_size: int = DEFAULT_SEGMENT_SIZE) -> SealSummary:
@@ -385,19 +388,28 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     ``external_data`` (default) blobs go to ``<dst>.data`` beside ``dst``; both files are written
     atomically, and existing files are replaced only with ``overwrite``. Nothing is loaded whole that can be
     streamed.
+
+    ``src`` may be a model's bytes (one without external data; give ``model_name``) and ``dst`` a binary
+    stream (with ``external_data=False``: the sealed model is written to it whole, nothing else is written).
     """
-    src_path, dst_path = Path(src), Path(dst)
+    in_memory, to_stream = isinstance(src, bytes), hasattr(dst, "write")
+    src_path = Path("<bytes>") if in_memory else Path(src)  # type: ignore[arg-type]
+    dst_path = None if to_stream else Path(dst)  # type: ignore[arg-type]
     check_release(release)
+    if model_name is None and in_memory:
+        raise ValueError("a model given as bytes has no file name: give model_name=NAME")
     model_name = src_path.stem if model_name is None else model_name
     if not isinstance(model_name, str) or not model_name:
         raise ValueError("model_name must be a non-empty string")
-    loaded = load_model(src_path)
+    if to_stream and external_data:
+        raise ValueError("a sealed model written to a stream keeps its payloads inline: pass external_data=False")
+    loaded = load_model(src if in_memory else src_path)
     model = loaded.model
     if is_sealed_model(model):
-        raise FormatError(f"{src_path} is already sealed by ortseal")
-    if dst_path.resolve() == src_path.resolve():
+        raise FormatError(f"{loaded.name} is already sealed by ortseal")
+    if dst_path is not None and not in_memory and dst_path.resolve() == src_path.resolve():
         raise ValueError("dst must differ from src")
-    for existing in (dst_path, dst_path.with_name(dst_path.name + ".data") if external_data else None):
+    for existing in (dst_path, dst_path.with_name(dst_path.name + ".data") if dst_path and external_data else None):
         if existing is not None and not overwrite and existing.exists():
             raise FileExistsError(f"{existing} exists; choose another output, or replace it (overwrite=True)")
     if min_bytes < 0:
@@ -409,47 +421,58 @@ def seal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys: K
     if not sign and keys.requires_signature:
         raise ValueError("sign=False writes a model this keyset could never open, since it "
                          "requires signatures; sign it, or use a keyset made with allow_unsigned=True")
-    with DataFiles(loaded.base_dir) as files:
-        _inline_attribute_tensors(model, files)
-        chosen, left_plain = _select(model, min_bytes, include, exclude)
-        if not chosen:
-            raise ValueError(_nothing_to_seal(src_path, min_bytes, include, exclude, left_plain))
-        selected = _rewrite(model, chosen, keys, segment_size)
-        if not any(o.domain == DOMAIN for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
-        manifest = Manifest(model_name, release, secrets.token_hex(16), key_id)
-        total = sum(s.nbytes for s in selected)
-        if not external_data and total > (1 << 31) - (64 << 20):
-            raise ValueError("sealed payloads over 2 GiB need external_data=True")
-        data_path = dst_path.with_name(dst_path.name + ".data") if external_data else None
-        bar = ByteProgress(total, f"sealing {src_path.name}", enabled=progress)
-        with bar, contextlib.ExitStack() as stack:
-            inline = io.BytesIO()
-            data = stack.enter_context(atomic_writer(data_path, mode=0o644, overwrite=overwrite)) if data_path else inline
-            blobs = stack.enter_context(BlobWriter(data, keys, segment_size=segment_size))
-            for s in selected:
-                with contextlib.ExitStack() as source:
-                    offset = data.tell()
-                    tensor = s.candidate.tensor
-                    assert tensor is not None
-                    info = blobs.write(_tensor_bytes(tensor, files, s.nbytes, source), sign=False, release=release,
-                                       context=tensor_context(manifest.seal_id, s.identity), progress=bar.update)
-                manifest.tensors[s.identity] = TensorEntry(info.digest, s.nbytes)
-                if data_path:
-                    set_external(s.blob, data_path.name, offset, info.length)
-                else:
-                    s.blob.raw_data = inline.getbuffer()[offset:offset + info.length].tobytes()
-            manifest.external = _move_plain_external(model, files, data if data_path else None,
-                                                     data_path.name if data_path else "")
-            _set_metadata(model, {METADATA_KEY: str(MODEL_FORMAT_VERSION), MANIFEST_KEY: manifest.to_json(),
-                                  SELECTION_KEY: rfc8785.dumps({"min_bytes": min_bytes, "include": include,
-                                                                 "exclude": exclude}).decode("utf-8")})
-            body = model.SerializeToString()
-            record = make_record(body_digest(body), keys, sign=sign, key_id=key_id)
-    with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
-        fh.write(body)
-        fh.write(record)
-    return SealSummary(dst_path, data_path, [s.candidate.name for s in selected], total, manifest, left_plain)
+    # one writer at a time for this model and its data file: two seals to one output must not pair one's
+    # model with the other's data; and what a killed seal left (its temp files) goes first
+    with output_lock(dst_path) if dst_path is not None else contextlib.nullcontext():
+        with DataFiles(loaded.base_dir) as files:
+            _inline_attribute_tensors(model, files)
+            chosen, left_plain = _select(model, min_bytes, include, exclude)
+            if not chosen:
+                raise ValueError(_nothing_to_seal(src_path, min_bytes, include, exclude, left_plain))
+            selected = _rewrite(model, chosen, keys, segment_size)
+            if not any(o.domain == DOMAIN for o in model.opset_import):
+                model.opset_import.append(helper.make_opsetid(DOMAIN, OPSET_VERSION))
+            manifest = Manifest(model_name, release, secrets.token_hex(16), key_id)
+            total = sum(s.nbytes for s in selected)
+            if not external_data and total > (1 << 31) - (64 << 20):
+                raise ValueError("sealed payloads over 2 GiB need external_data=True")
+            data_path = dst_path.with_name(dst_path.name + ".data") if dst_path and external_data else None
+            bar = ByteProgress(total, f"sealing {src_path.name}", enabled=progress)
+            with bar, contextlib.ExitStack() as stack:
+                inline = io.BytesIO()
+                data = stack.enter_context(atomic_writer(data_path, mode=0o644, overwrite=overwrite)) if data_path else inline
+                blobs = stack.enter_context(BlobWriter(data, keys, segment_size=segment_size))
+                for s in selected:
+                    with contextlib.ExitStack() as source:
+                        offset = data.tell()
+                        tensor = s.candidate.tensor
+                        assert tensor is not None
+                        info = blobs.write(_tensor_bytes(tensor, files, s.nbytes, source), sign=False, release=release,
+                                           context=tensor_context(manifest.seal_id, s.identity), progress=bar.update)
+                    manifest.tensors[s.identity] = TensorEntry(info.digest, s.nbytes)
+                    if data_path:
+                        set_external(s.blob, data_path.name, offset, info.length)
+                    else:
+                        s.blob.raw_data = inline.getbuffer()[offset:offset + info.length].tobytes()
+                manifest.external = _move_plain_external(model, files, data if data_path else None,
+                                                         data_path.name if data_path else "")
+                _set_metadata(model, {METADATA_KEY: str(MODEL_FORMAT_VERSION), MANIFEST_KEY: manifest.to_json(),
+                                      SELECTION_KEY: rfc8785.dumps({"min_bytes": min_bytes, "include": include,
+                                                                     "exclude": exclude}).decode("utf-8"),
+                                      NOTE_KEY: OPEN_WITH})
+                # the model's description, as Netron and onnxruntime's get_modelmeta() show it: the fix comes first
+                model.doc_string = OPEN_WITH + (f"\n\n{model.doc_string}" if model.doc_string else "")
+                body = model.SerializeToString()
+                record = make_record(body_digest(body), keys, sign=sign, key_id=key_id)
+        if dst_path is None:
+            stream = cast(BinaryIO, dst)
+            stream.write(body)
+            stream.write(record)
+        else:
+            with atomic_writer(dst_path, mode=0o644, overwrite=overwrite) as fh:
+                fh.write(body)
+                fh.write(record)
+        return SealSummary(dst_path or Path("-"), data_path, [s.candidate.name for s in selected], total, manifest, left_plain)
 
 
 def _set_metadata(model: ModelProto, entries: dict[str, str]) -> None:

@@ -126,6 +126,7 @@ class InferenceSession(ort.InferenceSession):
                 verified = stack.enter_context(verify_sealed(loaded, keys, min_release=self._ortseal_min_release,
                                                              model_name=self._ortseal_model_name))
                 verify_s = time.monotonic() - started
+                _warn_if_publisher(keys, verified.manifest.purpose)
                 opened = stack.enter_context(open_sealed_model(verified, keys))
             # (read+verify, decrypt) seconds, for the log line once ORT has built the session
             self._ortseal_times = verify_s, time.monotonic() - started - verify_s
@@ -203,3 +204,18 @@ def _shim() -> str | None:
         return shim_path()
     except OrtsealError:
         return None
+
+
+def _warn_if_publisher(keys: KeySet, purpose: str) -> None:
+    """One line when the keyset opening a model could also sign it: the publisher's keyset on a device, where
+    anyone who copies it can sign models every device accepts."""
+    signer = next((k for k in keys.signing_key_ids if keys.trusted_key(k, purpose) is not None), None)
+    if signer is not None and signer not in _WARNED:
+        _WARNED.add(signer)
+        log.warning(f"ortseal: this keyset can sign models (signing key {signer}): keep it on the publisher's "
+                    "machine and give devices the keyset of: ortseal device-keys keys.json -o device.json")
+
+
+_WARNED: set[str] = set()  # signing key ids warned about (once per process)
+
+

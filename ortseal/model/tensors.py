@@ -55,6 +55,13 @@ def proto_payload(value: Value, files: DataFiles | None) -> bytes:
     return copy.SerializeToString(deterministic=True)
 
 
+def _unmap(mapped: mmap.mmap) -> None:
+    try:
+        mapped.close()
+    except BufferError:  # a view of it is still held, by the traceback of the error unwinding the caller:
+        pass             # the mapping (read-only) goes when that does, and this error must not replace that one
+
+
 def raw_payload(t: TensorProto, files: DataFiles, nbytes: int, stack: contextlib.ExitStack) -> memoryview:
     """A raw-encoded tensor's exact ONNX raw bytes: a read-only mapping of its external file, its
     ``raw_data``, or its typed fields (``float_data``, ``int32_data``, ...) packed as ``raw_data`` would be."""
@@ -64,7 +71,8 @@ def raw_payload(t: TensorProto, files: DataFiles, nbytes: int, stack: contextlib
             raise FormatError(f"tensor {t.name!r}: external length {length} does not match its shape ({nbytes} bytes)")
         if nbytes == 0:
             return memoryview(b"")
-        mapped = stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+        mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        stack.callback(_unmap, mapped)
         view = memoryview(mapped)[offset:offset + nbytes]
         stack.callback(view.release)
         return view

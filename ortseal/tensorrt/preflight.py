@@ -19,8 +19,10 @@ PROVIDER = TENSORRT  # the name ORT gives the TensorRT EP
 PROVIDER_LIBRARY = "libonnxruntime_providers_tensorrt.so"
 SHARED_LIBRARY = "libonnxruntime_providers_shared.so"
 TENSORRT_MAJOR = 10  # the libnvinfer.so.N that ONNX Runtime 1.20-1.32's TensorRT EP links
-TENSORRT_HINT = (f"install TensorRT {TENSORRT_MAJOR} for your CUDA: pip install \"ortseal[gpu]\" (onnxruntime-gpu with "
-                 f"tensorrt-cu13 {TENSORRT_MAJOR}.x), or put TensorRT {TENSORRT_MAJOR}'s lib folder on LD_LIBRARY_PATH")
+# the [gpu] extra's packages, named as such: the advice fits a wheel install and a source checkout alike
+GPU_PACKAGES = '"onnxruntime-gpu>=1.31,<1.32" "tensorrt-cu13>=10.13,<11"'
+TENSORRT_HINT = (f"install TensorRT {TENSORRT_MAJOR} for your CUDA: pip install {GPU_PACKAGES} (what ortseal's [gpu] "
+                 f"extra installs), or put TensorRT {TENSORRT_MAJOR}'s lib folder on LD_LIBRARY_PATH")
 _MISSING = re.compile(r"([\w.+-]+\.so[.\d]*): cannot open shared object file")
 
 
@@ -38,7 +40,7 @@ def tensorrt_preflight() -> str:
         names = " ".join(n for n, _ in found) or "onnxruntime"
         raise ProviderUnavailableError(f"{dists} has no TensorRT execution provider (it offers {', '.join(available)}): "
                                        f"TensorRT needs onnxruntime-gpu and an NVIDIA GPU: pip uninstall -y {names} "
-                                       f"&& pip install \"ortseal[gpu]\"")
+                                       f"&& pip install {GPU_PACKAGES}")
     capi = Path(ort.__file__).resolve().parent / "capi"
     library = capi / PROVIDER_LIBRARY
     if not library.is_file():
