@@ -25,7 +25,13 @@ def _entries(directory: str) -> list[Path]:
 
 @click.group(cls=Group)
 def compiled() -> None:
-    """Inspect and check a sealed compiled-model (EPContext) cache folder."""
+    """Inspect and check a sealed compiled-model (EPContext) cache folder.
+
+    \b
+    Example:
+      ortseal compiled list cache/
+      ortseal compiled verify cache/ --keys device.json
+    """
 
 
 @compiled.command("list")
@@ -33,7 +39,12 @@ def compiled() -> None:
 @json_option
 def list_entries(directory: str, as_json: bool) -> None:
     """List the entries in DIRECTORY: what each was compiled for, its size, signer, release and state (no keys
-    needed; nothing is verified: use verify)."""
+    needed; nothing is verified: use verify).
+
+    \b
+    Example:
+      ortseal compiled list cache/ --json
+    """
     header = ("file", "bytes", "ep", "ep version", "device", "source", "signer", "release", "state")
     rows: list[tuple[str, ...]] = [header]
     for path in _entries(directory):
@@ -72,7 +83,12 @@ def list_entries(directory: str, as_json: bool) -> None:
 @json_option
 def verify_entries(directory: str, keys_path: str, passphrase: Passphrase, min_release: int, as_json: bool) -> None:
     """Fully verify every entry in DIRECTORY against the binding it stores (signature by a key trusted for
-    engines, release, every segment); exit 1 naming each bad file, or when there is none to verify."""
+    engines, release, every segment); exit 1 naming each bad file, or when there is none to verify.
+
+    \b
+    Example:
+      ortseal compiled verify cache/ --keys device.json --min-release 4
+    """
     keys = load_keys(keys_path, passphrase)
     files = [p for p in _entries(directory) if p.parent.name != QUARANTINE]
     if not files:  # a gate with nothing to check must not pass

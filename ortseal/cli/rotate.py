@@ -15,7 +15,12 @@ from ._signing import SigningKeySpec, signing_key_options, with_signer
 @json_option
 def rotate_content_key(keyset: str, passphrase: Passphrase, as_json: bool) -> None:
     """Add a fresh content key to KEYSET (rewritten in place, same passphrase) that seals from now on; the old
-    keys stay, so what they sealed still opens. Then: ortseal reseal each model, ortseal device-keys."""
+    keys stay, so what they sealed still opens. Then: ortseal reseal each model, ortseal device-keys.
+
+    \b
+    Example:
+      ortseal rotate-content-key keys.json
+    """
     refuse_dash(keyset, "KEYSET", "the keyset is rewritten in place")
     secret = passphrase.given()
     rotated = load_keys(keyset, passphrase, "KEYSET").with_new_content_key()
@@ -39,7 +44,12 @@ def rotate_content_key(keyset: str, passphrase: Passphrase, as_json: bool) -> No
 def reseal(src: str, dst: str, keys_path: str, passphrase: Passphrase, release: int | None, overwrite: bool,
            signing: SigningKeySpec, as_json: bool) -> None:
     """Re-seal the sealed model SRC under the keyset's sealing content key (after rotate-content-key), signed
-    again; its weights are decrypted only in memory, never written in clear."""
+    again; its weights are decrypted only in memory, never written in clear.
+
+    \b
+    Example:
+      ortseal reseal model.sealed.onnx -o model.v5.sealed.onnx --keys keys.json --release 5
+    """
     from ..model.reseal import reseal_model
 
     keys = with_signer(load_keys(keys_path, passphrase), signing)

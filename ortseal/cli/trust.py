@@ -48,7 +48,14 @@ def _current(path: str, root: Signer) -> Any:
 
 @click.group(cls=Group)
 def trust() -> None:
-    """Trust bundles: the signers devices trust and the keys they refuse, signed by a root key they pin."""
+    """Trust bundles: the signers devices trust and the keys they refuse, signed by a root key they pin.
+
+    \b
+    Example:
+      ortseal trust init -o bundle.json --root-key root.json
+      ortseal trust add-signer bundle.json --key trusted.json --scope 'model:*' --root-key root.json
+      ortseal trust install bundle.json --root root.public.json --state /var/lib/app/trust-state.json
+    """
 
 
 @trust.command(cls=Command)
@@ -57,7 +64,12 @@ def trust() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing file.")
 @json_option
 def init(output: str, signing: SigningKeySpec, passphrase: Passphrase, overwrite: bool, as_json: bool) -> None:
-    """Write serial 1 of a bundle under the root key, trusting nobody yet."""
+    """Write serial 1 of a bundle under the root key, trusting nobody yet.
+
+    \b
+    Example:
+      ortseal trust init -o bundle.json --root-key root.json
+    """
     from ..trust import TrustBundle
 
     root = signing.signer(passphrase, "--root-key")
@@ -74,7 +86,12 @@ def init(output: str, signing: SigningKeySpec, passphrase: Passphrase, overwrite
 @json_option
 def add_signer(bundle: str, key_source: str, scope: tuple[str, ...], signing: SigningKeySpec, passphrase: Passphrase,
                as_json: bool) -> None:
-    """Trust a signer (or set its scope) in BUNDLE: writes the next serial in its place."""
+    """Trust a signer (or set its scope) in BUNDLE: writes the next serial in its place.
+
+    \b
+    Example:
+      ortseal trust add-signer bundle.json --key trusted.json --scope 'model:detector*' --root-key root.json
+    """
     from ..trust import load_root
 
     root = signing.signer(passphrase, "--root-key")
@@ -87,7 +104,12 @@ def add_signer(bundle: str, key_source: str, scope: tuple[str, ...], signing: Si
 @_root_options
 @json_option
 def revoke(bundle: str, key_id: str, signing: SigningKeySpec, passphrase: Passphrase, as_json: bool) -> None:
-    """Revoke signer KEY_ID in BUNDLE: devices refuse all it signed. Writes the next serial in its place."""
+    """Revoke signer KEY_ID in BUNDLE: devices refuse all it signed. Writes the next serial in its place.
+
+    \b
+    Example:
+      ortseal trust revoke bundle.json bc2aeaf81fe26cae --root-key root.json
+    """
     root = signing.signer(passphrase, "--root-key")
     _write(_current(bundle, root).revoking(key_id), bundle, True, as_json, root)
 
@@ -100,7 +122,12 @@ def revoke(bundle: str, key_id: str, signing: SigningKeySpec, passphrase: Passph
 @json_option
 def rotate_root(bundle: str, new_root_key: str, signing: SigningKeySpec, passphrase: Passphrase, as_json: bool) -> None:
     """Move BUNDLE to a new root key, signed by the old root and the new one (devices accept a new root only
-    so). Writes the next serial in its place."""
+    so). Writes the next serial in its place.
+
+    \b
+    Example:
+      ortseal trust rotate-root bundle.json --root-key old-root.json --new-root-key new-root.json
+    """
     old = signing.signer(passphrase, "--root-key")
     new = SigningKeySpec(new_root_key, signing.module, signing.pin_env, signing.pin_file,
                          signing.pin_fd).signer(passphrase, "--new-root-key")
@@ -113,7 +140,12 @@ def rotate_root(bundle: str, new_root_key: str, signing: SigningKeySpec, passphr
               help="The pinned root public key (a public keyset file holding one key).")
 @json_option
 def show(bundle: str, root_path: str, as_json: bool) -> None:
-    """Verify BUNDLE against ROOT (no state: no rollback check) and print what it trusts."""
+    """Verify BUNDLE against ROOT (no state: no rollback check) and print what it trusts.
+
+    \b
+    Example:
+      ortseal trust show bundle.json --root root.public.json
+    """
     from ..trust import load_root, read_bundle
 
     info = read_bundle(Path(bundle).read_bytes(), load_root(root_path)).describe()
@@ -134,7 +166,12 @@ def show(bundle: str, root_path: str, as_json: bool) -> None:
               help="This device's trust state file (last accepted serial, digest and root; mode 0600).")
 @json_option
 def install(bundle: str, root_path: str, state: str, as_json: bool) -> None:
-    """Accept BUNDLE on this device: signed by its root, not older than the last one, recorded in STATE."""
+    """Accept BUNDLE on this device: signed by its root, not older than the last one, recorded in STATE.
+
+    \b
+    Example:
+      ortseal trust install bundle.json --root root.public.json --state /var/lib/app/trust-state.json
+    """
     from ..trust import install_bundle, load_root
 
     installed = install_bundle(Path(bundle).read_bytes(), root=load_root(root_path), state=state)
