@@ -389,9 +389,7 @@ class KeySet:
     def trusted_key(self, key_id: str, purpose: str) -> Ed25519PublicKey | None:
         """The public key ``key_id`` if this keyset trusts it for ``purpose``, else None; raises
         :class:`~ortseal.errors.RevokedError` for a key a trust bundle revoked."""
-        if key_id in self._revoked:
-            raise RevokedError(f"signing key {key_id} is revoked by the trust bundle this keyset holds: content it "
-                               "signed is refused, even with a valid signature (re-seal it with a current key)")
+        self._refuse_revoked(key_id)
         key = self._trusted.get(key_id)
         if key is None or not all(any(scope_matches(p, purpose) for p in c) for c in self._scope(key_id)):
             return None
@@ -401,11 +399,17 @@ class KeySet:
         """The public key ``key_id`` unless this keyset trusts it for no purpose matching ``purpose_pattern``
         (such as ``model:*``), so that a signature can be checked, or refused, before anything it signed is
         read. A key returned may still be trusted for none of those purposes: :meth:`trusted_key` gives the
-        exact answer for one purpose."""
+        exact answer for one purpose. Raises :class:`~ortseal.errors.RevokedError` as :meth:`trusted_key` does."""
+        self._refuse_revoked(key_id)
         key = self._trusted.get(key_id)
         if key is None or any(_intersect_scopes(c, (purpose_pattern,)) == () for c in self._scope(key_id)):
             return None
         return key
+
+    def _refuse_revoked(self, key_id: str) -> None:
+        if key_id in self._revoked:
+            raise RevokedError(f"signing key {key_id} is revoked by the trust bundle this keyset holds: content it "
+                               "signed is refused, even with a valid signature (re-seal it with a current key)")
 
     @property
     def has_providers(self) -> bool:

@@ -29,6 +29,7 @@ static const writer WRITERS[] = {
     {"OpenVINOExecutionProvider", "blob_dump_path", "path"},
     {"OpenVINOExecutionProvider", "use_compiled_network", "flag"},
     {"OpenVINOExecutionProvider", "export_ep_ctx_blob", "flag"},
+    {"OpenVINOExecutionProvider", "dump_subgraphs", "path"},
     {"QNNExecutionProvider", "qnn_saver_path", "path"},
     {"QNNExecutionProvider", "dump_qnn_ir_dlc", "flag"},
     {"QNNExecutionProvider", "dump_json_qnn_graph", "flag"},

@@ -82,7 +82,7 @@ def reseal_model(src: str | os.PathLike[str], dst: str | os.PathLike[str], keys:
                 else:
                     assert data_path is not None
                     set_external(st.blob, data_path.name, offset, info.length)
-            for _, tensor, entry in verified.externals:  # plain ones: copied page-aligned, checked as read
+            for tensor, entry in verified.externals:  # plain ones: copied page-aligned, checked as read
                 assert data_path is not None
                 data.write(b"\0" * (-data.tell() % PLAIN_ALIGNMENT))
                 start = data.tell()
