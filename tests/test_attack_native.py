@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,10 @@ def publisher(tmp_path_factory) -> tuple[KeySet, Path]:
 def add_model(path: Path, weights: np.ndarray, *, external_file: str | None = None) -> None:
     """y = x + w; w stored inline, or as external data in `external_file` beside the model."""
     w = numpy_helper.from_array(weights, "w")
+    shape = list(weights.shape)
     graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "add",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(SHAPE))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(SHAPE))], [w])
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if external_file:
@@ -79,3 +81,69 @@ def test_session_options_keep_no_pointer_to_freed_plaintext(hosts, publisher, tm
                       tmp_path / "out.bin")
     assert result.name == "ok", result.message
     assert read_tensors(tmp_path / "out.bin")["y"].tobytes() == (x + w).tobytes()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def resign(body: bytes, keys: KeySet, key_id: str) -> bytes:
+    """The publisher's signature over a new body (what only the signing key can make)."""
+    from ortseal.model._record import body_digest, make_record
+
+    return body + make_record(body_digest(body), keys, sign=True, key_id=key_id)
+
+
+def test_int32_fields_read_as_onnx_reads_them(hosts, publisher, tmp_path, monkeypatch):
+    """ONNX's int32 and enum fields keep the low 32 bits of their varint (protobuf), so data_location
+    2^32 + 1 is EXTERNAL to ORT and to Python's onnx, which refuses the model (an external tensor its
+    manifest does not list). A C walker comparing all 64 bits takes that tensor for an inline one and
+    hands it to ORT unchecked (ORT then finds no such in-memory file: a runtime error, not the refusal).
+    Needs the signing key (the body is signed): the C walker must read what ORT reads all the same."""
+    keys, keyfile = publisher
+    shape = (4, 4)  # small: no weights arena, so ORT resolves external data itself (from the working folder)
+    add_model(tmp_path / "src.onnx", np.full(shape, 1.0, np.float32))
+    sealed = tmp_path / "m.sealed.onnx"
+    ortseal.seal_model(tmp_path / "src.onnx", sealed, keys, min_bytes=1)
+    from ortseal.model._record import read_record
+
+    raw = sealed.read_bytes()
+    record = read_record(raw)
+    model = onnx.load_from_string(raw[:-record.size])
+    graph = model.graph
+    add = next(n for n in graph.node if n.output and n.output[0] == "y")
+    add.output[0] = "t"
+    graph.node.append(helper.make_node("Add", ["t", "c"], ["y"]))
+    c = TensorProto(name="c", data_type=TensorProto.FLOAT, dims=list(shape))
+    for key, value in (("location", "evil.bin"), ("offset", "0"), ("length", str(4 * np.prod(shape)))):
+        c.external_data.add(key=key, value=value)
+    tensor = c.SerializeToString() + b"\x70" + _varint((1 << 32) + 1)  # data_location: field 14, varint
+    graph_bytes = graph.SerializeToString() + b"\x2a" + _varint(len(tensor)) + tensor  # initializer: field 5
+    model.ClearField("graph")
+    body = model.SerializeToString() + b"\x3a" + _varint(len(graph_bytes)) + graph_bytes  # graph: field 7
+    manifest = next(p.value for p in model.metadata_props if p.key == "ortseal.manifest")
+    sealed.write_bytes(resign(body, keys, json.loads(manifest)["key_id"]))
+    evil = np.full(shape, 1000.0, np.float32).tobytes()
+    (tmp_path / "evil.bin").write_bytes(evil)
+    x = np.ones(shape, np.float32)
+    write_tensors(tmp_path / "in.bin", {"x": x})
+    assert python_refuses(sealed, keys)
+    monkeypatch.chdir(tmp_path)  # where ORT looks for a relative external file of a model given as bytes
+    result = hosts[1]("sealed", keyfile, "-", 0, sealed, tmp_path / "in.bin", tmp_path / "out.bin")
+    if result.name == "ok":
+        out = read_tensors(tmp_path / "out.bin")["y"]
+        pytest.fail(f"the C host accepted a tensor ORT read from an unchecked file (y[0,0] = {out[0, 0]})")
+    assert result.name in ("format", "tampered"), result.message
+
+
+def python_refuses(path: Path, keys: KeySet) -> bool:
+    try:
+        ortseal.verify_model(path, keys)
+    except ortseal.OrtsealError:
+        return True
+    return False
