@@ -147,3 +147,45 @@ def python_refuses(path: Path, keys: KeySet) -> bool:
     except ortseal.OrtsealError:
         return True
     return False
+
+
+def test_weights_arena_size_cannot_wrap(hosts, publisher, tmp_path):
+    """Plain external tensors whose lengths (each within its data file) sum past 2^64: the arena's size
+    wraps to a few bytes and the tensors are read past its end (heap overflow). Needs the signing key and a
+    file system with sparse files of 2^62 bytes (tmpfs): what the signed manifest says is still bounded."""
+    import tempfile
+
+    keys, keyfile = publisher
+    try:
+        folder = Path(tempfile.mkdtemp(dir="/dev/shm"))
+        with open(folder / "big.bin", "wb") as f:
+            f.truncate(1 << 62)
+    except OSError:
+        pytest.skip("no file system here holds a sparse file of 2^62 bytes")
+    try:
+        add_model(tmp_path / "src.onnx", np.full((4, 4), 1.0, np.float32))
+        sealed = folder / "m.sealed.onnx"
+        ortseal.seal_model(tmp_path / "src.onnx", sealed, keys, min_bytes=1)
+        from ortseal.model._record import read_record
+
+        raw = sealed.read_bytes()
+        model = onnx.load_from_string(raw[:-read_record(raw).size])
+        entry = next(p for p in model.metadata_props if p.key == "ortseal.manifest")
+        manifest = json.loads(entry.value)
+        for i in range(4):
+            t = TensorProto(name=f"e{i}", data_type=TensorProto.UINT8, dims=[1 << 62],
+                            data_location=TensorProto.EXTERNAL)
+            for key, value in (("location", "big.bin"), ("offset", "0"), ("length", str(1 << 62))):
+                t.external_data.add(key=key, value=value)
+            model.graph.initializer.append(t)
+            manifest["external"].append({"location": "big.bin", "offset": 0, "length": 1 << 62, "sha256": "0" * 64})
+        entry.value = json.dumps(manifest, separators=(",", ":"), sort_keys=True)
+        sealed.write_bytes(resign(model.SerializeToString(), keys, manifest["key_id"]))
+        out = tmp_path / "opened"
+        out.mkdir()
+        result = hosts[0]("model", keyfile, "-", 0, sealed, out)
+        assert result.name in ("format", "tampered", "nomem"), result.message
+    finally:
+        for p in folder.iterdir():
+            p.unlink()
+        folder.rmdir()
