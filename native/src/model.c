@@ -865,10 +865,20 @@ static ortseal_code read_span(void *src, uint8_t *buf, size_t len, uint64_t offs
 
 static uint64_t align_up(uint64_t v) { return (v + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN; }
 
+/* total + len, aligned, unless that passes 2^63 (the lengths are the signed manifest's, each within its
+ * file, but their sum is not bounded: it must not wrap). */
+static bool arena_add(uint64_t *total, uint64_t len) {
+    if (len > (UINT64_C(1) << 63) - ARENA_ALIGN - *total) return false;
+    *total = align_up(*total + len);
+    return true;
+}
+
 static ortseal_code open_tensors(opener *o) {
     uint64_t total = 0;
-    for (size_t i = 0; i < o->n_sealed; i++) { o->sealed[i].arena_offset = total; total = align_up(total + o->sealed[i].payload_bytes); }
-    for (size_t i = 0; i < o->n_externals; i++) { o->externals[i].arena_offset = total; total = align_up(total + o->externals[i].ref.length); }
+    bool fits = true;
+    for (size_t i = 0; i < o->n_sealed && fits; i++) { o->sealed[i].arena_offset = total; fits = arena_add(&total, o->sealed[i].payload_bytes); }
+    for (size_t i = 0; i < o->n_externals && fits; i++) { o->externals[i].arena_offset = total; fits = arena_add(&total, o->externals[i].ref.length); }
+    if (!fits) return FAIL(o->err, ORTSEAL_E_FORMAT, "the model's tensors add up to more than 2^63 bytes");
     if (total > SIZE_MAX || !(o->arena = xcalloc((size_t)total, 1))) return FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory for %llu bytes of weights", (unsigned long long)total);
     o->arena_len = (size_t)total;
     size_t ctx_cap = 0;
