@@ -189,3 +189,13 @@ def test_weights_arena_size_cannot_wrap(hosts, publisher, tmp_path):
         for p in folder.iterdir():
             p.unlink()
         folder.rmdir()
+
+
+def test_a_second_session_from_one_opened_model_is_a_refusal(hosts, publisher, tmp_path):
+    """The first session wipes the model's plaintext; a second ortseal_session_create on the same model
+    must say so (misuse), not hand ORT a NULL model or, for tensors over 2 GiB, uninitialized shapes."""
+    keys, keyfile = publisher
+    add_model(tmp_path / "a.onnx", np.full(SHAPE, 1.0, np.float32))
+    ortseal.seal_model(tmp_path / "a.onnx", tmp_path / "a.sealed.onnx", keys)
+    result = hosts[1]("twice", keyfile, tmp_path / "a.sealed.onnx")
+    assert result.name == "misuse", result.message
