@@ -124,6 +124,10 @@ ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_mode
                                     OrtSession **out, ortseal_error *err) {
     if (!api || !env || !m || !so || !out) return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_session_create needs api, env, model, options and out");
     *out = NULL;
+    size_t proto_len = 0;
+    if (!ortseal_model_bytes(m, &proto_len))
+        return FAIL(err, ORTSEAL_E_MISUSE, "this opened model already made a session, which wiped its plaintext: open the "
+                    "model again for another session");
     ortseal_code code = ortseal_check_session_options(api, so, err);
     if (code) return code;
     /* The in-memory weights and OrtValues go into a copy of the host's options: ORT keeps what
