@@ -179,7 +179,7 @@ static bool read_attr(pb_span a, attr_info *out) {
         else if (f.number == ATTR_T && f.wire == PB_LEN) out->t = f.data;
         else if (f.number == ATTR_G && f.wire == PB_LEN) out->g = f.data;
         else if (f.number == ATTR_SPARSE && f.wire == PB_LEN) out->sparse = f.data;
-        else if (f.number == ATTR_TYPE && f.wire == PB_VARINT) out->type = (int64_t)f.varint;
+        else if (f.number == ATTR_TYPE && f.wire == PB_VARINT) out->type = (int32_t)(uint32_t)f.varint; /* enum: int32 */
     }
     return !r.bad;
 }
@@ -237,6 +237,9 @@ static bool read_ints(pb_span m, uint32_t number, int64_t **out, size_t *n) {
     return !r.bad;
 }
 
+/* int32 and enum fields (data_type, data_location, AttributeProto.type) keep the low 32 bits of their
+ * varint, as protobuf reads them (and so ORT and onnx): compared on 64 bits, 2^32 + 1 would not be
+ * EXTERNAL here but would be to ORT. */
 typedef struct tensor_info { pb_span name, raw; int64_t type; bool external; pb_span ext[3]; } tensor_info;
 
 static bool read_tensor(pb_span t, tensor_info *out) {
@@ -247,9 +250,9 @@ static bool read_tensor(pb_span t, tensor_info *out) {
     (void)ext_fields;
     while (pb_next(&r, &f)) {
         if (f.number == T_NAME && f.wire == PB_LEN) out->name = f.data;
-        else if (f.number == T_TYPE && f.wire == PB_VARINT) out->type = (int64_t)f.varint;
+        else if (f.number == T_TYPE && f.wire == PB_VARINT) out->type = (int32_t)(uint32_t)f.varint;
         else if (f.number == T_RAW && f.wire == PB_LEN) out->raw = f.data;
-        else if (f.number == T_LOCATION && f.wire == PB_VARINT) out->external = f.varint == 1;
+        else if (f.number == T_LOCATION && f.wire == PB_VARINT) out->external = (uint32_t)f.varint == 1;
     }
     return !r.bad;
 }
@@ -390,7 +393,11 @@ static ortseal_code read_unseal(opener *o, pb_span node, const node_info *n, con
         if (pb_span_eq(a.name, "graph_digest"))
             return FAIL(o->err, ORTSEAL_E_FORMAT, "this model was sealed by ortseal format v1, which is refused (its "
                         "signatures do not commit to the content); %s", RESEAL);
-        if (pb_span_eq(a.name, "dtype")) { st->dtype = (int32_t)a.i; has_dtype = true; }
+        if (pb_span_eq(a.name, "dtype")) {
+            if (a.i < 1 || a.i > 28) return FAIL(o->err, ORTSEAL_E_FORMAT, "an Unseal node declares a data type that is not an ONNX tensor kind");
+            st->dtype = (int32_t)a.i; /* the attribute is an int64: not truncated into range */
+            has_dtype = true;
+        }
         else if (pb_span_eq(a.name, "shape")) {
             free(st->shape);
             if (!read_ints(f.data, ATTR_INTS, &st->shape, &st->rank)) return FAIL(o->err, ORTSEAL_E_FORMAT, "an Unseal node's shape is malformed");
@@ -858,10 +865,20 @@ static ortseal_code read_span(void *src, uint8_t *buf, size_t len, uint64_t offs
 
 static uint64_t align_up(uint64_t v) { return (v + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN; }
 
+/* total + len, aligned, unless that passes 2^63 (the lengths are the signed manifest's, each within its
+ * file, but their sum is not bounded: it must not wrap). */
+static bool arena_add(uint64_t *total, uint64_t len) {
+    if (len > (UINT64_C(1) << 63) - ARENA_ALIGN - *total) return false;
+    *total = align_up(*total + len);
+    return true;
+}
+
 static ortseal_code open_tensors(opener *o) {
     uint64_t total = 0;
-    for (size_t i = 0; i < o->n_sealed; i++) { o->sealed[i].arena_offset = total; total = align_up(total + o->sealed[i].payload_bytes); }
-    for (size_t i = 0; i < o->n_externals; i++) { o->externals[i].arena_offset = total; total = align_up(total + o->externals[i].ref.length); }
+    bool fits = true;
+    for (size_t i = 0; i < o->n_sealed && fits; i++) { o->sealed[i].arena_offset = total; fits = arena_add(&total, o->sealed[i].payload_bytes); }
+    for (size_t i = 0; i < o->n_externals && fits; i++) { o->externals[i].arena_offset = total; fits = arena_add(&total, o->externals[i].ref.length); }
+    if (!fits) return FAIL(o->err, ORTSEAL_E_FORMAT, "the model's tensors add up to more than 2^63 bytes");
     if (total > SIZE_MAX || !(o->arena = xcalloc((size_t)total, 1))) return FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory for %llu bytes of weights", (unsigned long long)total);
     o->arena_len = (size_t)total;
     size_t ctx_cap = 0;

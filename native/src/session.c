@@ -118,12 +118,38 @@ static ortseal_code ort_failed(const OrtApi *api, OrtStatus *st, const char *wha
     return code;
 }
 
+static ortseal_code create_from(const OrtApi *api, OrtEnv *env, ortseal_model *m, OrtSessionOptions *so,
+                                OrtSession **out, ortseal_error *err);
+
 ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_model *m, OrtSessionOptions *so,
                                     OrtSession **out, ortseal_error *err) {
     if (!api || !env || !m || !so || !out) return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_session_create needs api, env, model, options and out");
     *out = NULL;
+    size_t proto_len = 0;
+    if (!ortseal_model_bytes(m, &proto_len))
+        return FAIL(err, ORTSEAL_E_MISUSE, "this opened model already made a session, which wiped its plaintext: open the "
+                    "model again for another session");
     ortseal_code code = ortseal_check_session_options(api, so, err);
     if (code) return code;
+    /* The in-memory weights and OrtValues go into a copy of the host's options: ORT keeps what
+     * AddExternalInitializers* is given by pointer inside the options, and the weights are freed below, so
+     * added to the host's own options they would be read again, freed, by the next session it creates with
+     * them (and a second sealed model would be refused: the name is taken). */
+    OrtSessionOptions *own = NULL;
+    OrtStatus *st = api->CloneSessionOptions(so, &own);
+    if (st) return ort_failed(api, st, "ONNX Runtime could not copy the session options", err);
+    code = create_from(api, env, m, own, out, err);
+    api->ReleaseSessionOptions(own);
+    if (code) return code;
+    /* ORT parsed the bytes and copied the weights ("the buffer can be freed after session creation"):
+     * our plaintext goes now, not when the host frees the model. */
+    ortseal_model_drop_weights(m);
+    clear_error(err);
+    return ORTSEAL_OK;
+}
+
+static ortseal_code create_from(const OrtApi *api, OrtEnv *env, ortseal_model *m, OrtSessionOptions *so,
+                                OrtSession **out, ortseal_error *err) {
     const char *file = NULL;
     size_t weights_len = 0, proto_len = 0;
     const uint8_t *weights = ortseal_model_weights(m, &file, &weights_len);
@@ -161,9 +187,5 @@ ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_mode
     for (size_t i = 0; i < n_values && i < 256; i++) if (values[i]) api->ReleaseValue(values[i]);
     if (mem) api->ReleaseMemoryInfo(mem);
     if (st) return ort_failed(api, st, "ONNX Runtime refused the opened model", err);
-    /* ORT parsed the bytes and copied the weights ("the buffer can be freed after session creation"):
-     * our plaintext goes now, not when the host frees the model. */
-    ortseal_model_drop_weights(m);
-    clear_error(err);
     return ORTSEAL_OK;
 }

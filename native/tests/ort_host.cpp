@@ -3,6 +3,8 @@
 //   ortseal_ort_host sealed KEYSET PASSPHRASE|- MIN_RELEASE MODEL INPUTS OUTPUTS [CONFIG_KEY CONFIG_VALUE]...
 //   ortseal_ort_host time-plain MODEL | time-sealed KEYSET MODEL   (benchmarks/bench_native.py: open time, peak RSS)
 //   ortseal_ort_host options                      (prints the refused-options table)
+//   ortseal_ort_host reuse KEYSET SEALED SECOND INPUTS OUTPUTS  (one OrtSessionOptions for both sessions)
+//   ortseal_ort_host twice KEYSET SEALED          (two sessions from one opened model)
 // INPUTS/OUTPUTS: u32 count, then per tensor u32 name length, name, i32 ONNX type, u32 rank, i64 dims,
 // u64 byte count, bytes. Prints "ok" or "error <code name>: <message>" and exits with the status code.
 #include <onnxruntime_c_api.h>
@@ -184,6 +186,36 @@ int main(int argc, char** argv) {
             run(session, argv[6], argv[7]);
             api->ReleaseSession(session);
             session = nullptr;
+        } else if (cmd == "twice" && argc == 4) {
+            // Two sessions from one opened model: the second must be a refusal, not a crash.
+            ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
+            ortseal::Model model = ortseal::Model::open(argv[3], keys);
+            OrtSession* first = model.create_session(api, env, so);
+            api->ReleaseSession(first);
+            session = model.create_session(api, env, so);
+        } else if (cmd == "reuse" && argc == 7) {
+            // One OrtSessionOptions for two sessions, as a host with one Ort::SessionOptions does: a sealed
+            // model first (kept open), then SECOND (sealed if it ends in .sealed.onnx, else plain) run.
+            ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
+            OrtSession* first = nullptr;
+            {
+                ortseal::Model model = ortseal::Model::open(argv[3], keys);
+                first = model.create_session(api, env, so);
+            }
+            std::string second = argv[4];
+            try {
+                if (second.size() > 12 && second.compare(second.size() - 12, 12, ".sealed.onnx") == 0) {
+                    ortseal::Model model = ortseal::Model::open(second, keys);
+                    session = model.create_session(api, env, so);
+                } else {
+                    check_ort(api->CreateSession(env, second.c_str(), so, &session));
+                }
+                run(session, argv[5], argv[6]);
+            } catch (...) {
+                api->ReleaseSession(first);
+                throw;
+            }
+            api->ReleaseSession(first);
         } else {
             return 100;
         }
