@@ -1,0 +1,140 @@
+"""Attacks on issue 24's signers and trust bundles that the first round of tests did not carry out: each
+test here failed on the code it was written against (branch trust) and passes with its fix."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import ortseal.trust as trust_module
+from ortseal import KeySet, TamperedError
+from ortseal.errors import SignerError
+from ortseal.signing import CallbackSigner, KeySigner
+from ortseal.trust import TrustBundle, install_bundle, read_state
+
+
+def _bundles(root: KeySigner, count: int) -> list[bytes]:
+    """Serials 1..count of one bundle, each trusting one more fresh signer."""
+    bundle, out = TrustBundle.initial(root.public_key()), []
+    out.append(bundle.sign(root))
+    for _ in range(count - 1):
+        bundle = bundle.with_signer(Ed25519PrivateKey.generate().public_key())
+        out.append(bundle.sign(root))
+    return out
+
+
+def test_two_installs_racing_cannot_roll_the_state_back(tmp_path, monkeypatch):
+    """Two processes install at once (an updater with serial 3, a replayed serial 2): whatever the order,
+    the state must end at the newest serial either saw accepted. Both read the state before either writes:
+    without a lock the older one's write lands last and the device's trust is rolled back to serial 2."""
+    root = KeySigner(Ed25519PrivateKey.generate())
+    b1, b2, b3 = _bundles(root, 3)
+    state = tmp_path / "state.json"
+    install_bundle(b1, root=root.public_key(), state=state)
+
+    both_read = threading.Barrier(2, timeout=2)
+    newer_written = threading.Event()
+    real_read_state = trust_module.read_state
+
+    def read_then_wait(path):  # the interleaving a scheduler can give two processes: read, read, write, write
+        last = real_read_state(path)
+        try:
+            both_read.wait()
+        except threading.BrokenBarrierError:
+            pass  # the other install is held off (a lock): nothing to interleave with
+        if threading.current_thread().name == "older":
+            newer_written.wait(timeout=5)  # the replayed older bundle's write comes second
+        return last
+
+    monkeypatch.setattr(trust_module, "read_state", read_then_wait)
+    results: dict[str, object] = {}
+
+    def newer():
+        results["newer"] = install_bundle(b3, root=root.public_key(), state=state).serial
+        newer_written.set()
+
+    def older():
+        try:
+            results["older"] = install_bundle(b2, root=root.public_key(), state=state).serial
+        except Exception as exc:  # noqa: BLE001 - the refusal is the right outcome
+            results["older"] = exc
+
+    threads = [threading.Thread(target=newer, name="newer"), threading.Thread(target=older, name="older")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert results["newer"] == 3
+    assert read_state(state).serial == 3, "the older bundle's install overwrote the newer state: rolled back"
+
+
+def test_a_state_file_in_a_folder_others_can_write_is_refused(tmp_path):
+    """Another local user who can write the state's folder can delete the state (or rename it away), and the
+    device then takes any old bundle the root signed as its first. read_state checks the file's owner and
+    mode; the folder must be checked too (owner this user or root, not group/other-writable unless sticky)."""
+    root = KeySigner(Ed25519PrivateKey.generate())
+    b1, b2 = _bundles(root, 2)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # e.g. a world-writable app folder without the sticky bit
+    state = shared / "state.json"
+    with pytest.raises(TamperedError, match="folder"):
+        install_bundle(b2, root=root.public_key(), state=state)
+    assert not state.exists()
+    # what another user can then do: unlink the state and replay serial 1
+    os.chmod(shared, 0o700)
+    install_bundle(b2, root=root.public_key(), state=state)
+    os.chmod(shared, 0o777)
+    with pytest.raises(TamperedError, match="folder"):
+        read_state(state)
+    os.chmod(shared, 0o777 | stat.S_ISVTX)  # sticky (like /tmp): others cannot unlink or rename our file
+    assert read_state(state).serial == 2
+
+
+class _Shifty(bytes):
+    """A bytes object whose bytes() differs from its content: the callback's value must be read once."""
+
+    def __new__(cls, good: bytes, bad: bytes):
+        self = super().__new__(cls, good)
+        self.calls, self.good, self.bad = 0, good, bad
+        return self
+
+    def __bytes__(self):
+        self.calls += 1
+        return self.good if self.calls == 1 else self.bad
+
+
+def test_a_callback_signature_is_read_once_and_what_was_checked_is_what_is_used():
+    """Signer.sign converted the callback's value with bytes() once to check it and again to return it: a
+    value whose bytes() changes got the check on one signature and the file another (not checked)."""
+    key = Ed25519PrivateKey.generate()
+    message = b"ortseal test message"
+    other = Ed25519PrivateKey.generate().sign(message)  # a signature by another key
+    signer = CallbackSigner(lambda m: _Shifty(key.sign(m), other), key.public_key())
+    try:
+        signature = signer.sign(message)
+    except SignerError:
+        return  # refusing such a value is right too
+    key.public_key().verify(signature, message)  # what is returned is what was checked
+    assert signature == key.sign(message)
+
+
+def test_a_callback_signing_for_a_keyset_never_writes_an_unchecked_signature(tmp_path):
+    """The same through seal_bytes: the blob written must verify under the pinned key."""
+    import ortseal
+
+    key = Ed25519PrivateKey.generate()
+    other = Ed25519PrivateKey.generate()
+    signer_keys = KeySet.from_provider(sign=lambda m: _Shifty(key.sign(m), other.sign(m)), public_key=key.public_key())
+    content = KeySet.generate().without_signing()
+    publisher = KeySet.merge(signer_keys, content)
+    try:
+        blob = ortseal.seal_bytes(b"weights", publisher, context="c")
+    except SignerError:
+        return
+    device = KeySet.merge(content, KeySet(trusted_keys=[key.public_key()]))
+    assert ortseal.unseal_bytes(blob, device, context="c") == b"weights"
