@@ -138,3 +138,54 @@ def test_a_callback_signing_for_a_keyset_never_writes_an_unchecked_signature(tmp
         return
     device = KeySet.merge(content, KeySet(trusted_keys=[key.public_key()]))
     assert ortseal.unseal_bytes(blob, device, context="c") == b"weights"
+
+
+# -- PKCS#11: a key the token would let out is not a key that "never leaves the HSM" -----------------
+_EXTRACTABLE_SCRIPT = r"""
+import os, sys, pkcs11
+from ortseal.pkcs11 import TokenSigner, _load_library
+from ortseal.errors import OrtsealError
+module, allow = sys.argv[1], sys.argv[2] == "allow"
+lib = _load_library(module)
+a, kt, m = pkcs11.Attribute, pkcs11.KeyType, pkcs11.Mechanism
+with lib.get_token(token_label="attack").open(rw=True, user_pin="4321") as s:
+    s.generate_keypair(kt.EC_EDWARDS, mechanism=m.EC_EDWARDS_KEY_PAIR_GEN, store=True, label="leaky", id=b"\x01",
+                       public_template={a.EC_PARAMS: bytes.fromhex("06032b6570")},
+                       private_template={a.SENSITIVE: False, a.EXTRACTABLE: True})
+try:
+    kwargs = {"allow_extractable": True} if allow else {}
+    with TokenSigner("pkcs11:token=attack;object=leaky", module=module, pin="4321", **kwargs) as signer:
+        signer.sign(b"x")
+        print("SIGNED", signer.extractable)
+except OrtsealError as exc:
+    print("REFUSED", type(exc).__name__, exc)
+"""
+
+
+def test_a_token_key_that_can_leave_the_token_is_refused_unless_asked_for(tmp_path):
+    """A key made CKA_EXTRACTABLE (or not CKA_SENSITIVE) can be exported from the token: signing with it
+    silently gives none of the guarantee an HSM key is used for. Refused by default (secure by default),
+    accepted with allow_extractable=True. Run in a process of its own: SoftHSM2 reads its configuration once."""
+    import shutil
+    import subprocess
+    import sys
+
+    from test_signers import MODULE, NO_SOFTHSM
+
+    if MODULE is None or shutil.which("softhsm2-util") is None:
+        pytest.skip(NO_SOFTHSM)
+    pytest.importorskip("pkcs11")
+    (tmp_path / "tokens").mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tmp_path / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "attack", "--so-pin", "87654321",
+                    "--pin", "4321"], env=env, check=True, capture_output=True)
+    out = subprocess.run([sys.executable, "-c", _EXTRACTABLE_SCRIPT, MODULE, "default"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("REFUSED TokenKeyTypeError"), out.stdout + out.stderr
+    assert "extractable" in out.stdout
+    out = subprocess.run([sys.executable, "-c", _EXTRACTABLE_SCRIPT.replace('label="leaky"', 'label="leaky2"')
+                          .replace("object=leaky", "object=leaky2"), MODULE, "allow"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("SIGNED True"), out.stdout + out.stderr
