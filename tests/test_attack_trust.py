@@ -189,3 +189,30 @@ def test_a_token_key_that_can_leave_the_token_is_refused_unless_asked_for(tmp_pa
                           .replace("object=leaky", "object=leaky2"), MODULE, "allow"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.startswith("SIGNED True"), out.stdout + out.stderr
+
+
+# -- reseal: re-signing launders what a revoked key signed ------------------------------------------
+def test_cli_reseal_can_refuse_what_a_revoked_key_signed(tmp_path):
+    """A signing key leaked and was revoked; the attacker seals a model with it and plants it where the
+    publisher keeps its models. The publisher's keyset still trusts the old key (it signed everything before),
+    and ``ortseal reseal`` re-signed the planted model with the current key: devices holding the bundle then
+    accepted it. With the bundle given to reseal (--trust-bundle, --trust-root) it is refused, nothing written."""
+    import ortseal
+    from models import matmul
+    from test_cli import ortseal_cli
+
+    leaked, current, root = (KeySigner(Ed25519PrivateKey.generate()) for _ in range(3))
+    content = KeySet.generate().without_signing()
+    matmul(tmp_path / "evil.onnx", seed=9)
+    ortseal.seal_model(tmp_path / "evil.onnx", tmp_path / "planted.onnx",
+                       KeySet.merge(KeySet(signing_keys=[leaked]), content), progress=False, model_name="detector")
+    publisher = KeySet.merge(KeySet(signing_keys=[current]), KeySet(trusted_keys=[leaked.public_key()]), content)
+    publisher.with_new_content_key().save(tmp_path / "keys.json")
+    KeySet(trusted_keys=[root.public_key()]).save(tmp_path / "root.json")
+    bundle = TrustBundle.initial(root.public_key()).with_signer(current.public_key()).revoking(leaked.key_id)
+    (tmp_path / "bundle.json").write_bytes(bundle.sign(root))
+    r = ortseal_cli("reseal", str(tmp_path / "planted.onnx"), "-o", str(tmp_path / "laundered.onnx"),
+                    "--keys", str(tmp_path / "keys.json"), "--trust-bundle", str(tmp_path / "bundle.json"),
+                    "--trust-root", str(tmp_path / "root.json"))
+    assert r.returncode == 1 and "revoked" in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "laundered.onnx").exists() and not (tmp_path / "laundered.onnx.data").exists()
