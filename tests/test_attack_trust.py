@@ -216,3 +216,32 @@ def test_cli_reseal_can_refuse_what_a_revoked_key_signed(tmp_path):
                     "--trust-root", str(tmp_path / "root.json"))
     assert r.returncode == 1 and "revoked" in r.stderr, r.stdout + r.stderr
     assert not (tmp_path / "laundered.onnx").exists() and not (tmp_path / "laundered.onnx.data").exists()
+
+
+# -- a revocation that revokes nothing ----------------------------------------------------------------
+@pytest.mark.parametrize("spelled", [str.upper, lambda k: k[:8], lambda k: k + " ", lambda k: "0x" + k])
+def test_a_revocation_must_name_a_signer_id_as_it_is_written(tmp_path, spelled):
+    """Signer ids are 16 lowercase hex digits. A revoked id spelled otherwise (upper case as another tool
+    prints it, a prefix, "0x...") matched no key: the bundle said "1 revoked", the signer stayed trusted
+    (revoking even left it among the bundle's signers) and devices kept accepting what the leaked key signed."""
+    root, leaked = KeySigner(Ed25519PrivateKey.generate()), KeySigner(Ed25519PrivateKey.generate())
+    bundle = TrustBundle.initial(root.public_key()).with_signer(leaked.public_key())
+    key_id = spelled(leaked.key_id)
+    try:
+        revoked = bundle.revoking(key_id)
+    except ValueError:
+        return  # refused: the operator learns the id is wrong
+    keys = install_bundle(revoked.sign(root), root=root.public_key(), state=tmp_path / "state.json").keyset()
+    assert leaked.key_id not in revoked.signers, f"revoking {key_id!r} left the leaked key trusted"
+    assert keys.trusted_key(leaked.key_id, "model:m") is None
+
+
+def test_a_bundle_whose_revoked_list_holds_no_signer_id_is_malformed(tmp_path):
+    """The same from a bundle built without revoking() (another tool, a hand-edited payload the root signed):
+    docs/format.md says revoked holds signer ids; anything else is a FormatError, not a silent no-op."""
+    from ortseal.errors import FormatError
+
+    root, leaked = KeySigner(Ed25519PrivateKey.generate()), KeySigner(Ed25519PrivateKey.generate())
+    odd = TrustBundle(2, root.public_key(), {}, frozenset({leaked.key_id.upper()}))
+    with pytest.raises(FormatError, match="signer id"):
+        install_bundle(odd.sign(root), root=root.public_key(), state=tmp_path / "state.json")
