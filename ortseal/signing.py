@@ -36,6 +36,15 @@ def signer_id(key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw_public(key)).hexdigest()[:16]
 
 
+def check_signer_id(key_id: object) -> str:
+    """``key_id`` if it is written as :func:`signer_id` writes ids (16 lowercase hex digits), else ValueError:
+    an id spelled otherwise names no key, so a revocation of it would revoke nothing."""
+    if not isinstance(key_id, str) or len(key_id) != 16 or any(c not in "0123456789abcdef" for c in key_id):
+        raise ValueError(f"a signer id is 16 lowercase hex digits (as ortseal pubkey and trust show prints it), got "
+                         f"{key_id!r}")
+    return key_id
+
+
 def as_public_key(key: Ed25519PublicKey | bytes) -> Ed25519PublicKey:
     """An Ed25519 public key, from the key itself or its 32 raw bytes."""
     if isinstance(key, Ed25519PublicKey):

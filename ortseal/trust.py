@@ -39,8 +39,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._atomic import atomic_write_bytes
 from .errors import FormatError, RollbackError, TamperedError
-from .keys import KeySet, _check_scope, check_key_id
-from .signing import Signer, as_public_key, raw_public, signer_id
+from .keys import KeySet, _check_scope
+from .signing import Signer, as_public_key, check_signer_id, raw_public, signer_id
 
 BUNDLE_FORMAT = "ortseal-trust-bundle"
 BUNDLE_VERSION = 1  # of the format; the bundle's own number is ``serial``
@@ -138,8 +138,9 @@ class TrustBundle:
         return self._next(signers={**self.signers, kid: TrustedSigner(key, _check_scope(list(scope)))})
 
     def revoking(self, key_id: str) -> TrustBundle:
-        """The next bundle, with ``key_id`` removed from the signers and listed as revoked."""
-        check_key_id(key_id)
+        """The next bundle, with ``key_id`` removed from the signers and listed as revoked (ValueError unless
+        it is a signer id as ortseal writes them: one spelled otherwise would revoke nothing)."""
+        check_signer_id(key_id)
         if key_id == signer_id(self.root):
             raise ValueError("the root is not revoked but replaced: rotate it (with_root) with the old root's signature")
         return self._next(signers={k: v for k, v in self.signers.items() if k != key_id},
@@ -265,7 +266,7 @@ def _parse_payload(payload: bytes) -> TrustBundle:
             raise FormatError(f"trust bundle signer {kid}: {exc}") from None
     revoked = doc["revoked"]
     try:
-        ids = [check_key_id(k) for k in revoked]
+        ids = [check_signer_id(k) for k in revoked]
     except ValueError as exc:
         raise FormatError(f"trust bundle revoked list: {exc}") from None
     if len(set(ids)) != len(ids) or set(ids) & set(signers) or signer_id(root) in set(ids) | set(signers):
