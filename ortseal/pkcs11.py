@@ -165,13 +165,15 @@ class TokenSigner(Signer):
     ``module`` is the PKCS#11 library (else the URI's ``module-path``, else ``$ORTSEAL_PKCS11_MODULE``);
     ``pin`` the user PIN (else the URI's ``pin-source`` file, else ``$ORTSEAL_PKCS11_PIN``; a token with a
     protected authentication path needs none). ``public_key``, when given, pins the key the token must hold.
+    A private key the token could let out (CKA_EXTRACTABLE, or not always CKA_SENSITIVE) is refused with
+    :class:`TokenKeyTypeError` unless ``allow_extractable=True``.
     The session stays open until :meth:`close` (or the end of a ``with`` block).
     Raises :class:`TokenPinError`, :class:`TokenObjectNotFoundError`, :class:`TokenKeyTypeError` or
     :class:`TokenUnavailableError`, each naming what to fix.
     """
 
     def __init__(self, uri: str, *, module: str | os.PathLike[str] | None = None, pin: str | bytes | None = None,
-                 public_key: Ed25519PublicKey | bytes | None = None) -> None:
+                 public_key: Ed25519PublicKey | bytes | None = None, allow_extractable: bool = False) -> None:
         parsed = parse_uri(uri)
         self.uri = parsed
         pkcs11 = _import_pkcs11()
@@ -213,6 +215,12 @@ class TokenSigner(Signer):
             self._session.close()
             raise
         super().__init__(public, source=where)
+        if not allow_extractable and (self.extractable or not self.sensitive):
+            self.close()
+            raise TokenKeyTypeError(f"{where}: the private key can leave the token (CKA_EXTRACTABLE set, or "
+                                    "CKA_SENSITIVE / CKA_NEVER_EXTRACTABLE / CKA_ALWAYS_SENSITIVE not): make a key "
+                                    "with CKA_SENSITIVE=true and CKA_EXTRACTABLE=false, or pass allow_extractable=True "
+                                    "to sign with it anyway")
         if public_key is not None and signer_id(as_public_key(public_key)) != self.key_id:
             self.close()
             raise TokenObjectNotFoundError(f"{where} holds key {self.key_id}, not the pinned key "

@@ -36,6 +36,15 @@ def signer_id(key: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw_public(key)).hexdigest()[:16]
 
 
+def check_signer_id(key_id: object) -> str:
+    """``key_id`` if it is written as :func:`signer_id` writes ids (16 lowercase hex digits), else ValueError:
+    an id spelled otherwise names no key, so a revocation of it would revoke nothing."""
+    if not isinstance(key_id, str) or len(key_id) != 16 or any(c not in "0123456789abcdef" for c in key_id):
+        raise ValueError(f"a signer id is 16 lowercase hex digits (as ortseal pubkey and trust show prints it), got "
+                         f"{key_id!r}")
+    return key_id
+
+
 def as_public_key(key: Ed25519PublicKey | bytes) -> Ed25519PublicKey:
     """An Ed25519 public key, from the key itself or its 32 raw bytes."""
     if isinstance(key, Ed25519PublicKey):
@@ -62,24 +71,28 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         """An Ed25519 signature over ``message``, checked against :meth:`public_key` before it is returned."""
+        message = bytes(message)
         try:
-            signature = self._sign(bytes(message))
+            returned = self._sign(message)
         except SignerError:
             raise
         except Exception as exc:  # noqa: BLE001 - a callback's own failure, named and typed
             raise SignerError(f"signing key {self.key_id} ({self.source}) failed to sign: "
                               f"{type(exc).__name__}: {exc}") from exc
-        if not isinstance(signature, (bytes, bytearray)) or len(signature) != SIGNATURE_SIZE:
-            got = f"{len(signature)} bytes" if isinstance(signature, (bytes, bytearray)) else type(signature).__name__
+        # Read the returned value once into bytes ortseal owns: what is checked is what is used (a bytearray
+        # the callback keeps, or a bytes subclass with its own __bytes__, cannot swap it after the check).
+        signature = bytes(memoryview(returned)) if isinstance(returned, (bytes, bytearray)) else None
+        if signature is None or len(signature) != SIGNATURE_SIZE:
+            got = f"{len(signature)} bytes" if signature is not None else type(returned).__name__
             raise SignerError(f"signing key {self.key_id} ({self.source}) returned {got}, not a {SIGNATURE_SIZE}-byte "
                               "Ed25519 signature; nothing was written")
         try:
-            self._public.verify(bytes(signature), bytes(message))
+            self._public.verify(signature, message)
         except InvalidSignature:
             raise SignerError(f"the signature from {self.source} does not verify against public key {self.key_id}: "
                               "it signed with another key, or signed other bytes; nothing was written (check "
                               "which key the signer uses, and that its public key is the one given here)") from None
-        return bytes(signature)
+        return signature
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.key_id}, {self.source})"

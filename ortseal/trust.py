@@ -21,12 +21,14 @@ gives even where another keyset merged with it trusts that key.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,8 +39,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._atomic import atomic_write_bytes
 from .errors import FormatError, RollbackError, TamperedError
-from .keys import KeySet, _check_scope, check_key_id
-from .signing import Signer, as_public_key, raw_public, signer_id
+from .keys import KeySet, _check_scope
+from .signing import Signer, as_public_key, check_signer_id, raw_public, signer_id
 
 BUNDLE_FORMAT = "ortseal-trust-bundle"
 BUNDLE_VERSION = 1  # of the format; the bundle's own number is ``serial``
@@ -136,8 +138,9 @@ class TrustBundle:
         return self._next(signers={**self.signers, kid: TrustedSigner(key, _check_scope(list(scope)))})
 
     def revoking(self, key_id: str) -> TrustBundle:
-        """The next bundle, with ``key_id`` removed from the signers and listed as revoked."""
-        check_key_id(key_id)
+        """The next bundle, with ``key_id`` removed from the signers and listed as revoked (ValueError unless
+        it is a signer id as ortseal writes them: one spelled otherwise would revoke nothing)."""
+        check_signer_id(key_id)
         if key_id == signer_id(self.root):
             raise ValueError("the root is not revoked but replaced: rotate it (with_root) with the old root's signature")
         return self._next(signers={k: v for k, v in self.signers.items() if k != key_id},
@@ -263,7 +266,7 @@ def _parse_payload(payload: bytes) -> TrustBundle:
             raise FormatError(f"trust bundle signer {kid}: {exc}") from None
     revoked = doc["revoked"]
     try:
-        ids = [check_key_id(k) for k in revoked]
+        ids = [check_signer_id(k) for k in revoked]
     except ValueError as exc:
         raise FormatError(f"trust bundle revoked list: {exc}") from None
     if len(set(ids)) != len(ids) or set(ids) & set(signers) or signer_id(root) in set(ids) | set(signers):
@@ -312,9 +315,42 @@ class TrustState:
         return cls(doc["serial"], digest, root)
 
 
+def _check_folder(path: str | os.PathLike[str]) -> None:
+    """Refuse a state whose folder another user could change: one who can write it can delete or rename the
+    state away, and the device then takes any old bundle the root signed as its first."""
+    folder = Path(path).parent
+    try:
+        st = os.stat(folder)
+    except OSError as exc:
+        raise TamperedError(f"trust state folder {folder}: {exc.strerror}") from None
+    if st.st_uid not in (os.getuid(), 0) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+        raise TamperedError(f"trust state folder {folder} can be changed by another user (owner uid {st.st_uid}, mode "
+                            f"{stat.S_IMODE(st.st_mode):o}): they could delete the state and roll the device's trust "
+                            "back; keep the state in a folder of this user writable only by it")
+
+
+@contextlib.contextmanager
+def _locked(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock for one read-check-write of the state at ``path`` (the file ``.<name>.lock``
+    beside it), so that two installs at once cannot both read the old state and the older one write last."""
+    target = Path(path)
+    lock = target.with_name(f".{target.name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except OSError as exc:
+        raise TamperedError(f"trust state lock {lock}: cannot open it safely ({exc.strerror}; a link is refused)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        yield
+    finally:
+        os.close(fd)
+
+
 def read_state(path: str | os.PathLike[str]) -> TrustState | None:
     """The state at ``path``, or None when there is none yet. Refuses a state file another user could
-    have written: a link, not a regular file, not owned by this user, or writable by group or others."""
+    have written or removed: a link, not a regular file, not owned by this user, writable by group or
+    others, or in a folder another user can write (unless sticky, as /tmp)."""
+    _check_folder(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -336,9 +372,16 @@ def install_bundle(data: bytes, *, root: Ed25519PublicKey | bytes, state: str | 
     accepted (it follows root rotations), else the pinned ``root``. Refused: an older serial than the
     state's (:class:`~ortseal.errors.RollbackError`), the same serial with other content, a bad or missing
     signature, a malformed bundle (TamperedError / FormatError). Installing the accepted bundle again is
-    a no-op. The state is written (0600, atomically) only after every check passed.
+    a no-op. The state is written (0600, atomically) only after every check passed, under a lock held from
+    reading the state to writing it (``.<state name>.lock`` beside it), so concurrent installs serialize.
     """
     pinned = as_public_key(root)
+    _check_folder(state)
+    with _locked(state):
+        return _install_locked(data, pinned, state)
+
+
+def _install_locked(data: bytes, pinned: Ed25519PublicKey, state: str | os.PathLike[str]) -> TrustBundle:
     last = read_state(state)
     current_root = last.root if last is not None else pinned
     bundle = read_bundle(data, current_root)

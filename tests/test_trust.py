@@ -111,6 +111,8 @@ def spec_install(bundle: str, state: dict) -> int:
     for s in doc["signers"]:
         if _kid(base64.b64decode(s["public"])) != s["id"] or s["id"] in doc["revoked"]:
             raise SpecRefusal("signer entry")
+    if not all(isinstance(k, str) and len(k) == 16 and set(k) <= set("0123456789abcdef") for k in doc["revoked"]):
+        raise SpecRefusal("a revoked id that is not a signer id")
     digest = hashlib.sha256(payload).digest()
     if state.get("serial") is not None:
         if doc["serial"] < state["serial"] or (doc["serial"] == state["serial"] and digest != state["digest"]):

@@ -7,6 +7,7 @@ import click
 from ._kit import Command, Passphrase, echo_json, json_option, keys_option, load_keys, passphrase_options, quiet, \
     refuse_dash
 from ._signing import SigningKeySpec, signing_key_options, with_signer
+from .trust import trust_bundle_options, with_trust_bundle
 
 
 @click.command("rotate-content-key", cls=Command)
@@ -40,11 +41,13 @@ def rotate_content_key(keyset: str, passphrase: Passphrase, as_json: bool) -> No
 @click.option("--release", type=click.IntRange(0, 2**63 - 1), help="Release number of the new file (default: SRC's).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 @signing_key_options(help_text="Sign with this key instead of the keyset's: a pkcs11: URI or a keyset file.")
+@trust_bundle_options
 @json_option
 def reseal(src: str, dst: str, keys_path: str, passphrase: Passphrase, release: int | None, overwrite: bool,
-           signing: SigningKeySpec, as_json: bool) -> None:
+           signing: SigningKeySpec, trust_bundle: tuple[str | None, str | None, str | None], as_json: bool) -> None:
     """Re-seal the sealed model SRC under the keyset's sealing content key (after rotate-content-key), signed
-    again; its weights are decrypted only in memory, never written in clear.
+    again; its weights are decrypted only in memory, never written in clear. Give the current trust bundle
+    (--trust-bundle, --trust-root) so that a model a revoked key signed is refused, not signed again.
 
     \b
     Example:
@@ -52,7 +55,7 @@ def reseal(src: str, dst: str, keys_path: str, passphrase: Passphrase, release: 
     """
     from ..model.reseal import reseal_model
 
-    keys = with_signer(load_keys(keys_path, passphrase), signing)
+    keys = with_trust_bundle(with_signer(load_keys(keys_path, passphrase), signing), trust_bundle, device=False)
     summary = reseal_model(src, dst, keys, release=release, overwrite=overwrite, progress=not quiet() and not as_json)
     assert summary.manifest is not None
     if as_json:

@@ -200,15 +200,19 @@ def trust_bundle_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def with_trust_bundle(keys: Any, given: tuple[str | None, str | None, str | None]) -> Any:
-    """``keys`` merged with the verified bundle's trust (its signers, scopes and revocations), if one is given."""
+def with_trust_bundle(keys: Any, given: tuple[str | None, str | None, str | None], *, device: bool = True) -> Any:
+    """``keys`` merged with the verified bundle's trust (its signers, scopes and revocations), if one is given.
+    A device installs it (the state is required: rollback checks); the publisher (``device=False``, e.g.
+    reseal) may give no state and then only verifies the bundle against the root."""
     bundle, root, state = given
     if bundle is None and root is None and state is None:
         return keys
-    if None in given:
-        raise click.UsageError("--trust-bundle, --trust-root and --trust-state go together")
+    if bundle is None or root is None or (device and state is None):
+        raise click.UsageError("--trust-bundle, --trust-root and --trust-state go together" if device else
+                               "--trust-bundle and --trust-root go together (--trust-state is optional here)")
     from ..keys import KeySet
-    from ..trust import install_bundle, load_root
+    from ..trust import install_bundle, load_root, read_bundle
 
-    installed = install_bundle(Path(bundle).read_bytes(), root=load_root(root), state=state)  # type: ignore[arg-type]
+    data, pinned = Path(bundle).read_bytes(), load_root(root)
+    installed = read_bundle(data, pinned) if state is None else install_bundle(data, root=pinned, state=state)
     return KeySet.merge(keys, installed.keyset())

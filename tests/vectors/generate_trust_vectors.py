@@ -51,6 +51,7 @@ def cases() -> dict[str, list[tuple[bytes, int | str]]]:
     twin = TrustBundle(2, _pub("root_1"), b3.signers).sign(KEYS["root_1"])
     uncanonical = b2.payload().replace(b'"format"', b' "format"', 1)
     duplicate = b2.payload()[:-1] + b',"serial":9}'
+    miswritten = TrustBundle(2, _pub("root_1"), {}, frozenset({KEYS["signer_a"].key_id.upper()}))  # names no key
     return {
         "valid_sequence": [(s["1"], 1), (s["2"], 2), (s["3"], 3), (s["4"], 4), (rotated, 5), (after, 6)],
         "valid_skip_ahead": [(s["1"], 1), (s["4"], 4)],
@@ -67,6 +68,7 @@ def cases() -> dict[str, list[tuple[bytes, int | str]]]:
         "fail_old_root_after_rotation": [(rotated, 5), (b6.sign(KEYS["root_1"]), "TamperedError")],
         "fail_payload_not_canonical": [(_resign(s["2"], uncanonical, "root_1"), "FormatError")],
         "fail_payload_duplicate_member": [(_resign(s["2"], duplicate, "root_1"), "FormatError")],
+        "fail_revoked_id_not_a_signer_id": [(s["1"], 1), (miswritten.sign(KEYS["root_1"]), "FormatError")],
     }
 
 
