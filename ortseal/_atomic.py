@@ -13,11 +13,17 @@ import fcntl
 import glob
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 TEMP_SUFFIX = ".tmp"
+# A temp file is made under this suffix, locked, then renamed to TEMP_SUFFIX: stale cleanup never sees a live
+# writer's file unlocked (between mkstemp and flock). One left under it (a writer killed in that instant) is
+# removed once older than NEW_STALE_SECONDS.
+NEW_SUFFIX = ".new"
+NEW_STALE_SECONDS = 60
 _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # a write failed: about the file written
 
 
@@ -35,11 +41,15 @@ def atomic_writer(path: str | os.PathLike[str], *, mode: int = 0o644, overwrite:
     if not overwrite and target.exists():
         raise _exists_error(target)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMP_SUFFIX, dir=target.parent or ".")
+        fd, new = tempfile.mkstemp(prefix=f".{target.name}.", suffix=NEW_SUFFIX, dir=target.parent or ".")
     except OSError as exc:
         raise _naming(exc, target) from None
+    tmp = new
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        locked = new[:-len(NEW_SUFFIX)] + TEMP_SUFFIX
+        os.rename(new, locked)  # visible to stale cleanup only once locked
+        tmp = locked
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -104,12 +114,21 @@ def lock_held(path: str | os.PathLike[str]) -> bool:
 def remove_stale_temps(directory: str | os.PathLike[str], name_glob: str = "*") -> list[Path]:
     """Remove temp files left in ``directory`` by writers that were killed; returns what was removed."""
     removed = []
-    for tmp in temp_files(directory, name_glob):
+    young = time.time() - NEW_STALE_SECONDS
+    made = [p for p in Path(directory).glob(f".{name_glob}.*{NEW_SUFFIX}") if _older(p, young)]
+    for tmp in temp_files(directory, name_glob) + made:
         if not lock_held(tmp):
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
                 removed.append(tmp)
     return removed
+
+
+def _older(path: Path, when: float) -> bool:
+    try:
+        return path.lstat().st_mtime < when
+    except FileNotFoundError:
+        return False
 
 
 LOCK_SUFFIX = ".lock"

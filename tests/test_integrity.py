@@ -405,3 +405,23 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, keys, locat
         ortseal.seal_model(folder / "src-moved.onnx", folder / "x.onnx", keys)
 
 
+
+
+def test_stale_cleanup_never_sees_a_writers_temp_file_unlocked(tmp_path):
+    """Found attacking the compiled cache: a writer's temp file used to be visible under its stale-cleanup name
+    between mkstemp and flock, so a cleanup run by another process at that instant removed a live writer's
+    file. It is now made under a name cleanup leaves alone until old, locked, then renamed."""
+    from ortseal._atomic import NEW_STALE_SECONDS, NEW_SUFFIX, atomic_writer, lock_held, remove_stale_temps
+
+    target = tmp_path / "x.bin"
+    with atomic_writer(target) as fh:
+        fh.write(b"x")
+        visible = list(tmp_path.glob(".x.bin.*.tmp"))
+        assert len(visible) == 1 and lock_held(visible[0]) and not list(tmp_path.glob(f".*{NEW_SUFFIX}"))
+        assert remove_stale_temps(tmp_path) == []  # a live writer's file is left alone
+    assert target.read_bytes() == b"x" and not list(tmp_path.glob(".x.bin.*"))
+    # a writer killed between mkstemp and flock: its file is left while it could still be a live one's, then removed
+    young, old = tmp_path / f".x.bin.young{NEW_SUFFIX}", tmp_path / f".x.bin.old{NEW_SUFFIX}"
+    young.write_bytes(b""), old.write_bytes(b"")
+    os.utime(old, (0, time.time() - NEW_STALE_SECONDS - 1))
+    assert remove_stale_temps(tmp_path) == [old] and young.exists()

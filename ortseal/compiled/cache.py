@@ -161,6 +161,8 @@ class CompiledModelCache:
             if os.path.lexists(path):
                 try:
                     session = self._load(path, binding, target, so)
+                except FileNotFoundError:
+                    pass  # removed since lexists (another process quarantined it): a miss
                 except OrtsealError as exc:
                     if self.on_tamper == "raise":
                         raise

@@ -120,7 +120,12 @@ def read_entry(path: str | os.PathLike[str]) -> EntryFile:
     """Read the entry at ``path`` once, from one descriptor that refuses links, FIFOs, devices and sparse files
     (checked with ``fstat`` before a byte is read), into memory; check its prefix, binding and blob length.
     Every later check runs on these bytes."""
-    fd, st = open_checked(path, ENTRY_FILE)
+    try:
+        fd, st = open_checked(path, ENTRY_FILE)
+    except FileNotFoundError:
+        raise  # no entry (or one removed meanwhile): the cache compiles, as for any miss
+    except OSError as exc:  # unreadable (EACCES, EIO...): refused like any entry that does not verify
+        raise TamperedError(f"cannot open {WHAT} {os.fspath(path)}: {exc.strerror}") from None
     try:
         with io.FileIO(fd, "rb", closefd=False) as fh:
             data = fh.readall()
