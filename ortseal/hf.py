@@ -69,10 +69,14 @@ def from_pretrained(model_class: Any, model_dir: str | os.PathLike[str], keys: K
 
 def _transformer_module(options: dict[str, Any]) -> type:
     """Sentence Transformers' ``Transformer`` module, loading its ONNX model with :func:`from_pretrained`."""
+    from optimum.onnxruntime import (
+        ONNX_WEIGHTS_NAME,
+        ORTModelForFeatureExtraction,
+        ORTModelForMaskedLM,
+        ORTModelForSequenceClassification,
+    )
     from sentence_transformers.backend.utils import backend_should_export
     from sentence_transformers.models import Transformer
-    from optimum.onnxruntime import (ONNX_WEIGHTS_NAME, ORTModelForFeatureExtraction, ORTModelForMaskedLM,
-                                     ORTModelForSequenceClassification)
 
     classes = {"feature-extraction": ORTModelForFeatureExtraction, "fill-mask": ORTModelForMaskedLM,
                "sequence-classification": ORTModelForSequenceClassification}

@@ -18,19 +18,19 @@ from ._kit import (
     Group,
     Passphrase,
     echo_json,
-    say,
     json_option,
     load_keys,
     open_keyset,
     passphrase_options_for,
     read_keyset,
     refuse_dash,
+    say,
     setup_logging,
 )
+from ._signing import SigningKeySpec, public_keys, token_options
 from .cache import cache
 from .compiled import compiled
 from .model import inspect, seal, verify
-from ._signing import SigningKeySpec, public_keys, token_options
 from .rotate import reseal, rotate_content_key
 from .trust import trust
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._kit import Command, Passphrase, echo_json, json_option, keys_option, load_keys, passphrase_options, quiet, \
-    refuse_dash
+from ._kit import Command, Passphrase, echo_json, json_option, keys_option, load_keys, passphrase_options, quiet, refuse_dash
 from ._signing import SigningKeySpec, signing_key_options, with_signer
 from .trust import trust_bundle_options, with_trust_bundle
 

@@ -10,7 +10,7 @@ from ..blob import BlobSource, check_release, read_header
 from ..errors import FormatError
 from ..keys import KeySet, as_keyset
 from ._gate import check_session
-from ._graph import DataFiles, LoadedModel, find_sealed, is_external, malformed_is_format_error, read_model, load_model
+from ._graph import DataFiles, LoadedModel, find_sealed, is_external, load_model, malformed_is_format_error, read_model
 from ._record import MANIFEST_KEY, Manifest, read_record
 from .open import open_sealed_model
 from .schema import kind_name

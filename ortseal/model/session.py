@@ -10,10 +10,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .._policy import TENSORRT, config_entry
+from .._progress import status_line
 from .._runtime import onnxruntime as ort
 from ..blob import check_release
-from .._progress import status_line
-from ..errors import FormatError, OrtsealError, ProviderUnavailableError
+from ..errors import FormatError, ProviderUnavailableError
 from ..keys import KeySet, as_keyset
 from ._gate import check_session
 from ._graph import LoadedModel, malformed_is_format_error, read_model
@@ -164,46 +164,6 @@ def _is_sealed(loaded: LoadedModel) -> bool:
     when verified: damaged, or sealed by an older format). Told from the raw bytes, never by parsing the
     graph of a file nobody vouched for: everything else goes to ORT as it is, unparsed."""
     return read_record(loaded.data) is not None or sealed_format(loaded.data) is not None
-
-
-def _plain_options(providers: Any, provider_options: Any) -> tuple[Any, Any]:
-    """Providers and their options as plain strings, read once: what is checked is what ORT gets (an
-    object whose ``str()`` changes between two reads cannot pass the check as one value and reach ORT as
-    another). Entries of other shapes are left for ORT to refuse."""
-    def options(d: Any) -> Any:
-        return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else d
-
-    if providers is not None:
-        providers = [(str(p[0]), options(p[1])) if isinstance(p, (tuple, list)) and len(p) == 2 else
-                     str(p) if isinstance(p, str) else p for p in providers]
-    if provider_options is not None:
-        provider_options = [options(o) for o in provider_options]
-    return providers, provider_options
-
-
-def _asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
-    """True when ``providers`` hold ``ortseal.tensorrt_provider(...)``'s TensorRT entry."""
-    options: list[Any] = []
-    for i, p in enumerate(providers or []):
-        if isinstance(p, (tuple, list)) and len(p) == 2 and p[0] == TENSORRT:
-            options.append(p[1])
-        elif p == TENSORRT and provider_options and i < len(provider_options):
-            options.append(provider_options[i])
-    if not options:
-        return False
-    shim = _shim()
-    return shim is not None and any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim
-                                    for o in options)
-
-
-def _shim() -> str | None:
-    """The path of ortseal's engine-cache shim, None where it is not built."""
-    from ..tensorrt.shim import shim_path  # (ctypes: only for sessions that ask for TensorRT)
-
-    try:
-        return shim_path()
-    except OrtsealError:
-        return None
 
 
 def _warn_if_publisher(keys: KeySet, purpose: str) -> None:
