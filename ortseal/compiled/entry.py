@@ -32,7 +32,7 @@ import rfc8785
 from .._atomic import atomic_writer
 from .._files import ReadPolicy, open_checked
 from ..blob import BlobSource, Header, Opener, parse_header, seal_stream
-from ..errors import FormatError, OrtsealError, TamperedError
+from ..errors import FormatError, KeyNotFoundError, TamperedError
 from ..keys import KeySet
 
 # -- spec constants (docs/compiled-cache.md, "Entry file") -------------------------------------------
@@ -195,9 +195,9 @@ def check_can_write(keys: KeySet) -> None:
     """Raise unless entries sealed with ``keys`` could be opened again by the same keyset."""
     keys.sealing_key()
     if keys.requires_signature and keys.signing_key() is None:
-        raise OrtsealError("this keyset verifies signatures but cannot sign, so a compiled model cached with it "
-                           "could never be opened again; give the cache the device's keyset with its own engine-signing "
-                           "key (KeySet.for_device(engine_signing_key=True))")
+        raise KeyNotFoundError("this keyset verifies signatures but cannot sign, so a compiled model cached with it "
+                               "could never be opened again; give the cache the device's keyset with its own "
+                               "engine-signing key (KeySet.for_device(engine_signing_key=True))")
 
 
 def write_entry(path: str | os.PathLike[str], compiled: bytes | bytearray | memoryview, binding: Binding,
