@@ -29,7 +29,7 @@ def _generated(folder: Path, nodes: int, mib: int) -> Path:
 
     rng = np.random.default_rng(0)
     graph_nodes, inits, prev = [], [], "x"
-    length = max(4, (mib << 20) // 4 // max(1, nodes // 4))  # floats per initializer: a quarter of the nodes add one
+    length = max(256, (mib << 20) // 4 // max(1, nodes // 4))  # floats per initializer: a quarter of the nodes add one
     for i in range(nodes):
         out = f"/blocks.{i}/output_0"
         if i % 4 == 1:
@@ -82,7 +82,7 @@ def main() -> None:
             sealed = folder / f"{model.parent.name}-{model.stem}.sealed.onnx"
             try:
                 ortseal.seal_model(model, sealed, keys, external_data=False, progress=False, min_bytes=1024)
-            except ortseal.OrtsealError as exc:
+            except (ortseal.OrtsealError, ValueError) as exc:
                 print(f"| {model.name} | not sealed: {exc} |", file=sys.stderr)
                 continue
             data = sealed.read_bytes()

