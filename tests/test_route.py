@@ -129,6 +129,18 @@ def test_a_trusted_file_with_too_many_nodes_is_refused(tmp_path, keys):
         ortseal.InferenceSession(str(path), providers=CPU, keys=keys)
 
 
+def test_a_trusted_file_hiding_too_many_nodes_in_a_subgraph_is_refused(tmp_path, keys):
+    """One more empty node than the limit inside the ``then_branch`` of one If node (wire bytes, a second
+    ``graph`` field): counted from the wire format, through the node and its attribute, before the parse."""
+    nodes = b"\x0a\x00" * MAX_NODES + b"\x0a\x00"
+    attribute = b"\x0a\x0bthen_branch" + b"\xa0\x01\x05" + b"\x32" + _varint(len(nodes)) + nodes
+    node = b"\x22\x02If" + b"\x2a" + _varint(len(attribute)) + attribute
+    graph = b"\x0a" + _varint(len(node)) + node
+    path = _resigned(tmp_path, keys, lambda m: None, b"\x3a" + _varint(len(graph)) + graph)
+    with pytest.raises(FormatError, match=f"more than {MAX_NODES} nodes"):
+        ortseal.InferenceSession(str(path), providers=CPU, keys=keys)
+
+
 def test_a_trusted_file_nesting_subgraphs_too_deep_is_refused(tmp_path, keys):
     def nest(model: onnx.ModelProto) -> None:
         leaf = inner = helper.make_graph([], "leaf", [], [])
