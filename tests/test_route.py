@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import rfc8785
 from models import IR_VERSION, OPSET
 from onnx import TensorProto, helper, numpy_helper
 
@@ -128,6 +129,18 @@ def test_a_trusted_file_with_too_many_nodes_is_refused(tmp_path, keys):
         ortseal.InferenceSession(str(path), providers=CPU, keys=keys)
 
 
+def test_a_trusted_file_hiding_too_many_nodes_in_a_subgraph_is_refused(tmp_path, keys):
+    """One more empty node than the limit inside the ``then_branch`` of one If node (wire bytes, a second
+    ``graph`` field): counted from the wire format, through the node and its attribute, before the parse."""
+    nodes = b"\x0a\x00" * MAX_NODES + b"\x0a\x00"
+    attribute = b"\x0a\x0bthen_branch" + b"\xa0\x01\x05" + b"\x32" + _varint(len(nodes)) + nodes
+    node = b"\x22\x02If" + b"\x2a" + _varint(len(attribute)) + attribute
+    graph = b"\x0a" + _varint(len(node)) + node
+    path = _resigned(tmp_path, keys, lambda m: None, b"\x3a" + _varint(len(graph)) + graph)
+    with pytest.raises(FormatError, match=f"more than {MAX_NODES} nodes"):
+        ortseal.InferenceSession(str(path), providers=CPU, keys=keys)
+
+
 def test_a_trusted_file_nesting_subgraphs_too_deep_is_refused(tmp_path, keys):
     def nest(model: onnx.ModelProto) -> None:
         leaf = inner = helper.make_graph([], "leaf", [], [])
@@ -210,14 +223,28 @@ def test_a_status_line_while_ort_builds_and_the_split_in_the_log(tmp_path):
 
 
 def test_a_trusted_manifest_naming_too_many_tensors_is_refused(tmp_path, keys):
-    """Over a million entries in two megabytes (each ``0,``): counted before any entry is looked at."""
-    from ortseal.model._record import MANIFEST_KEY, MAX_MANIFEST_ENTRIES
+    """One entry more than the limit, each the smallest canonical tensor entry (a name of 6 characters),
+    within the manifest's byte limit: counted before json.loads builds any of them."""
+    from ortseal.model._record import MANIFEST_KEY, MAX_MANIFEST_BYTES, MAX_MANIFEST_ENTRIES
 
     def stuff(model: onnx.ModelProto) -> None:
         entry = next(p for p in model.metadata_props if p.key == MANIFEST_KEY)
-        doc = json.loads(entry.value)
-        doc["tensors"] = [0] * (MAX_MANIFEST_ENTRIES + 1)
-        entry.value = json.dumps(doc)
+        emptied = rfc8785.dumps({**json.loads(entry.value), "tensors": []}).decode()
+        many = ",".join(f'{{"bytes":0,"digest":"{"0" * 64}","tensor":"{i:06x}"}}' for i in range(MAX_MANIFEST_ENTRIES + 1))
+        entry.value = emptied.replace('"tensors":[]', f'"tensors":[{many}]')
+        assert len(entry.value) < MAX_MANIFEST_BYTES
 
     with pytest.raises(FormatError, match=f"more than {MAX_MANIFEST_ENTRIES} tensors"):
         ortseal.InferenceSession(str(_resigned(tmp_path, keys, stuff)), providers=CPU, keys=keys)
+
+
+def test_a_manifest_not_written_canonically_is_refused_unparsed(tmp_path, keys):
+    """The same manifest with a space added: not what any sealer writes, refused before json.loads."""
+    from ortseal.model._record import MANIFEST_KEY
+
+    def spaced(model: onnx.ModelProto) -> None:
+        entry = next(p for p in model.metadata_props if p.key == MANIFEST_KEY)
+        entry.value = entry.value.replace('"format":', '"format": ')
+
+    with pytest.raises(FormatError, match="not a canonical v3 manifest"):
+        ortseal.InferenceSession(str(_resigned(tmp_path, keys, spaced)), providers=CPU, keys=keys)

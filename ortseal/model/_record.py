@@ -34,7 +34,9 @@ MANIFEST_KEY = "ortseal.manifest"
 RECORD_KEY = "ortseal.signature"
 MANIFEST_FORMAT = "ortseal-model-manifest"
 MAX_MANIFEST_BYTES = 64 << 20
-MAX_MANIFEST_ENTRIES = 1 << 20  # sealed tensors plus plain external tensors
+# Sealed tensors plus plain external tensors. A canonical entry is at least 96 bytes ({"bytes":0,"digest":
+# <64 hex>,"tensor":""}), so 64 MiB holds about 699,000: the entry limit sits below that, where it binds.
+MAX_MANIFEST_ENTRIES = 1 << 19
 MAX_TOP_LEVEL_FIELDS = 1 << 16  # fields of the ModelProto itself (its graph is one), read before the parse
 MAX_ENTRY_FIELDS = 8  # fields of one metadata_props entry (a writer gives two: key, value), read before the parse
 METADATA_FIELD = 14  # ModelProto.metadata_props
@@ -49,6 +51,20 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _SEAL_ID = re.compile(r"[0-9a-f]{32}")
 _SIGNED_VALUE = re.compile(rb"ed25519:([0-9a-f]{16}):([A-Za-z0-9+/]{86}==)")
 _UNSIGNED_VALUE = re.compile(rb"hmac-sha256:([A-Za-z0-9+/]{43}=)")
+# The manifest as Manifest.to_json writes it (RFC 8785: keys sorted, no spaces, integers as plain digits,
+# strings escaping only '"', '\\' and control characters), matched by ``re`` in C before json.loads builds
+# a single object: whatever a hostile manifest holds, what json.loads then builds is this schema's entries,
+# counted first. Integers: any of 0..2^63-1 in plain digits (range checked after the parse).
+_J_STR = r'"[^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-f]{4})[^"\\\x00-\x1f]*)*"'  # runs between escapes: 4x faster
+_J_INT = r"(?:0|[1-9][0-9]{0,18})"
+_J_HEX = r'"[0-9a-f]{64}"'
+_J_TENSOR = rf'\{{"bytes":{_J_INT},"digest":{_J_HEX},"tensor":{_J_STR}\}}'
+_J_EXTERNAL = rf'\{{"length":{_J_INT},"location":{_J_STR},"offset":{_J_INT},"sha256":{_J_HEX}\}}'
+_CANONICAL_MANIFEST = re.compile(
+    rf'\{{"external":\[(?:{_J_EXTERNAL}(?:,{_J_EXTERNAL})*)?\],"format":"{MANIFEST_FORMAT}","key_id":{_J_STR},'
+    rf'"model":{_J_STR},"release":{_J_INT},"seal_id":"[0-9a-f]{{32}}",'
+    rf'"tensors":\[(?:{_J_TENSOR}(?:,{_J_TENSOR})*)?\],"version":{MODEL_FORMAT_VERSION}\}}')
+_ANY_VERSION = re.compile(r'"version":([0-9]{1,6})[,}]')
 
 
 def _varint(n: int) -> bytes:
@@ -256,28 +272,37 @@ class Manifest:
         }
         # RFC 8785 writes numbers as IEEE doubles, so it refuses integers above 2**53 - 1; a release goes up to
         # 2**63 - 1 and is written as its exact digits (the same text JCS gives for every smaller one).
-        return "{" + ",".join(f"{_jcs(k)}:{v if k == 'release' else _jcs(v)}" for k, v in sorted(doc.items())) + "}"
+        text = "{" + ",".join(f"{_jcs(k)}:{v if k == 'release' else _jcs(v)}" for k, v in sorted(doc.items())) + "}"
+        if len(self.tensors) + len(self.external) > MAX_MANIFEST_ENTRIES or len(text.encode("utf-8")) > MAX_MANIFEST_BYTES:
+            raise FormatError(f"the model has more tensors than a manifest may name ({MAX_MANIFEST_ENTRIES} entries, "
+                              f"{MAX_MANIFEST_BYTES >> 20} MiB: docs/format.md, limits)")
+        return text
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         if len(text) > MAX_MANIFEST_BYTES:
             raise FormatError("the model manifest is too large")
+        if _CANONICAL_MANIFEST.fullmatch(text) is None:
+            # Only then is it worth saying why; nothing of it is parsed. An older format's manifest has
+            # another schema: its "version" (a key of the top-level object, first found at the end) says so.
+            version = _ANY_VERSION.findall(text[-64:]) if text.startswith('{"') else []
+            if MANIFEST_FORMAT in text[:4096] and version and int(version[-1]) != MODEL_FORMAT_VERSION:
+                raise FormatError(f"this model was sealed by ortseal model format v{int(version[-1])}, which this "
+                                  f"ortseal refuses (it reads v{MODEL_FORMAT_VERSION}: the signature covers the "
+                                  f"whole file); {RESEAL}")
+            raise FormatError("the model's ortseal manifest is not a canonical v3 manifest (docs/format.md)")
+        # Matched, a string cannot hold an unescaped '"': each entry's opening is found exactly once.
+        entries = text.count('{"bytes":') + text.count('{"length":')
+        if entries > MAX_MANIFEST_ENTRIES:
+            raise FormatError(f"the model manifest names more than {MAX_MANIFEST_ENTRIES} tensors "
+                              "(docs/format.md, limits)")
         try:
             doc = json.loads(text)
-            if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
-                raise FormatError("the model's ortseal manifest is not a manifest")
-            if doc.get("version") != MODEL_FORMAT_VERSION:
-                raise FormatError(f"this model was sealed by ortseal model format v{doc.get('version')!r}, which this "
-                                  f"ortseal refuses (it reads v{MODEL_FORMAT_VERSION}: the signature covers the whole "
-                                  f"file); {RESEAL}")
             model, release, seal_id = doc["model"], doc["release"], doc["seal_id"]
             if not (isinstance(model, str) and model and _int(release, MAX_RELEASE)
                     and isinstance(seal_id, str) and _SEAL_ID.fullmatch(seal_id)):
                 raise FormatError("the model manifest has a malformed model, release or seal id")
             manifest = cls(model, release, seal_id, check_key_id(doc["key_id"]))
-            if len(doc["tensors"]) + len(doc["external"]) > MAX_MANIFEST_ENTRIES:
-                raise FormatError(f"the model manifest names more than {MAX_MANIFEST_ENTRIES} tensors "
-                                  "(docs/format.md, limits)")
             for e in doc["tensors"]:
                 if not (isinstance(e["tensor"], str) and isinstance(e["digest"], str) and _HEX64.fullmatch(e["digest"])
                         and _int(e["bytes"])) or e["tensor"] in manifest.tensors:

@@ -22,6 +22,7 @@ from .._onnx_proto import ModelProto, TensorProto
 from ..blob import BlobSource, Opener
 from ..errors import FormatError, TamperedError
 from ..keys import KeySet
+from ._census import check_counts
 from ._graph import METADATA_KEY, DataFiles, LoadedModel, Places, SealedTensor, is_external, tensor_context, walk
 from ._record import (
     MODEL_FORMAT_VERSION,
@@ -115,6 +116,7 @@ def verify_sealed(loaded: LoadedModel, keys: KeySet, *, min_release: int = 0,
     if model_name is not None and manifest.model != model_name:
         raise TamperedError(f"this is the publisher's model {manifest.model!r}, not {model_name!r}: another signed "
                             "model was put in its place")
+    check_counts(loaded.data, len(body))  # before the parse builds what they count
     places = walk(loaded.parsed(body))  # the body parses as the file does, less the record's metadata entry
     if places.stray_external:
         raise FormatError("a sealed model keeps only initializers as external data: one of its sparse or attribute "
