@@ -177,6 +177,7 @@ bool keyset_content_key(const ortseal_keyset *ks, const char *key_id, uint8_t ou
     for (size_t i = 0; i < ks->n_content; i++)
         if (strcmp(ks->content[i].id, key_id) == 0) { memcpy(out, ks->content[i].key, 32); return true; }
     for (size_t i = 0; i < ks->n_providers; i++) {
+        wipe(out, 32); /* a callback that writes less than 32 bytes leaves zeros, not stack bytes */
         int got = ks->providers[i].fn(ks->providers[i].user, key_id, out);
         if (got == 1) return true;
         if (got < 0 || got > 1) {
