@@ -217,9 +217,11 @@ class KeySet:
         Every signature ``sign`` returns is checked against ``public_key`` before anything is written
         (:class:`ortseal.signing.CallbackSigner`); a bad one raises :class:`~ortseal.errors.SignerError`.
 
-        ``fn`` is called each time a key is needed (no caching here: cache in ``fn`` if your KMS is slow),
-        and only after the blob's signature (or the signed manifest naming it) has verified, so ids chosen
-        by a forged file never reach it. ``seal_key_id`` names the key new blobs are sealed with. Combine
+        ``fn`` is called each time a key is needed (no caching here: cache in ``fn`` if your KMS is slow).
+        For signed content it is called only after the signature (or the signed manifest naming the blob)
+        verified, so ids chosen by a forged file never reach it; for an unsigned (MAC) model, or unsigned
+        content under ``allow_unsigned=True``, it is called to check the MAC, with an id read from bytes
+        not yet authenticated. ``seal_key_id`` names the key new blobs are sealed with. Combine
         with signing or trusted keys through :meth:`merge`.
         """
         if fn is None and sign is None:

@@ -53,8 +53,17 @@ ORTSEAL_API void ortseal_free(void *buffer, size_t len);
 typedef struct ortseal_keyset ortseal_keyset;
 
 /* Content-key callback (mirrors KeySet.from_provider): write the 32-byte key named key_id to key_out and
- * return 1, return 0 if unknown, or a negative value for an error. Called only after a signature or a
- * signed manifest committed to the blob, so an id chosen by a forged file never reaches it. */
+ * return 1, return 0 if unknown, or a negative value for an error (KEY_NOT_FOUND); any other return value
+ * (a length, say) is refused as KEY_NOT_FOUND too, and key_out is wiped. When it is called:
+ *  - a signed blob or signed model: only after the Ed25519 signature verified with a key this keyset trusts
+ *    (and, for a blob inside a model, after the signed manifest's digest matched), so the key id it gets was
+ *    committed by the signer, never chosen by a forged file;
+ *  - an unsigned (MAC) model, or an unsigned blob or engine under a keyset that allows unsigned content: to
+ *    check the MAC or decrypt at all, so the key id comes from bytes not yet authenticated (anyone who can
+ *    write the file chooses it): treat key_id as untrusted input (it is 1 to 64 printable ASCII characters).
+ * A keyset that requires signatures never calls it for an unsigned or untrusted file. It is called each time
+ * a key is needed (no caching: cache in the callback), from the thread that opens the model or blob, or from
+ * ORT's threads for the engine cache: make it safe to call from any of them. */
 typedef int (*ortseal_content_key_fn)(void *user, const char *key_id, uint8_t key_out[32]);
 /* Signing callback: write Ed25519(private key, message) to signature_out; return 0 on success. */
 typedef int (*ortseal_sign_fn)(void *user, const uint8_t *message, size_t message_len, uint8_t signature_out[64]);

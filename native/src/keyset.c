@@ -177,11 +177,16 @@ bool keyset_content_key(const ortseal_keyset *ks, const char *key_id, uint8_t ou
     for (size_t i = 0; i < ks->n_content; i++)
         if (strcmp(ks->content[i].id, key_id) == 0) { memcpy(out, ks->content[i].key, 32); return true; }
     for (size_t i = 0; i < ks->n_providers; i++) {
+        wipe(out, 32); /* a callback that writes less than 32 bytes leaves zeros, not stack bytes */
         int got = ks->providers[i].fn(ks->providers[i].user, key_id, out);
         if (got == 1) return true;
-        if (got < 0) {
+        if (got < 0 || got > 1) {
+            /* A provider returning a length (16, 32) rather than 1 is refused: the contract has no short key. */
             wipe(out, 32);
-            *code = FAIL(err, ORTSEAL_E_KEY_NOT_FOUND, "the key provider failed for content key id '%s'", key_id);
+            if (got < 0) *code = FAIL(err, ORTSEAL_E_KEY_NOT_FOUND, "the key provider failed for content key id '%s'", key_id);
+            else *code = FAIL(err, ORTSEAL_E_KEY_NOT_FOUND, "the key provider returned %d for content key id '%s': a "
+                              "provider returns 1 (the 32-byte key written), 0 (unknown) or a negative value (error)",
+                              got, key_id);
             return false;
         }
     }

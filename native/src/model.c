@@ -121,8 +121,8 @@ struct ortseal_model {
 /* ---- small readers ---------------------------------------------------------------------------- */
 
 static bool span_str(pb_span s, char *out, size_t cap) {
-    if (s.len >= cap || memchr(s.p, 0, s.len)) return false;
-    memcpy(out, s.p, s.len);
+    if (s.len >= cap || (s.len && memchr(s.p, 0, s.len))) return false; /* an empty span may have p NULL */
+    if (s.len) memcpy(out, s.p, s.len);
     out[s.len] = '\0';
     return true;
 }
@@ -139,7 +139,7 @@ static bool contains(pb_span s, const char *needle) {
     return false;
 }
 
-static bool spans_eq(pb_span a, pb_span b) { return a.len == b.len && memcmp(a.p, b.p, a.len) == 0; }
+static bool spans_eq(pb_span a, pb_span b) { return a.len == b.len && (!a.len || memcmp(a.p, b.p, a.len) == 0); }
 
 typedef struct node_info {
     pb_span inputs[3], outputs[2], name, op, domain;
@@ -412,7 +412,7 @@ static ortseal_code read_unseal(opener *o, pb_span node, const node_info *n, con
         return FAIL(o->err, ORTSEAL_E_FORMAT, "Unseal node for '%.*s' lacks its dtype, shape or tensor attribute: the sealed model is damaged", nl, np);
     st->identity = tensor_identity(scope, n->outputs[0], st->dtype, st->shape, st->rank);
     if (!st->identity) return FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory");
-    if (strlen(st->identity) != tensor.len || memcmp(st->identity, tensor.p, tensor.len) != 0)
+    if (strlen(st->identity) != tensor.len || (tensor.len && memcmp(st->identity, tensor.p, tensor.len) != 0))
         return FAIL(o->err, ORTSEAL_E_FORMAT, "Unseal node for '%.*s': attributes do not match its tensor identity", nl, np);
     if (st->dtype < 1 || st->dtype > 28)
         return FAIL(o->err, ORTSEAL_E_FORMAT, "Unseal node for '%.*s' declares data type %d, which is not an ONNX tensor kind", nl, np, st->dtype);
@@ -1005,7 +1005,7 @@ static ortseal_code put_value(opener *o, pb_writer *w, uint32_t field, sealed_t 
             v->name = malloc(st->name.len + 1);
             v->shape = malloc((st->rank ? st->rank : 1) * sizeof *v->shape);
             if (!v->name || !v->shape) { free(v->name); free(v->shape); pb_end(w, m); return FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory"); }
-            memcpy(v->name, st->name.p, st->name.len);
+            if (st->name.len) memcpy(v->name, st->name.p, st->name.len);
             v->name[st->name.len] = '\0';
             memcpy(v->shape, st->shape, st->rank * sizeof *v->shape);
             v->rank = st->rank;

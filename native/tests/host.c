@@ -8,10 +8,20 @@
  *   ortseal_host engine-save KEYSET SHIM CACHE_DIR NAME IN_FILE RELEASE
  *   ortseal_host engine-load KEYSET SHIM CACHE_DIR NAME OUT_FILE MIN_RELEASE
  *       (register the C vault, then call the shim's encrypt/decrypt by name, as ORT's TensorRT EP does)
+ *   ortseal_host model-bytes KEYSET MIN_RELEASE MODEL FOLDER|- OUT_FOLDER [MODEL_NAME]
+ *       (the model read into memory here, opened with ortseal_model_open_bytes / _open_ex; FOLDER: its data files)
+ *   ortseal_host provider-model MODE KEY_ID KEY_HEX SIGNER_PUB_HEX MODEL OUT_FOLDER
+ *       (content keys from a host callback, ortseal_keyset_from_provider; MODE: ok, unknown (returns 0),
+ *        fail (returns -1), length (writes the key, returns 32), short (writes 16 bytes, returns 16),
+ *        partial (writes 16 bytes, returns 1))
+ *   ortseal_host hsm-engine-save KEY_ID KEY_HEX SIGNER_PUB_HEX SEED_HEX|fail SHIM CACHE_DIR NAME IN_FILE RELEASE
+ *       (content key from a callback, engines signed through ortseal_keyset_add_signer by a callback that
+ *        signs with the Ed25519 seed SEED_HEX, or fails)
  * Prints "ok ..." or "error <code name>: <message>" and exits with the status code. */
 #include "ortseal.h"
 
 #include <dlfcn.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,24 +56,22 @@ static void log_to_stderr(void *user, int level, const char *message) {
     fprintf(stderr, "%s %s\n", level ? "ERROR" : "INFO", message);
 }
 
-static int engine(int argc, char **argv) {
+/* argv: SHIM CACHE_DIR NAME FILE NUMBER (a release to save with, or the minimum release to load). */
+static int engine_with(ortseal_keyset *ks, int save, char **argv) {
     ortseal_error err = {0};
-    ortseal_keyset *ks = NULL;
-    ortseal_code code = ortseal_keyset_load(argv[2], NULL, 0, &ks, &err);
-    int save = strcmp(argv[1], "engine-save") == 0;
-    uint64_t number = strtoull(argv[7], NULL, 10);
-    if (!code) code = ortseal_engine_cache_register(argv[3], argv[4], ks, save ? number : 0, save ? 0 : number,
-                                                    log_to_stderr, NULL, &err);
+    uint64_t number = strtoull(argv[4], NULL, 10);
+    ortseal_code code = ortseal_engine_cache_register(argv[0], argv[1], ks, save ? number : 0, save ? 0 : number,
+                                                      log_to_stderr, NULL, &err);
     if (code) { ortseal_keyset_free(ks); return report(code, &err); }
-    void *shim = dlopen(argv[3], RTLD_NOW);
+    void *shim = dlopen(argv[0], RTLD_NOW);
     int (*dec)(const char *, char *, size_t *) = (int (*)(const char *, char *, size_t *))dlsym(shim, "decrypt");
     int (*enc)(const char *, char *, size_t) = (int (*)(const char *, char *, size_t))dlsym(shim, "encrypt");
     char path[4096];
-    snprintf(path, sizeof path, "%s/%s", argv[4], argv[5]);
+    snprintf(path, sizeof path, "%s/%s", argv[1], argv[2]);
     int ok;
     if (save) {
         size_t len = 0;
-        uint8_t *data = slurp(argv[6], &len);
+        uint8_t *data = slurp(argv[3], &len);
         ok = data && enc(path, (char *)data, len);
         free(data);
     } else {
@@ -71,13 +79,67 @@ static int engine(int argc, char **argv) {
         ok = dec(path, NULL, &size);
         char *buf = ok ? malloc(size ? size : 1) : NULL;
         ok = ok && buf && dec(path, buf, &size);
-        if (ok) spit(argv[6], (const uint8_t *)buf, size);
+        if (ok) spit(argv[3], (const uint8_t *)buf, size);
         free(buf);
     }
     ortseal_engine_cache_unregister_all();
     ortseal_keyset_free(ks);
     if (!ok) { printf("error tampered: the shim refused the engine (see the log)\n"); return ORTSEAL_E_TAMPERED; }
     return report(ORTSEAL_OK, &err);
+}
+
+static int engine(char **argv) {
+    ortseal_error err = {0};
+    ortseal_keyset *ks = NULL;
+    ortseal_code code = ortseal_keyset_load(argv[2], NULL, 0, &ks, &err);
+    if (code) return report(code, &err);
+    return engine_with(ks, strcmp(argv[1], "engine-save") == 0, argv + 3);
+}
+
+static int unhex(const char *hex, uint8_t *out, size_t n) {
+    if (strlen(hex) != 2 * n) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        if (sscanf(hex + 2 * i, "%2x", &v) != 1) return 0;
+        out[i] = (uint8_t)v;
+    }
+    return 1;
+}
+
+/* A content key held by the host (a KMS, a TPM): the callback of ortseal_keyset_from_provider. */
+typedef struct key_source { const char *mode; const char *id; uint8_t key[32]; } key_source;
+
+static int provide_key(void *user, const char *key_id, uint8_t key_out[32]) {
+    const key_source *s = user;
+    if (strcmp(s->mode, "fail") == 0) return -1;
+    if (strcmp(s->mode, "unknown") == 0 || strcmp(key_id, s->id) != 0) return 0;
+    int part = strcmp(s->mode, "short") == 0 || strcmp(s->mode, "partial") == 0;
+    memcpy(key_out, s->key, part ? 16 : 32);
+    if (strcmp(s->mode, "short") == 0) return 16;
+    return strcmp(s->mode, "length") == 0 ? 32 : 1;
+}
+
+/* A signing key held by the host (an HSM): the callback of ortseal_keyset_add_signer, Ed25519 through OpenSSL. */
+static int sign_with_seed(void *user, const uint8_t *message, size_t message_len, uint8_t signature_out[64]) {
+    EVP_PKEY *key = user;
+    if (!key) return 1; /* "fail": the HSM refused */
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    size_t n = 64;
+    int ok = ctx && EVP_DigestSignInit(ctx, NULL, NULL, NULL, key) == 1 &&
+             EVP_DigestSign(ctx, signature_out, &n, message, message_len) == 1 && n == 64;
+    EVP_MD_CTX_free(ctx);
+    return ok ? 0 : 1;
+}
+
+static ortseal_code provider_keyset(const char *mode, const char *id, const char *key_hex, key_source *src,
+                                    ortseal_keyset **ks, ortseal_error *err) {
+    src->mode = mode;
+    src->id = id;
+    if (!unhex(key_hex, src->key, 32)) {
+        snprintf(err->message, sizeof err->message, "KEY_HEX must be 64 hex digits");
+        return ORTSEAL_E_MISUSE;
+    }
+    return ortseal_keyset_from_provider(provide_key, src, id, ks, err);
 }
 
 static ortseal_code load(const char *path, const char *phrase, ortseal_keyset **ks, ortseal_error *err) {
@@ -91,7 +153,23 @@ int main(int argc, char **argv) {
     ortseal_code code;
     if (argc < 2) return 100;
     const char *cmd = argv[1];
-    if ((strcmp(cmd, "engine-save") == 0 || strcmp(cmd, "engine-load") == 0) && argc == 8) return engine(argc, argv);
+    if ((strcmp(cmd, "engine-save") == 0 || strcmp(cmd, "engine-load") == 0) && argc == 8) return engine(argv);
+    if (strcmp(cmd, "hsm-engine-save") == 0 && argc == 11) {
+        key_source src;
+        uint8_t pub[32], seed[32];
+        if (!unhex(argv[4], pub, 32)) return 101;
+        EVP_PKEY *signing = NULL;
+        if (strcmp(argv[5], "fail") != 0) {
+            if (!unhex(argv[5], seed, 32)) return 101;
+            if (!(signing = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, seed, 32))) return 101;
+        }
+        code = provider_keyset("ok", argv[2], argv[3], &src, &ks, &err);
+        if (!code) code = ortseal_keyset_add_signer(ks, pub, sign_with_seed, signing, &err);
+        int rc = code ? report(code, &err) : engine_with(ks, 1, argv + 6);
+        if (code) ortseal_keyset_free(ks);
+        EVP_PKEY_free(signing);
+        return rc;
+    }
     if (strcmp(cmd, "keyset") == 0 && argc >= 4) {
         if ((code = load(argv[2], argv[3], &ks, &err))) return report(code, &err);
         for (int i = 4; i + 1 < argc; i += 2)
@@ -132,20 +210,43 @@ int main(int argc, char **argv) {
         ortseal_keyset_free(ks);
         return report(code, &err);
     }
+    const char *out_folder = NULL;
+    ortseal_model *m = NULL;
+    key_source src;
     if (strcmp(cmd, "model") == 0 && argc >= 7) {
         /* test only: the opened model and its weights written out so the test can compare every tensor */
         if ((code = load(argv[2], argv[3], &ks, &err))) return report(code, &err);
-        ortseal_model *m = NULL;
         const char *name = argc >= 8 ? argv[7] : NULL;
         code = ortseal_model_open_ex(argv[5], NULL, 0, NULL, ks, strtoull(argv[4], NULL, 10), name, &m, &err);
+        out_folder = argv[6];
+    } else if (strcmp(cmd, "model-bytes") == 0 && (argc == 7 || argc == 8)) {
+        if ((code = load(argv[2], "-", &ks, &err))) return report(code, &err);
+        size_t len = 0;
+        uint8_t *bytes = slurp(argv[4], &len);
+        if (!bytes) return 101;
+        const char *folder = strcmp(argv[5], "-") == 0 ? NULL : argv[5];
+        uint64_t min_release = strtoull(argv[3], NULL, 10);
+        if (argc == 8) code = ortseal_model_open_ex(NULL, bytes, len, folder, ks, min_release, argv[7], &m, &err);
+        else code = ortseal_model_open_bytes(bytes, len, folder, ks, min_release, &m, &err);
+        free(bytes);
+        out_folder = argv[6];
+    } else if (strcmp(cmd, "provider-model") == 0 && argc == 8) {
+        uint8_t pub[32];
+        if (!unhex(argv[5], pub, 32)) return 101;
+        code = provider_keyset(argv[2], argv[3], argv[4], &src, &ks, &err);
+        if (!code) code = ortseal_keyset_trust(ks, pub, NULL, 0, &err);
+        if (!code) code = ortseal_model_open(argv[6], ks, 0, &m, &err);
+        out_folder = argv[7];
+    }
+    if (out_folder) {
         if (!code) {
             size_t len = 0, wlen = 0;
             const char *file = NULL;
             const uint8_t *proto = ortseal_model_bytes(m, &len), *weights = ortseal_model_weights(m, &file, &wlen);
             char path[4096];
-            snprintf(path, sizeof path, "%s/%s", argv[6], file);
+            snprintf(path, sizeof path, "%s/%s", out_folder, file);
             char model_path[4096];
-            snprintf(model_path, sizeof model_path, "%s/opened.onnx", argv[6]);
+            snprintf(model_path, sizeof model_path, "%s/opened.onnx", out_folder);
             spit(model_path, proto, len);
             spit(path, weights, wlen);
             printf("sealed %zu name %s release %llu\n", ortseal_model_sealed_tensors(m), ortseal_model_name(m),

@@ -1,6 +1,8 @@
 // A C++ host over libortseal and ONNX Runtime's C API, driven by tests/test_native_models.py.
 //   ortseal_ort_host plain MODEL INPUTS OUTPUTS
 //   ortseal_ort_host sealed KEYSET PASSPHRASE|- MIN_RELEASE MODEL INPUTS OUTPUTS [CONFIG_KEY CONFIG_VALUE]...
+//   ortseal_ort_host sealed-bytes KEYSET MODEL FOLDER|- INPUTS OUTPUTS  (the model read into memory first,
+//       opened with ortseal_model_open_bytes; FOLDER: where its data files are, - for none)
 //   ortseal_ort_host time-plain MODEL | time-sealed KEYSET MODEL   (benchmarks/bench_native.py: open time, peak RSS)
 //   ortseal_ort_host options                      (prints the refused-options table)
 //   ortseal_ort_host reuse KEYSET SEALED SECOND INPUTS OUTPUTS  (one OrtSessionOptions for both sessions)
@@ -18,6 +20,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -186,6 +189,15 @@ int main(int argc, char** argv) {
             run(session, argv[6], argv[7]);
             api->ReleaseSession(session);
             session = nullptr;
+        } else if (cmd == "sealed-bytes" && argc == 7) {
+            ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
+            std::ifstream in(argv[3], std::ios::binary);
+            std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+            std::string folder = argv[4];
+            ortseal::Model model = ortseal::Model::open_bytes(bytes.data(), bytes.size(),
+                                                              folder == "-" ? nullptr : folder.c_str(), keys);
+            session = model.create_session(api, env, so);
+            run(session, argv[5], argv[6]);
         } else if (cmd == "twice" && argc == 4) {
             // Two sessions from one opened model: the second must be a refusal, not a crash.
             ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
