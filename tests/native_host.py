@@ -69,6 +69,10 @@ def build(extra: tuple[str, ...] = (), *, ort: bool = False) -> Path:
             pytest.skip("ONNX Runtime's C headers are not available (npm pack failed; set ORTSEAL_ORT_INCLUDE_DIR)")
         extra = (*extra, f"-DORTSEAL_ORT_INCLUDE_DIR={headers}", f"-DORTSEAL_ORT_LIBRARY={ort_library()}")
     sanitize = tuple(os.environ.get("ORTSEAL_NATIVE_CMAKE_ARGS", "").split())  # .ci/run: -DORTSEAL_SANITIZE=ON
+    import ortseal.tensorrt
+
+    # the shim of the ortseal these tests import (the sources, or the installed wheel's package data)
+    extra = (*extra, f"-DORTSEAL_SHIM_DIR={Path(ortseal.tensorrt.__file__).parent}")
     configure = ["cmake", "-S", str(NATIVE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", *sanitize, *extra]
     for cmd in (configure, ["cmake", "--build", str(BUILD), "-j2"]):
         done = subprocess.run(["nice", "-n", "10", *cmd], capture_output=True, text=True)
