@@ -58,6 +58,14 @@ def ort_library() -> Path:
     return found[0]
 
 
+def shim_dir_arg() -> str:
+    """The CMake argument naming the shim source of the ortseal these tests import (the sources, or the
+    installed wheel's package data, which the packaging test runs the suite against)."""
+    import ortseal.tensorrt
+
+    return f"-DORTSEAL_SHIM_DIR={Path(ortseal.tensorrt.__file__).parent}"
+
+
 def build(extra: tuple[str, ...] = (), *, ort: bool = False) -> Path:
     """Configure and build native/ into BUILD; return the folder holding ortseal_host (and, with ``ort``,
     ortseal_ort_host, linked with the wheel's libonnxruntime)."""
@@ -69,10 +77,7 @@ def build(extra: tuple[str, ...] = (), *, ort: bool = False) -> Path:
             pytest.skip("ONNX Runtime's C headers are not available (npm pack failed; set ORTSEAL_ORT_INCLUDE_DIR)")
         extra = (*extra, f"-DORTSEAL_ORT_INCLUDE_DIR={headers}", f"-DORTSEAL_ORT_LIBRARY={ort_library()}")
     sanitize = tuple(os.environ.get("ORTSEAL_NATIVE_CMAKE_ARGS", "").split())  # .ci/run: -DORTSEAL_SANITIZE=ON
-    import ortseal.tensorrt
-
-    # the shim of the ortseal these tests import (the sources, or the installed wheel's package data)
-    extra = (*extra, f"-DORTSEAL_SHIM_DIR={Path(ortseal.tensorrt.__file__).parent}")
+    extra = (*extra, shim_dir_arg())
     configure = ["cmake", "-S", str(NATIVE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", *sanitize, *extra]
     for cmd in (configure, ["cmake", "--build", str(BUILD), "-j2"]):
         done = subprocess.run(["nice", "-n", "10", *cmd], capture_output=True, text=True)

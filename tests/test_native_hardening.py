@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from native_host import BUILD, NATIVE, ROOT
+from native_host import BUILD, NATIVE, ROOT, shim_dir_arg
 
 from ortseal import KeySet
 
@@ -47,7 +47,8 @@ def seeds(folder: Path) -> Path:
 def test_bounded_fuzzing_under_asan_and_ubsan_finds_nothing(tmp_path):
     build = BUILD.parent / "native-fuzz"
     env = {**os.environ, "CC": "clang", "CXX": "clang++"}
-    for cmd in (["cmake", "-S", str(NATIVE), "-B", str(build), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DORTSEAL_FUZZ=ON"],
+    for cmd in (["cmake", "-S", str(NATIVE), "-B", str(build), "-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DORTSEAL_FUZZ=ON",
+                 shim_dir_arg()],
                 ["cmake", "--build", str(build), "-j2", "--target", "ortseal_fuzz"]):
         done = subprocess.run(["nice", "-n", "10", *cmd], capture_output=True, text=True, env=env, check=False)
         if done.returncode and "OpenSSL" in done.stdout + done.stderr:

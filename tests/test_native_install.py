@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from native_host import NATIVE, ort_headers, ort_library
+from native_host import NATIVE, ort_headers, ort_library, shim_dir_arg
 
 HERE = Path(__file__).parent / "vectors"
 pytestmark = pytest.mark.slow  # a second CMake build and install, and a consumer project
@@ -32,7 +32,7 @@ def installed(tmp_path_factory) -> tuple[Path, Path]:
     work = tmp_path_factory.mktemp("install")
     prefix, build = work / "prefix", work / "build"
     run("cmake", "-S", NATIVE, "-B", build, f"-DCMAKE_INSTALL_PREFIX={prefix}", "-DORTSEAL_BUILD_TESTS=OFF",
-        f"-DORTSEAL_ORT_INCLUDE_DIR={headers}")
+        f"-DORTSEAL_ORT_INCLUDE_DIR={headers}", shim_dir_arg())
     run("cmake", "--build", build, "-j2")
     run("cmake", "--install", build)
     return prefix, headers

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from native_host import NATIVE
+from native_host import NATIVE, shim_dir_arg
 
 CC = "x86_64-w64-mingw32-gcc"
 OBJDUMP = "x86_64-w64-mingw32-objdump"
@@ -26,7 +26,7 @@ def windows_build(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("native-windows")  # fresh: a cache from another toolchain would not do
     configure = ["cmake", "-S", str(NATIVE), "-B", str(folder), "-DCMAKE_BUILD_TYPE=Release",
                  f"-DCMAKE_TOOLCHAIN_FILE={NATIVE / 'cmake' / 'mingw-w64.cmake'}", "-DORTSEAL_COMPILE_ONLY=ON",
-                 "-DORTSEAL_BUILD_TESTS=OFF"]
+                 "-DORTSEAL_BUILD_TESTS=OFF", shim_dir_arg()]
     for cmd in (configure, ["cmake", "--build", str(folder), "-j2"]):
         done = subprocess.run(["nice", "-n", "10", *cmd], capture_output=True, text=True, check=False)
         if done.returncode and cmd is configure and "libssl-dev" in done.stdout + done.stderr:
