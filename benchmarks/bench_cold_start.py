@@ -8,14 +8,19 @@
 
 Each round starts both in fresh interpreters, alternating; a child reports the time from its first import
 to the end of its first ``run()`` (``import``) and the parent the whole process's wall time (``process``,
-interpreter start-up and exit included) and CPU time (user + system, less disturbed by a loaded machine). Also printed: whether the ortseal child imported ``onnx`` or
-``ml_dtypes`` (opening needs neither). Medians. Results for this machine: docs/benchmarks.md.
+interpreter start-up and exit included) and CPU time (user + system, less disturbed by a loaded machine).
+The children run with byte-code caching on, in a folder of this run's own (``PYTHONPYCACHEPREFIX``), after one
+warm-up round, as an installed package runs (pip writes the ``.pyc`` files at install): a machine that sets
+``PYTHONDONTWRITEBYTECODE`` would otherwise time compiling every module. Also printed: whether the ortseal
+child imported ``onnx`` or ``ml_dtypes`` (opening needs neither). Medians. Results for this machine:
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -67,12 +72,16 @@ def main() -> None:
         child = CHILD % {"n": n}
         ways = {"plain": [sys.executable, "-c", child, "plain", str(d / "plain.onnx")],
                 "ortseal": [sys.executable, "-c", child, "ortseal", str(d / "sealed.onnx"), str(d / "keys.json")]}
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(d / "pycache")
+        for command in ways.values():  # the warm-up round: writes the byte code
+            subprocess.run(command, capture_output=True, check=True, env=env)
         got: dict[str, dict[str, list[float]]] = {w: {"import": [], "process": [], "cpu": []} for w in ways}
         imported: list[str] = []
         for _ in range(args.rounds):
             for way, command in ways.items():
                 before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-                out = subprocess.run(command, capture_output=True, text=True, check=True)
+                out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
                 got[way]["process"].append(time.perf_counter() - started)
                 after = resource.getrusage(resource.RUSAGE_CHILDREN)
                 got[way]["cpu"].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import OrtsealError
 
@@ -18,8 +18,7 @@ from .errors import OrtsealError
 _NOT_REGULAR = {errno.ELOOP: "a symbolic link", errno.ENXIO: "a socket or device with nothing behind it"}
 
 
-@dataclass(frozen=True)
-class ReadPolicy:
+class ReadPolicy(NamedTuple):
     """How to open one kind of file.
 
     ``what`` names it in every message ("model file"); ``error`` is raised for a path that is refused (not a

@@ -6,7 +6,8 @@
   its own segments on the segment pool.
 
 Two pools on purpose: an item of the opening pool waits on segment-pool work, so were they one pool its
-items could hold every thread while waiting for segments that then never run.
+items could hold every thread while waiting for segments that then never run. ``concurrent.futures`` is
+imported when a pool first starts: a small model opens on the caller's thread alone.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 T = TypeVar("T")
 _POOLS: dict[str, ThreadPoolExecutor] = {}
@@ -28,6 +31,8 @@ def available_cores() -> int:
 
 
 def _pool(name: str) -> ThreadPoolExecutor:
+    from concurrent.futures import ThreadPoolExecutor
+
     with _POOLS_LOCK:
         pool = _POOLS.get(name)
         if pool is None:
@@ -53,6 +58,8 @@ def _first_error(futures: Sequence[Future[None]], errors: list[BaseException]) -
 def _settle(futures: Sequence[Future[None]]) -> None:
     """An interrupt (Ctrl-C; SIGTERM in the CLI) while work runs: the workers use the caller's buffers, which
     the caller frees as the interrupt unwinds it, so every one of them must have stopped first."""
+    from concurrent.futures import wait
+
     wait(futures)
 
 

@@ -22,8 +22,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # only for annotations: keys, sealing and inspect need no ONNX Runtime
     import onnxruntime as ort
@@ -36,8 +35,7 @@ FALSE_VALUES = frozenset({"0", "false", "False", "FALSE", ""})
 TRUE_VALUES = frozenset({"1", "true", "True", "TRUE"})
 
 
-@dataclass(frozen=True)
-class Writer:
+class Writer(NamedTuple):
     """An option that writes plaintext: ``flag`` options when set to anything but false, ``path``
     options when set to anything but the empty string. ``engine``: it writes a compiled engine or
     EP-context model, so it is refused for a sealed engine cache too (not only for a sealed model)."""

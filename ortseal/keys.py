@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ._atomic import atomic_write_bytes
 from .errors import FormatError, KeyNotFoundError, RevokedError, TamperedError
 from .signing import CallbackSigner, KeySigner, Signer, as_signer, raw_public, signer_id
 
@@ -203,7 +201,7 @@ class KeySet:
     def generate(cls) -> KeySet:
         """A new keyset with one random AES-256 content key and one Ed25519 signing key."""
         return cls(
-            content_keys={secrets.token_hex(8): AESGCM.generate_key(bit_length=256)},
+            content_keys={os.urandom(8).hex(): AESGCM.generate_key(bit_length=256)},
             signing_keys=[Ed25519PrivateKey.generate()],
         )
 
@@ -302,7 +300,7 @@ class KeySet:
         """This keyset with a fresh random content key that seals from now on; every key it held is kept, so
         files sealed before still open (content key rotation: re-seal with ``reseal_model``, then give
         devices the new key beside the old one, ``for_device``)."""
-        kid = check_key_id(key_id) if key_id is not None else secrets.token_hex(8)
+        kid = check_key_id(key_id) if key_id is not None else os.urandom(8).hex()
         if kid in self._content:
             raise ValueError(f"this keyset already holds a content key {kid!r}")
         fresh = KeySet(content_keys={kid: AESGCM.generate_key(bit_length=256)}, seal_key_id=kid,
@@ -535,6 +533,8 @@ class KeySet:
 
     def save(self, path: str | os.PathLike[str], passphrase: str | bytes | None = None, *, overwrite: bool = False) -> None:
         """Write the keyset to ``path`` (mode 0600, atomically); refuses to replace a file unless ``overwrite``."""
+        from ._atomic import atomic_write_bytes  # saving only: tempfile, shutil
+
         atomic_write_bytes(path, self.to_json(passphrase).encode(), mode=0o600, overwrite=overwrite)
 
     @classmethod

@@ -17,7 +17,6 @@ import hashlib
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .errors import SignerError
@@ -28,7 +27,7 @@ PUBLIC_KEY_SIZE = 32
 
 def raw_public(key: Ed25519PublicKey) -> bytes:
     """The 32 raw bytes of an Ed25519 public key."""
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return key.public_bytes_raw()
 
 
 def signer_id(key: Ed25519PublicKey) -> str:

@@ -21,8 +21,7 @@ import hashlib
 import mmap
 import os
 import struct
-from dataclasses import dataclass
-from typing import Union
+from typing import NamedTuple, Union
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -81,8 +80,7 @@ def context_digest(context: Context) -> bytes:
     return hashlib.sha256(CONTEXT_LABEL + bytes(context)).digest()
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     """A parsed blob header. ``raw`` is the exact header bytes (the AEAD's associated data)."""
 
     version: int

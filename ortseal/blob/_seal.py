@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from .._parallel import available_cores, run_split
 from ..keys import KeySet
@@ -28,8 +26,7 @@ from ._format import (
 )
 
 
-@dataclass(frozen=True)
-class SealedInfo:
+class SealedInfo(NamedTuple):
     """What sealing one blob produced: its length, content digest and header."""
 
     length: int
@@ -116,6 +113,8 @@ class BlobWriter:
         self._out, self._keys, self._segment_size = out, keys, segment_size
         self._batch = segment_size * 4 * available_cores()
         self._buffers = [bytearray(0), bytearray(0)]
+        from concurrent.futures import ThreadPoolExecutor  # sealing only: opening never writes
+
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ortseal-write")
 
     def __enter__(self) -> BlobWriter:

@@ -9,12 +9,10 @@ refused-options table (``ortseal._policy``) is applied to exactly those options.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._policy import PROVIDER_WRITERS, TENSORRT, refuse_plaintext_writers
 from ..errors import SetupError
-from ..tensorrt.shim import shim_path
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -25,8 +23,7 @@ if TYPE_CHECKING:
 ANY_PROVIDER = [*PROVIDER_WRITERS]
 
 
-@dataclass(frozen=True)
-class CheckedOptions:
+class CheckedOptions(NamedTuple):
     """The providers and their options as ORT must get them (plain strings, read once), and whether they
     ask for ortseal's sealed TensorRT engine cache."""
 
@@ -42,8 +39,9 @@ def check_session(providers: Any, provider_options: Any, sess_options: ort.Sessi
     get them. What is checked is what ORT gets: pass ORT ``providers``/``provider_options`` from the result."""
     providers, provider_options = _plain_options(providers, provider_options)
     sealed_cache = asks_sealed_engine_cache(providers, provider_options)
+    shim = _shim() if _tensorrt_options(providers, provider_options) else None  # only TensorRT takes a library
     refuse_plaintext_writers(providers, provider_options, sess_options, sealed_model=sealed_model,
-                             sealed_cache=sealed_cache, shim=_shim())
+                             sealed_cache=sealed_cache, shim=shim)
     return CheckedOptions(providers, provider_options, sealed_cache)
 
 
@@ -71,20 +69,28 @@ def _plain_options(providers: Any, provider_options: Any) -> tuple[Any, Any]:
 
 def asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
     """True when ``providers`` hold ``ortseal.tensorrt_provider(...)``'s TensorRT entry."""
+    tensorrt = _tensorrt_options(providers, provider_options)
+    shim = _shim() if tensorrt else None
+    return shim is not None and any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim
+                                    for o in tensorrt)
+
+
+def _tensorrt_options(providers: Any, provider_options: Any) -> list[Any]:
+    """The options of each TensorRT entry in ``providers`` (``{}`` where it has none); empty without one."""
     options: list[Any] = []
     for i, p in enumerate(providers or []):
         if isinstance(p, (tuple, list)) and len(p) == 2 and p[0] == TENSORRT:
             options.append(p[1])
-        elif p == TENSORRT and provider_options and i < len(provider_options):
-            options.append(provider_options[i])
-    shim = _shim()
-    return shim is not None and any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim
-                                    for o in options)
+        elif p == TENSORRT:
+            options.append(provider_options[i] if provider_options and i < len(provider_options) else {})
+    return options
 
 
 def _shim() -> str | None:
     """The path of ortseal's engine-cache shim (the one decryption library TensorRT may get), None where it is
-    not built."""
+    not built. Imported here: the engine cache's package is needed only where TensorRT is asked for."""
+    from ..tensorrt.shim import shim_path
+
     try:
         return shim_path()
     except SetupError:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import rfc8785
 from google.protobuf.message import DecodeError
@@ -418,8 +419,7 @@ def load_model(path_or_bytes: str | os.PathLike[str] | bytes, base_dir: str | No
     return loaded
 
 
-@dataclass(frozen=True)
-class ExternalRef:
+class ExternalRef(NamedTuple):
     """Where an external-data tensor's bytes are: ``length`` bytes (None: to the end) of ``location`` at ``offset``."""
 
     location: str

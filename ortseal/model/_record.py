@@ -19,6 +19,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
@@ -91,8 +92,7 @@ _SIGNED_HEAD = _record(b"ed25519:" + b"0" * 16 + b":" + b"A" * 86 + b"==")[:SIGN
 _UNSIGNED_HEAD = _record(b"hmac-sha256:" + b"A" * 43 + b"=")[:UNSIGNED_RECORD_SIZE - 56]
 
 
-@dataclass(frozen=True)
-class SealRecord:
+class SealRecord(NamedTuple):
     """The record at the end of a sealed model file: a signature by ``signer_id``, or (``signer_id`` None)
     an HMAC tag. ``size`` is its length in bytes; the body is the file without it."""
 
@@ -227,16 +227,14 @@ def make_record(digest: bytes, keys: KeySet, *, sign: bool, key_id: str) -> byte
     return _record(UNSIGNED_PREFIX + base64.b64encode(tag))
 
 
-@dataclass(frozen=True)
-class TensorEntry:
+class TensorEntry(NamedTuple):
     """One sealed tensor as the manifest names it."""
 
     digest: bytes  # content digest of its blob (docs/format.md)
     plaintext_bytes: int
 
 
-@dataclass(frozen=True)
-class ExternalEntry:
+class ExternalEntry(NamedTuple):
     """One plain (unsealed) external tensor: where its bytes are and their SHA-256."""
 
     location: str
