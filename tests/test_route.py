@@ -161,20 +161,45 @@ def test_the_exact_model_scope_is_checked_once_the_manifest_is_read(tmp_path, ke
         ortseal.InferenceSession(str(path), providers=CPU, keys=scoped)
 
 
-def test_opening_imports_no_onnx_package(tmp_path, keys):
-    """ORT needs only bytes: opening a sealed model loads onnx's protobuf classes, not its package
-    (``import onnx`` and ml_dtypes cost 1.1-1.8 s here)."""
+# Imported by nothing on the way to a small model's first run() (issue 20, cold start): protobuf's pure-Python
+# layer (upb makes the classes), the engine cache's package, thread pools, key serialization and its SSH
+# formats, secrets' random.
+NOT_ON_THE_OPENING_PATH = ("google.protobuf.descriptor_pool", "google.protobuf.text_format",
+                           "google.protobuf.internal.python_message", "ortseal.tensorrt", "concurrent.futures",
+                           "cryptography.hazmat.primitives.serialization", "secrets", "tempfile")
+OPEN_AND_RUN = """
+    import json, os, sys
+    import numpy as np
+    import ortseal
+    sess = ortseal.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"], keys=sys.argv[2])
+    y = sess.run(None, {"x": np.ones((1, 64), np.float32)})[0]
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "ml_dtypes"))
+    lazy = sorted(m for m in json.loads(os.environ["NOT_ON_PATH"]) if m in sys.modules)
+    import onnx  # the user's own code, later: its classes are the ones opening made
+    from ortseal import _onnx_proto
+    same = all(getattr(_onnx_proto, n) is getattr(onnx, n) for n in _onnx_proto.__all__)
+    print(json.dumps({"heavy": heavy, "lazy": lazy, "same": same, "y": float(y.sum())}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["upb", "python"])
+def test_opening_imports_neither_onnx_nor_what_it_does_not_use(tmp_path, keys, backend):
+    """ORT needs only bytes: opening a sealed model makes onnx's protobuf classes without onnx's package
+    (``import onnx`` and ml_dtypes cost 1.1-1.8 s here), and imports nothing of NOT_ON_THE_OPENING_PATH; onnx
+    imported afterwards has the very same classes. Protobuf's pure-Python backend (which the environment can
+    ask for) opens the same model through onnx's generated module."""
     path = _resigned(tmp_path, keys, lambda m: None)
     keys.save(tmp_path / "keys.json")
-    got = _run("""
-        import json, sys
-        import numpy as np
-        import ortseal
-        sess = ortseal.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"], keys=sys.argv[2])
-        sess.run(None, {"x": np.ones((1, 64), np.float32)})
-        print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "ml_dtypes"))))
-    """, str(path), str(tmp_path / "keys.json"))
-    assert got == []
+    env = {**os.environ, "NOT_ON_PATH": json.dumps(NOT_ON_THE_OPENING_PATH),
+           "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": backend}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(OPEN_AND_RUN), str(path), str(tmp_path / "keys.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["heavy"] == [] and got["same"] is True
+    assert got["y"] == pytest.approx(64.0 * 64)
+    if backend == "upb":
+        assert got["lazy"] == []
 
 
 @pytest.mark.slow

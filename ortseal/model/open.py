@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,8 +44,7 @@ INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, ne
 SMALL_MODEL_BYTES = 16 << 20  # models whose weights to open are smaller go to ORT as bytes, in memory
 
 
-@dataclass
-class Opened:
+class Opened(NamedTuple):
     """What ORT is given: a model file in a private RAM folder, or serialized bytes."""
 
     path: str | None

@@ -27,7 +27,6 @@ import fcntl
 import logging
 import os
 import platform
-import secrets
 import stat
 import sys
 import threading
@@ -310,7 +309,7 @@ def private_folder(base: str, *, parallel: Callable[[Callable[[str], None], Sequ
 def _make_locked_folder(base_fd: int, base: str) -> PrivateFolder:
     # Made and locked under a name stale cleanup leaves alone for a while, then renamed: no cleanup can
     # see it unlocked under its final name.
-    token = secrets.token_hex(16)
+    token = os.urandom(16).hex()
     new, final = NEW_PREFIX + token, FOLDER_PREFIX + token
     try:
         os.mkdir(new, 0o700, dir_fd=base_fd)
