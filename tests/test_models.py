@@ -125,7 +125,6 @@ def test_fallback_refuses_a_model_over_2_gib_before_reading_it(tmp_path, keys):
     """A sealed model whose plain external tensors add up to more than protobuf's 2 GiB: the fallback (one
     in-memory model) raises FormatError on the signed lengths, before reading them. The 2 GiB are a sparse
     file and a publisher's re-signed manifest, so nothing of that size is written or read."""
-    import dataclasses
 
     from ortseal.model._record import MANIFEST_KEY, RECORD_KEY, Manifest, body_digest, make_record
 
@@ -147,7 +146,7 @@ def test_fallback_refuses_a_model_over_2_gib_before_reading_it(tmp_path, keys):
     b.dims[:] = [huge // 4]
     props = [p for p in model.metadata_props if p.key != RECORD_KEY]
     manifest = Manifest.from_json(next(p.value for p in props if p.key == MANIFEST_KEY))
-    manifest.external = [dataclasses.replace(manifest.external[0], length=huge)]
+    manifest.external = [manifest.external[0]._replace(length=huge)]
     next(p for p in props if p.key == MANIFEST_KEY).value = manifest.to_json()
     del model.metadata_props[:]
     model.metadata_props.extend(props)

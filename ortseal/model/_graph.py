@@ -10,7 +10,6 @@ import contextlib
 import functools
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -154,8 +153,7 @@ def tensor_context(seal_id: str, identity: str) -> bytes:
     return CONTEXT_LABEL + seal_id.encode("ascii") + b"\x00" + identity.encode("utf-8")
 
 
-@dataclass
-class SealedTensor:
+class SealedTensor(NamedTuple):
     """One Unseal node of a sealed model, with the blob initializer it reads."""
 
     scope: str
@@ -167,8 +165,8 @@ class SealedTensor:
     constant: bool = False  # sealed from (and opened as) a Constant node rather than an initializer
     encoding: str = RAW  # how the payload becomes the tensor (schema.ENCODINGS)
     payload_bytes: int | None = None  # the payload's length, for encodings other than RAW
-    node: NodeProto | None = field(default=None, repr=False)  # its Unseal node
-    body: Body | None = field(default=None, repr=False)  # the graph or function holding that node
+    node: NodeProto | None = None  # its Unseal node
+    body: Body | None = None  # the graph or function holding that node
 
     @property
     def sparse(self) -> bool:
@@ -229,16 +227,19 @@ def _sealed_tensor(scope: str, b: Body, node: NodeProto, blobs: dict[str, tuple[
                         node, b)
 
 
-@dataclass
 class Places:
     """Where each tensor ortseal reads or replaces sits in one parsed model, found by one walk
-    (:func:`walk`): references into that model, valid while it lives and no node list above them is rebuilt."""
+    (:func:`walk`): references into that model, valid while it lives and no node list above them is rebuilt.
+    (Plain classes here and in the other records of the opening path: a dataclass costs about 1 ms of
+    start-up each, ``dataclasses`` itself 2 ms.)"""
 
-    sealed: list[SealedTensor]  # every Unseal node's tensor, in walk order
-    plain_external: list[tuple[str, TensorProto]]  # (scope, tensor) of each plain external initializer, in the
-    # order docs/format.md gives the manifest's ``external`` list
-    stray_external: list[TensorProto]  # external tensors that are neither: sparse or attribute tensors
-    bodies: list[tuple[str, Body]]  # every graph and function, in walk order
+    def __init__(self) -> None:
+        self.sealed: list[SealedTensor] = []  # every Unseal node's tensor, in walk order
+        # (scope, tensor) of each plain external initializer, in the order docs/format.md gives the manifest's
+        # ``external`` list
+        self.plain_external: list[tuple[str, TensorProto]] = []
+        self.stray_external: list[TensorProto] = []  # external tensors that are neither: sparse or attribute tensors
+        self.bodies: list[tuple[str, Body]] = []  # every graph and function, in walk order
 
 
 def _tensors_of(a: AttributeProto) -> Iterator[TensorProto]:
@@ -255,7 +256,7 @@ def walk(model: ModelProto) -> Places:
     """One walk of every graph, subgraph and local function of ``model`` (the order of :func:`iter_bodies`),
     recording every sealed tensor (its Unseal node checked), every plain external initializer and every
     other external tensor, and refusing (FormatError) a model past the limits of docs/format.md."""
-    places = Places([], [], [], [])
+    places = Places()
     nodes = attributes = initializers = 0
     functions = [(f"fn:{fn.domain}:{fn.name}" + (f":{fn.overload}" if fn.overload else ""), fn, 0)
                  for fn in model.functions]

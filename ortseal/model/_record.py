@@ -18,7 +18,6 @@ import hmac
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import rfc8785
@@ -243,16 +242,18 @@ class ExternalEntry(NamedTuple):
     sha256: bytes
 
 
-@dataclass
 class Manifest:
     """What the publisher signed for one sealed model, beside the graph itself."""
 
-    model: str
-    release: int
-    seal_id: str
-    key_id: str
-    tensors: dict[str, TensorEntry] = field(default_factory=dict)  # tensor identity -> entry
-    external: list[ExternalEntry] = field(default_factory=list)
+    def __init__(self, model: str, release: int, seal_id: str, key_id: str,
+                 tensors: dict[str, TensorEntry] | None = None, external: list[ExternalEntry] | None = None) -> None:
+        self.model, self.release, self.seal_id, self.key_id = model, release, seal_id, key_id
+        self.tensors: dict[str, TensorEntry] = {} if tensors is None else tensors  # tensor identity -> entry
+        self.external: list[ExternalEntry] = [] if external is None else external
+
+    def __repr__(self) -> str:
+        return (f"Manifest(model={self.model!r}, release={self.release}, seal_id={self.seal_id!r}, "
+                f"key_id={self.key_id!r}, {len(self.tensors)} tensors, {len(self.external)} external)")
 
     @property
     def purpose(self) -> str:

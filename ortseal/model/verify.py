@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from .._onnx_proto import ModelProto, TensorProto
 from ..blob import BlobSource, Opener
@@ -38,19 +37,18 @@ from ._record import (
 )
 
 
-@dataclass
 class VerifiedModel(contextlib.AbstractContextManager):
     """A sealed model whose seal record, release and structure passed. Its data files stay open (once each)
     until the block ends; :meth:`opener` and :meth:`read_external` check each blob and plain tensor against
     the manifest as it is read."""
 
-    loaded: LoadedModel
-    manifest: Manifest
-    signer: str | None  # the signer whose signature was checked; None for an unsigned (HMAC) model
-    places: Places = field(repr=False)  # where each sealed and plain tensor sits in ``model``
-    # each plain external tensor (in ``model``) with what the manifest says of it
-    externals: list[tuple[TensorProto, ExternalEntry]]
-    files: DataFiles = field(repr=False)
+    def __init__(self, loaded: LoadedModel, manifest: Manifest, signer: str | None, places: Places,
+                 externals: list[tuple[TensorProto, ExternalEntry]], files: DataFiles) -> None:
+        self.loaded, self.manifest = loaded, manifest
+        self.signer = signer  # the signer whose signature was checked; None for an unsigned (HMAC) model
+        self.places = places  # where each sealed and plain tensor sits in ``model``
+        self.externals = externals  # each plain external tensor (in ``model``) with what the manifest says of it
+        self.files = files
 
     @property
     def sealed(self) -> list[SealedTensor]:
