@@ -16,7 +16,6 @@ distribution is installed (``ortseal/_runtime.py``).
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -42,8 +41,6 @@ if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs
     from .model.seal import seal_model
     from .model.session import InferenceSession
     from .tensorrt.provider import tensorrt_provider
-
-logging.getLogger("ortseal").addHandler(logging.NullHandler())  # a library logs; the application decides where
 
 # name -> module that defines it, imported on first use (some import onnxruntime, some onnx; the ortseal CLI
 # starts without cryptography)

@@ -17,7 +17,7 @@ ROOT = Path(ortseal.__file__).parent
 
 # Each layer may import the layers before it (and itself), never one after it.
 LAYERS = [
-    {"ortseal._version", "ortseal.errors", "ortseal._atomic", "ortseal._files", "ortseal._parallel",
+    {"ortseal._version", "ortseal.errors", "ortseal._log", "ortseal._atomic", "ortseal._files", "ortseal._parallel",
      "ortseal._progress", "ortseal._runtime", "ortseal._policy", "ortseal.signing", "ortseal.keys", "ortseal.pkcs11",
      "ortseal.trust", "ortseal._onnx_proto"},
     {"ortseal.blob"},

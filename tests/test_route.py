@@ -163,10 +163,10 @@ def test_the_exact_model_scope_is_checked_once_the_manifest_is_read(tmp_path, ke
 
 # Imported by nothing on the way to a small model's first run() (issue 20, cold start): protobuf's pure-Python
 # layer (upb makes the classes), the engine cache's package, thread pools, key serialization and its SSH
-# formats, secrets' random.
+# formats, secrets' random, logging (until the application imports it: ortseal/_log.py).
 NOT_ON_THE_OPENING_PATH = ("google.protobuf.descriptor_pool", "google.protobuf.text_format",
                            "google.protobuf.internal.python_message", "ortseal.tensorrt", "concurrent.futures",
-                           "cryptography.hazmat.primitives.serialization", "secrets", "tempfile")
+                           "cryptography.hazmat.primitives.serialization", "secrets", "tempfile", "logging")
 OPEN_AND_RUN = """
     import json, os, sys
     import numpy as np
@@ -200,6 +200,29 @@ def test_opening_imports_neither_onnx_nor_what_it_does_not_use(tmp_path, keys, b
     assert got["y"] == pytest.approx(64.0 * 64)
     if backend == "upb":
         assert got["lazy"] == []
+
+
+def test_log_records_reach_logging_once_the_application_imports_it(tmp_path, keys):
+    """ortseal/_log.py: no ``logging`` import of ortseal's own; once the application has imported it, the
+    opening's records reach the ``ortseal`` logger as before, which has a NullHandler (so nothing is printed
+    unless the application configures logging)."""
+    path = _resigned(tmp_path, keys, lambda m: None)
+    keys.save(tmp_path / "keys.json")
+    got = _run("""
+        import io, json, sys
+        import ortseal
+        ortseal.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"], keys=sys.argv[2])
+        before = "logging" in sys.modules
+        import logging
+        ortseal.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"], keys=sys.argv[2])
+        null = [type(h).__name__ for h in logging.getLogger("ortseal").handlers]
+        shown = io.StringIO()
+        logging.basicConfig(level=logging.INFO, stream=shown, format="%(name)s %(message)s")
+        ortseal.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"], keys=sys.argv[2])
+        print(json.dumps({"before": before, "null": null, "shown": shown.getvalue()}))
+    """, str(path), str(tmp_path / "keys.json"))
+    assert got["before"] is False and got["null"] == ["NullHandler"]
+    assert "ortseal ortseal: opening hostile.onnx" in got["shown"] and "verified and decrypted" in got["shown"]
 
 
 @pytest.mark.slow

@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import errno
 import hashlib
-import logging
 import os
 import stat
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from onnx import ModelProto
 
 from .._atomic import remove_stale_temps
+from .._log import Log
 from .._policy import refuse_compiled_cache_writers
 from .._runtime import onnxruntime as ort
 from ..blob import check_release
@@ -48,7 +48,7 @@ from ..model.verify import verify_sealed
 from .entry import ENTRY_SUFFIX, Binding, check_can_write, entry_name, open_entry, read_entry, write_entry
 from .target import EpTarget, ep_identity
 
-log = logging.getLogger("ortseal.compiled")
+log = Log("ortseal.compiled")
 QUARANTINE = "quarantine"
 SOURCE_LABEL = b"ortseal compiled source v1\x00"
 

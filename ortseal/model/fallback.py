@@ -19,7 +19,6 @@ op type but an identity it did not verify gets zeros and an error on the ``ortse
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import threading
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._log import Log
 from .._onnx_proto import AttributeProto, TensorProto
 from .._runtime import onnxruntime as ort
 from ..errors import FormatError
@@ -36,7 +36,7 @@ from ._graph import MAX_MODEL_FILE, malformed_is_format_error, read_model, set_i
 from .schema import DOMAIN, FALLBACK_TYPES, OP_TYPE, RAW, kind_name
 from .verify import VerifiedModel, verify_sealed
 
-log = logging.getLogger("ortseal")
+log = Log("ortseal")
 SETUP_ATTRIBUTE = "setup"
 SLOT_ATTRIBUTE = "slot"
 _lock = threading.Lock()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._log import Log
 from .._onnx_proto import AttributeProto, GraphProto, SparseTensorProto, TensorProto, ValueInfoProto
 from .._parallel import available_cores, for_each
 from .._progress import ByteProgress
@@ -38,7 +38,7 @@ from .schema import DOMAIN
 from .tensors import Value, is_raw_target, restore
 from .verify import VerifiedModel, naming
 
-log = logging.getLogger("ortseal")
+log = Log("ortseal")
 INLINE_LIMIT = (1 << 31) - (64 << 20)  # protobuf's 2 GiB, less room for the graph
 INLINE_BELOW = 64 << 10  # tensors smaller than this are given to ORT inline, never through a RAM file
 SMALL_MODEL_BYTES = 16 << 20  # models whose weights to open are smaller go to ORT as bytes, in memory

@@ -24,7 +24,6 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import logging
 import os
 import platform
 import stat
@@ -33,10 +32,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
+from .._log import Log
 from .._parallel import for_each
 from ..errors import SetupError, UnsafeOptionError
 
-log = logging.getLogger("ortseal")
+log = Log("ortseal")
 
 RUNTIME_DIR_ENV = "ORTSEAL_RUNTIME_DIR"
 SHARED_RAM_DIR = "/dev/shm"

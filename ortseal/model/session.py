@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from .._log import Log
 from .._policy import TENSORRT, config_entry
 from .._progress import status_line
 from .._runtime import onnxruntime as ort
@@ -21,7 +21,7 @@ from ._record import read_record, sealed_format
 from .open import Opened, open_sealed_model
 from .verify import verify_sealed
 
-log = logging.getLogger("ortseal")
+log = Log("ortseal")
 
 EXTERNAL_FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 

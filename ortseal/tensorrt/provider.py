@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import remove_stale_temps
+from .._log import Log
 from .._policy import PROVIDER_WRITERS, TRUE_VALUES, option_str, refuse_tensorrt_writers
 from ..blob import check_release
 from ..errors import OrtsealError, UnsafeOptionError
@@ -18,7 +18,7 @@ from .preflight import PROVIDER, tensorrt_preflight
 from .shim import shim_path
 from .vault import ENGINE_SUFFIX, Vault, registry, verify_engine_file
 
-log = logging.getLogger("ortseal.tensorrt")
+log = Log("ortseal.tensorrt")
 DEFAULT_CACHE_PATH = "./trt_cache"
 QUARANTINE = "quarantine"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import io
-import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -19,12 +18,13 @@ from pathlib import Path
 
 from .._atomic import atomic_writer
 from .._files import ReadPolicy, open_checked
+from .._log import Log
 from ..blob import BlobSource, Header, Opener, read_header, seal_stream
 from ..errors import KeyNotFoundError, SetupError, TamperedError
 from ..keys import KeySet
 from .shim import DECRYPT_CALLBACK, ENCRYPT_CALLBACK, load_shim
 
-log = logging.getLogger("ortseal.tensorrt")
+log = Log("ortseal.tensorrt")
 ENGINE_SUFFIX = ".engine.encrypted"
 CONTEXT_PREFIX = b"ortseal/trt-engine/v2\x00"
 PURPOSE = "engine"
