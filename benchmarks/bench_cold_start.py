@@ -4,7 +4,7 @@
 
 - plain:   ``onnxruntime.InferenceSession`` on the unsealed model (``import onnxruntime``, build, run);
 - dependencies: plain, after importing what opening imports of other packages (cryptography's primitives,
-           protobuf's upb backend, json, hashlib, logging, rfc8785): the floor of this design in Python;
+           protobuf's upb backend, json, hashlib, threading, rfc8785): the floor of this design in Python;
 - ortseal: ``ortseal.InferenceSession`` on the sealed copy, its weights inline (``import ortseal``, the keyset
            loaded, the file read and its signature checked, opened, built, run).
 
@@ -46,7 +46,7 @@ if sys.argv[1] == "plain":
     sess = onnxruntime.InferenceSession(sys.argv[2], providers=["CPUExecutionProvider"])
 elif sys.argv[1] == "dependencies":  # what opening imports of other packages, then plain ORT
     import onnxruntime
-    import base64, hashlib, hmac, json, logging, struct, rfc8785
+    import base64, hashlib, hmac, json, struct, threading, rfc8785
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM

@@ -45,10 +45,15 @@ def ort_distributions(path: Iterable[str] | None = None) -> list[tuple[str, str]
             headers = _headers(_read(dist / "METADATA"))
             name = re.sub(r"[-_.]+", "-", headers.get("name", "")).lower()
             top = _read(dist / "top_level.txt").split()
-            files = (line.split(",", 1)[0] for line in _read(dist / "RECORD").splitlines())
-            if "onnxruntime" in top or (not top and any(f.startswith("onnxruntime/") for f in files)):
+            if "onnxruntime" in top or (not top and _record_has_module(dist)):
                 found[name] = headers.get("version", "")
     return sorted(found.items())
+
+
+def _record_has_module(dist: Path) -> bool:
+    """A distribution without top_level.txt: whether its RECORD lists files of the onnxruntime module (read
+    only then: ORT's RECORD is 60 KB)."""
+    return any(line.startswith("onnxruntime/") for line in _read(dist / "RECORD").splitlines())
 
 
 def _read(path: Path) -> str:
