@@ -13,7 +13,7 @@ about 10 ms, against 30-35 ms for executing ``onnx_ml_pb2.py``, whose imports pu
 descriptor pool, ``text_format`` and well-known types (benchmarks/bench_cold_start.py). Any other backend
 executes ``onnx_ml_pb2.py`` under this module's name. Either way protobuf keeps one descriptor pool and one
 class per message descriptor, so when ``onnx`` is imported later (sealing, ``inspect``, a user's own code) its
-``onnx.ModelProto`` *is* the class made here: messages pass freely between the two (tests/test_layout.py).
+``onnx.ModelProto`` *is* the class made here: messages pass freely between the two (tests/test_route.py).
 Where ``onnx`` is already imported, its module is used directly.
 """
 
@@ -55,9 +55,12 @@ def _upb_classes(path: str) -> Any | None:
         source = f.read()
     start = source.find(_ADD_FILE)
     end = source.find(b")\n", start)
-    if start < 0 or end < 0:
+    try:  # a literal: read, never executed
+        serialized = ast.literal_eval(source[start + len(_ADD_FILE):end].decode("ascii")) if start >= 0 else None
+    except (ValueError, SyntaxError, UnicodeDecodeError):
+        serialized = None
+    if not isinstance(serialized, bytes):
         return None  # a layout of the generated file this reader does not know: execute it instead
-    serialized = ast.literal_eval(source[start + len(_ADD_FILE):end].decode("ascii"))
     try:
         messages = _message.default_pool.AddSerializedFile(serialized).message_types_by_name
     except TypeError as e:  # the pool already holds another onnx-ml.proto (an onnx of another version)
