@@ -21,8 +21,8 @@
  *     a share mode of none (no live writer), as itself (reparse points not followed);
  *   - os_parallel runs on Windows threads (CreateThread), indices handed out by an atomic counter;
  *   - buffers are wiped (errors.c's wipe) before they are freed.
- * Compiled by the mingw-w64 cross build in CI (tests/test_native_portability.py); see docs/support-matrix.md
- * for what has been run. */
+ * Compiled by the mingw-w64 cross build in CI (tests/test_native_portability.py), and run under Wine by the
+ * Windows test host (native/tests/win_host.c); see docs/support-matrix.md for what has been run where. */
 #define __USE_MINGW_ANSI_STDIO 1 /* C99 printf on Windows (mingw-w64) */
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
