@@ -5,6 +5,8 @@ writers and cleaners share one cache folder without removing each other's writes
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import pytest
 
 from ortseal import KeySet
 from ortseal._atomic import NEW_STALE_SECONDS, NEW_SUFFIX, TEMP_SUFFIX, atomic_writer, lock_held, remove_stale_temps
-from ortseal.tensorrt.vault import ENGINE_SUFFIX, Vault, write_engine
+from ortseal.tensorrt.vault import ENGINE_SUFFIX, Vault, registry, write_engine
 
 from native_host import Host, build
 
@@ -71,8 +73,21 @@ def test_python_sealed_engine_opens_through_the_c_vault(host, cache):
     assert (folder.parent / "out.bin").read_bytes() == ENGINE
 
 
+def python_vault_refusal(path: Path, keys: KeySet, caplog) -> str:
+    """What the Python vault logs refusing path (ORT's two calls, as the shim makes them)."""
+    registry.add(str(path.parent.resolve()), Vault(keys))
+    size = (ctypes.c_size_t * 1)(0)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, "ortseal.tensorrt"):
+        if registry._decrypt(0, os.fsencode(path), None, size):
+            buf = ctypes.create_string_buffer(size[0])
+            assert not registry._decrypt(0, os.fsencode(path), ctypes.addressof(buf), size)
+    (message,) = [r.getMessage() for r in caplog.records]
+    return message
+
+
 @pytest.mark.parametrize("attack", ["renamed", "flipped", "truncated", "symlink", "fifo", "other keys"])
-def test_engine_attacks_are_refused_and_logged(host, cache, tmp_path, attack):
+def test_engine_attacks_are_refused_and_logged(host, cache, tmp_path, attack, caplog):
     folder, keys, keyfile = cache
     assert save(host, keyfile, folder).name == "ok"
     path, name = folder / NAME, NAME
@@ -97,6 +112,13 @@ def test_engine_attacks_are_refused_and_logged(host, cache, tmp_path, attack):
     done = subprocess.run([str(host.exe), "engine-load", str(keyfile), str(shim(host)), str(folder), name,
                            str(tmp_path / "out.bin"), "0"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "refusing to open TensorRT engine" in done.stderr
+    # worded as ortseal/tensorrt/vault.py logs it: the path, the Python error class, the message
+    # worded as ortseal/tensorrt/vault.py logs the same refusal: the path, the Python error class, a message
+    python_says = python_vault_refusal(folder / name, KeySet.from_json(keyfile.read_text()), caplog)
+    head = f"ortseal: refusing to open TensorRT engine {folder / name}: "
+    assert python_says.startswith(head)
+    python_class = python_says[len(head):].split(":")[0]
+    assert f"ERROR {head}{python_class}: " in done.stderr, (python_says, done.stderr)
     assert not (tmp_path / "out.bin").exists()
 
 

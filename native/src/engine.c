@@ -42,6 +42,16 @@ static void say(const vault *v, int level, const char *fmt, const char *path, co
     v->log(v->log_user, level, line);
 }
 
+/* A refusal logged as ortseal/tensorrt/vault.py logs it: "<path>: <Python error class>: <message>". */
+static void say_failed(const vault *v, const char *what, const char *path, const ortseal_error *err) {
+    static const char *const PYTHON_ERRORS[] = {"OK", "FormatError", "TamperedError", "RollbackError", "KeyNotFoundError",
+                                                "UnsafeOptionError", "OSError", "ValueError", "MemoryError", "OrtsealError"};
+    char line[ORTSEAL_ERROR_MESSAGE_SIZE + 40];
+    unsigned code = (unsigned)err->code < sizeof PYTHON_ERRORS / sizeof *PYTHON_ERRORS ? (unsigned)err->code : 9;
+    snprintf(line, sizeof line, "%s: %s", PYTHON_ERRORS[code], err->message);
+    say(v, ORTSEAL_LOG_ERROR, what, path, line);
+}
+
 static bool vault_for(const char *path, vault *out) {
     char dir[DIR_CAP];
     if (!os_parent_dir(path, dir, sizeof dir)) return false;
@@ -139,7 +149,7 @@ static int on_decrypt(void *user, const char *path, char *buf, size_t *size) {
     if (!vault_for(path, &v)) return 0;
     uint64_t n = 0;
     ortseal_code code = buf ? open_engine(path, &v, (uint8_t *)buf, *size, &err) : engine_size(path, &n, &err);
-    if (code) { say(&v, ORTSEAL_LOG_ERROR, "ortseal: refusing to open TensorRT engine %s: %s", path, err.message); return 0; }
+    if (code) { say_failed(&v, "ortseal: refusing to open TensorRT engine %s: %s", path, &err); return 0; }
     if (!buf) *size = (size_t)n;
     return 1;
 }
@@ -156,7 +166,7 @@ static int on_encrypt(void *user, const char *path, const char *data, size_t siz
     ortseal_code code = ortseal_seal(v.ks, (const uint8_t *)data, size, context, context_len, v.release, sign, &blob, &blob_len, &err);
     if (!code) code = os_write_atomic(path, blob, blob_len, &err);
     free(blob); /* ciphertext */
-    if (code) { say(&v, ORTSEAL_LOG_ERROR, "ortseal: could not seal TensorRT engine %s: %s", path, err.message); return 0; }
+    if (code) { say_failed(&v, "ortseal: could not seal TensorRT engine %s: %s", path, &err); return 0; }
     snprintf(line, sizeof line, "%zu bytes, release %llu", size, (unsigned long long)v.release);
     say(&v, ORTSEAL_LOG_INFO, "ortseal: sealed TensorRT engine %s (%s)", path, line);
     return 1;

@@ -3,7 +3,7 @@
 //   ortseal_ort_host sealed KEYSET PASSPHRASE|- MIN_RELEASE MODEL INPUTS OUTPUTS [CONFIG_KEY CONFIG_VALUE]...
 //       (CONFIG_KEY optimized_model_filepath: SetOptimizedModelFilePath(VALUE), as a host's
 //        Ort::SessionOptions::SetOptimizedModelFilePath; any other: AddSessionConfigEntry)
-//   ortseal_ort_host provider-options PROVIDER SHIM|- [KEY VALUE]...   (ortseal_check_provider_options)
+//   ortseal_ort_host provider-options PROVIDER SHIM|- [KEY VALUE]...   (ortseal::check_provider_options)
 //   ortseal_ort_host sealed-bytes KEYSET MODEL FOLDER|- INPUTS OUTPUTS  (the model read into memory first,
 //       opened with ortseal_model_open_bytes; FOLDER: where its data files are, - for none)
 //   ortseal_ort_host time-plain MODEL | time-sealed KEYSET MODEL   (benchmarks/bench_native.py: open time, peak RSS)
@@ -171,13 +171,15 @@ int main(int argc, char** argv) {
             keys.push_back(argv[i]);
             values.push_back(argv[i + 1]);
         }
-        ortseal_error err{};
         std::string shim = argv[3];
-        ortseal_code code = ortseal_check_provider_options(argv[2], keys.data(), values.data(), keys.size(),
-                                                           shim == "-" ? nullptr : shim.c_str(), &err);
-        if (code) std::printf("error %s: %s\n", ortseal_code_name(code), err.message);
-        else std::printf("ok\n");
-        return code;
+        try {
+            ortseal::check_provider_options(argv[2], keys, values, shim == "-" ? nullptr : shim.c_str());
+        } catch (const ortseal::Error& e) {
+            std::printf("error %s: %s\n", e.code_name(), e.what());
+            return e.code();
+        }
+        std::printf("ok\n");
+        return 0;
     }
     OrtEnv* env = nullptr;
     OrtSessionOptions* so = nullptr;
