@@ -4,6 +4,7 @@ off (the optimized-model path) or checked before the host appends the EP (ortsea
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,42 @@ def test_every_provider_option_of_the_table_is_refused_before_a_typed_append(ort
 def test_the_tensorrt_engine_cache_only_through_ortseals_shim(ort_host, provider, shim, options, refused):
     result = ort_host("provider-options", provider, shim, *options)
     assert result.name == ("unsafe_option" if refused else "ok"), result.message
+
+
+def openvino_plugin_library() -> Path | None:
+    try:
+        import onnxruntime_ep_openvino
+    except ImportError:
+        return None
+    return Path(onnxruntime_ep_openvino.get_library_path())
+
+
+@pytest.mark.skipif(openvino_plugin_library() is None, reason="onnxruntime-ep-openvino is not installed")
+@pytest.mark.skipif("SANITIZE=ON" in os.environ.get("ORTSEAL_NATIVE_CMAKE_ARGS", ""),
+                    reason="OpenVINO's TBB dlopens a library with RTLD_DEEPBIND, which the sanitizer runtime refuses")
+@pytest.mark.parametrize("options, refused", [
+    (("cache_dir", "CACHE"), True),
+    (("device_type", "CPU"), False),
+])
+def test_plugin_ep_options_appended_by_device_are_checked(ort_host, tmp_path, options, refused):
+    """SessionOptionsAppendExecutionProvider_V2 (a plugin EP by device): ORT stores its options as
+    ep.<ep name>.<option> config entries, which the session check reads (as ortseal_ort.h says); here the
+    OpenVINO plugin EP, which writes compiled blobs, weights included, to cache_dir."""
+    w, x = matmul(tmp_path / "m.onnx", n=64)
+    keys = KeySet.generate()
+    (tmp_path / "keys.json").write_text(keys.to_json())
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "m.sealed.onnx", keys)
+    write_tensors(tmp_path / "in.bin", {"x": x})
+    key, value = options
+    if value == "CACHE":
+        value = str(tmp_path / "ov-cache")
+    result = ort_host("plugin-ep", tmp_path / "keys.json", tmp_path / "m.sealed.onnx", tmp_path / "in.bin",
+                      tmp_path / "out.bin", openvino_plugin_library(), "OpenVINOExecutionProvider", key, value)
+    if result.name == "runtime" and "no CPU device" in result.message:
+        pytest.skip("the OpenVINO plugin EP offers no CPU device on this machine (Intel only)")
+    if refused:
+        assert result.name == "unsafe_option" and f"ep.openvinoexecutionprovider.{key}" in result.message, result.message
+        assert not (tmp_path / "ov-cache").exists() and not (tmp_path / "out.bin").exists()
+    else:
+        assert result.name == "ok", result.message
+        assert np.allclose(read_tensors(tmp_path / "out.bin")["y"], x @ w, atol=1e-3)

@@ -4,6 +4,9 @@
 //       (CONFIG_KEY optimized_model_filepath: SetOptimizedModelFilePath(VALUE), as a host's
 //        Ort::SessionOptions::SetOptimizedModelFilePath; any other: AddSessionConfigEntry)
 //   ortseal_ort_host provider-options PROVIDER SHIM|- [KEY VALUE]...   (ortseal::check_provider_options)
+//   ortseal_ort_host plugin-ep KEYSET MODEL INPUTS OUTPUTS LIBRARY EP_NAME [KEY VALUE]...
+//       (the plugin EP in LIBRARY registered, its CPU device appended with SessionOptionsAppendExecutionProvider_V2
+//        and the EP options KEY VALUE, then the sealed MODEL opened on it)
 //   ortseal_ort_host sealed-bytes KEYSET MODEL FOLDER|- INPUTS OUTPUTS  (the model read into memory first,
 //       opened with ortseal_model_open_bytes; FOLDER: where its data files are, - for none)
 //   ortseal_ort_host time-plain MODEL | time-sealed KEYSET MODEL   (benchmarks/bench_native.py: open time, peak RSS)
@@ -219,6 +222,27 @@ int main(int argc, char** argv) {
             run(session, argv[6], argv[7]);
             api->ReleaseSession(session);
             session = nullptr;
+        } else if (cmd == "plugin-ep" && argc >= 8) {
+            check_ort(api->RegisterExecutionProviderLibrary(env, "ortseal-test-ep", argv[6]));
+            const OrtEpDevice* const* devices = nullptr;
+            size_t n_devices = 0;
+            check_ort(api->GetEpDevices(env, &devices, &n_devices));
+            const OrtEpDevice* cpu = nullptr;
+            for (size_t i = 0; i < n_devices && !cpu; i++)
+                if (std::strcmp(api->EpDevice_EpName(devices[i]), argv[7]) == 0 &&
+                    api->HardwareDevice_Type(api->EpDevice_Device(devices[i])) == OrtHardwareDeviceType_CPU)
+                    cpu = devices[i];
+            if (!cpu) throw ortseal::Error(ORTSEAL_E_RUNTIME, "the plugin EP offers no CPU device here");
+            std::vector<const char*> keys, values;
+            for (int i = 8; i + 1 < argc; i += 2) {
+                keys.push_back(argv[i]);
+                values.push_back(argv[i + 1]);
+            }
+            check_ort(api->SessionOptionsAppendExecutionProvider_V2(so, env, &cpu, 1, keys.data(), values.data(), keys.size()));
+            ortseal::KeySet keys_file = ortseal::KeySet::load(argv[2]);
+            ortseal::Model model = ortseal::Model::open(argv[3], keys_file);
+            session = model.create_session(api, env, so);
+            run(session, argv[4], argv[5]);
         } else if (cmd == "sealed-bytes" && argc == 7) {
             ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
             std::ifstream in(argv[3], std::ios::binary);
