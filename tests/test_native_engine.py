@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -241,3 +242,34 @@ def test_both_cleaners_follow_the_same_rules(host, cache, tmp_path, cleaner):
     assert all(p.exists() or p.is_symlink() for p in kept)
     assert not any(p.exists() or p.is_symlink() for p in (old, dead, link, fifo))
     assert target.read_bytes() == b"not the cache's"
+
+
+def test_c_and_python_writers_and_cleaners_racing_on_one_folder_lose_no_write(host, cache):
+    """Both languages write the same engine and clean the folder at once, over and over: a cleaner that removed
+    a live writer's temp file would make that writer's rename fail, so every write must succeed, and what is
+    left is one engine that opens, and no temp file."""
+    folder, keys, keyfile = cache
+    vault, stop, failures = Vault(keys), threading.Event(), []
+
+    def python_side() -> None:
+        while not stop.is_set():
+            try:
+                write_engine(folder / NAME, memoryview(ENGINE), vault)
+                remove_stale_temps(folder, f"*{ENGINE_SUFFIX}")
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failures.append(repr(exc))
+
+    threads = [threading.Thread(target=python_side) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(15):  # each run registers (its stale cleanup) and writes
+            result = save(host, keyfile, folder)
+            assert result.name == "ok", result.message
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert failures == []
+    assert temps(folder) == []
+    assert load(host, keyfile, folder).name == "ok" and (folder.parent / "out.bin").read_bytes() == ENGINE
