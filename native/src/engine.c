@@ -78,10 +78,7 @@ static os_temp_kind engine_temp_kind(const char *name) {
 }
 
 static void removed_stale(void *ctx, const char *name) {
-    const vault *v = ctx;
-    char path[DIR_CAP + 300];
-    snprintf(path, sizeof path, "%s/%s", v->dir, name);
-    say(v, ORTSEAL_LOG_WARNING, "ortseal: removed %s, left by an engine writer that was killed%s", path, "");
+    say(ctx, ORTSEAL_LOG_WARNING, "ortseal: removed %s/%s, left by an engine writer that was killed", ((const vault *)ctx)->dir, name);
 }
 
 /* context = CONTEXT_PREFIX "\0" || the file's name */
