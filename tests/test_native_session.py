@@ -12,7 +12,7 @@ import pytest
 
 import ortseal
 from ortseal import KeySet
-from ortseal._policy import CONFIG_WRITERS, PROVIDER_WRITERS
+from ortseal._policy import CONFIG_WRITERS, OPENVINO_ENV_WRITERS, PROVIDER_WRITERS, TENSORRT_ENV_WRITERS
 
 from models import matmul
 from native_host import Host, build, read_tensors, write_tensors
@@ -152,3 +152,21 @@ def test_plugin_ep_options_appended_by_device_are_checked(ort_host, tmp_path, op
     else:
         assert result.name == "ok", result.message
         assert np.allclose(read_tensors(tmp_path / "out.bin")["y"], x @ w, atol=1e-3)
+
+
+def test_environment_variables_that_write_plaintext_are_refused_for_a_typed_append(ort_host, monkeypatch):
+    """As tensorrt_provider / refuse_plaintext_writers: the TensorRT EP reads ORT_TENSORRT_* only when given no
+    options (an EP made from a device id alone); OpenVINO's runtime reads its tracing variables always."""
+    for name in TENSORRT_ENV_WRITERS:
+        monkeypatch.setenv(name, "1")
+        result = ort_host("provider-options", "TensorRT", "-")
+        assert result.name == "unsafe_option" and name in result.message, name
+        assert ort_host("provider-options", "TensorRT", "-", "device_id", "0").name == "ok"  # options given: not read
+        monkeypatch.setenv(name, "0")
+        assert ort_host("provider-options", "TensorRT", "-").name == "ok"
+        monkeypatch.delenv(name)
+    for name in OPENVINO_ENV_WRITERS:
+        monkeypatch.setenv(name, "1")
+        result = ort_host("provider-options", "OpenVINO", "-", "device_type", "CPU")
+        assert result.name == "unsafe_option" and name in result.message, name
+        monkeypatch.delenv(name)

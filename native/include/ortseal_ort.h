@@ -32,7 +32,9 @@ ORTSEAL_API ortseal_code ortseal_check_session_options(const OrtApi *api, const 
  * keys/values: n option strings, as UpdateTensorRTProviderOptions takes them). For TensorRT also the engine
  * cache rule: trt_engine_cache_enable only with trt_engine_decryption_enable, and decryption only with
  * trt_engine_decryption_lib_path equal to shim_path (ortseal's shim, sealed with
- * ortseal_engine_cache_register; NULL: no decryption library allowed). UNSAFE_OPTION naming the option. */
+ * ortseal_engine_cache_register; NULL: no decryption library allowed), and with no options (n = 0: an EP made
+ * from a device id alone) the ORT_TENSORRT_* environment variables the EP then reads; for OpenVINO also the
+ * OV_ENABLE_*_TRACING variables its runtime reads. UNSAFE_OPTION naming the option or variable. */
 ORTSEAL_API ortseal_code ortseal_check_provider_options(const char *provider, const char *const *keys,
                                                         const char *const *values, size_t n, const char *shim_path,
                                                         ortseal_error *err);

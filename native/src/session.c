@@ -146,8 +146,25 @@ ortseal_code ortseal_check_provider_options(const char *provider, const char *co
                         "provider write the weights, a compiled model or an engine in plaintext (docs/tensorrt.md, "
                         "\"Options refused for sealed models\")", provider, w->name);
     }
+    /* Environment variables that make the EP write plaintext (ortseal/_policy.py TENSORRT_ENV_WRITERS, read by
+     * the TensorRT EP only when it is given no options; OPENVINO_ENV_WRITERS, read by OpenVINO's runtime
+     * whatever the options). */
+    static const char *const TENSORRT_ENV[] = {"ORT_TENSORRT_DUMP_SUBGRAPHS", "ORT_TENSORRT_ENGINE_CACHE_ENABLE",
+                                               "ORT_TENSORRT_WEIGHT_STRIPPED_ENGINE_ENABLE", "ORT_DUMP_EP_CONTEXT_MODEL"};
+    static const char *const OPENVINO_ENV[] = {"OV_ENABLE_SERIALIZE_TRACING", "OV_ENABLE_VISUALIZE_TRACING"};
+    bool tensorrt = same_provider("TensorrtExecutionProvider", provider);
+    bool openvino = same_provider("OpenVINOExecutionProvider", provider);
+    const char *const *env = tensorrt && n == 0 ? TENSORRT_ENV : openvino ? OPENVINO_ENV : NULL;
+    size_t n_env = env == TENSORRT_ENV ? 4 : env ? 2 : 0;
+    for (size_t i = 0; i < n_env; i++) {
+        const char *value = getenv(env[i]);
+        if (value && is_on("flag", value))
+            return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "the environment variable %s (read by %s) is refused for a sealed "
+                        "model: it makes it write the weights, a subgraph or an engine in plaintext", env[i],
+                        tensorrt ? "the TensorRT EP when it gets no options" : "OpenVINO's runtime");
+    }
     /* the TensorRT engine cache only through ortseal's shim (ortseal/_policy.py _tensorrt_cache_rule) */
-    if (same_provider("TensorrtExecutionProvider", provider)) {
+    if (tensorrt) {
         const char *decrypt = option_value(keys, values, n, "trt_engine_decryption_enable");
         const char *library = option_value(keys, values, n, "trt_engine_decryption_lib_path");
         const char *cache = option_value(keys, values, n, "trt_engine_cache_enable");
