@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import fnmatch
 import glob
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -112,23 +114,62 @@ def lock_held(path: str | os.PathLike[str]) -> bool:
 
 
 def remove_stale_temps(directory: str | os.PathLike[str], name_glob: str = "*") -> list[Path]:
-    """Remove temp files left in ``directory`` by writers that were killed; returns what was removed."""
+    """Remove temp files left in ``directory`` by writers that were killed; returns what was removed.
+
+    The rules, shared with libortseal's engine vault (native/src/os_posix.c) so that C and Python processes
+    can clean one folder: every entry is looked up relative to the folder's descriptor, links never
+    followed; only this user's entries; a regular file only while no process holds its lock (taken, and the
+    name removed while it is held, if it still names the file locked); a ``.new`` file only once older than
+    :data:`NEW_STALE_SECONDS`; anything else under a temp name (a link, a FIFO: no writer makes one) is
+    removed as itself; folders are left."""
     removed = []
     young = time.time() - NEW_STALE_SECONDS
-    made = [p for p in Path(directory).glob(f".{name_glob}.*{NEW_SUFFIX}") if _older(p, young)]
-    for tmp in temp_files(directory, name_glob) + made:
-        if not lock_held(tmp):
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-                removed.append(tmp)
+    try:
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    try:
+        for name in sorted(os.listdir(dfd)):
+            if fnmatch.fnmatchcase(name, f".{name_glob}.*{TEMP_SUFFIX}"):
+                stale_before = None
+            elif fnmatch.fnmatchcase(name, f".{name_glob}.*{NEW_SUFFIX}"):
+                stale_before = young
+            else:
+                continue
+            if _remove_if_stale(dfd, name, stale_before):
+                removed.append(Path(directory) / name)
+    finally:
+        os.close(dfd)
     return removed
 
 
-def _older(path: Path, when: float) -> bool:
+def _remove_if_stale(dfd: int, name: str, stale_before: float | None) -> bool:
     try:
-        return path.lstat().st_mtime < when
-    except FileNotFoundError:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if st.st_uid != os.geteuid() or (stale_before is not None and st.st_mtime >= stale_before):
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            os.unlink(name, dir_fd=dfd)
+            return True
+        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, dir_fd=dfd)
+    except OSError:  # gone, replaced by a link, or not ours to remove
         return False
+    try:
+        held = os.fstat(fd)
+        if (held.st_dev, held.st_ino) != (st.st_dev, st.st_ino):
+            return False
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        now = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+            return False
+        os.unlink(name, dir_fd=dfd)
+        return True
+    except OSError:  # BlockingIOError: a live writer holds it
+        return False
+    finally:
+        os.close(fd)
 
 
 LOCK_SUFFIX = ".lock"

@@ -143,12 +143,21 @@ ORTSEAL_API void ortseal_model_drop_weights(ortseal_model *m);
 ORTSEAL_API void ortseal_model_free(ortseal_model *m);
 
 /* ---- the TensorRT engine cache (docs/tensorrt.md) --------------------------------------------- */
-/* Log callback: level 0 info (an engine sealed), 1 error (an engine refused). NULL: silent. */
+/* Log callback, with the messages and levels of ortseal/tensorrt/vault.py's logger: ORTSEAL_LOG_INFO (an
+ * engine sealed), ORTSEAL_LOG_ERROR (an engine refused, or not sealed), ORTSEAL_LOG_WARNING (a temp file a
+ * killed writer left was removed). NULL: silent. */
+#define ORTSEAL_LOG_INFO 0
+#define ORTSEAL_LOG_ERROR 1
+#define ORTSEAL_LOG_WARNING 2
 typedef void (*ortseal_log_fn)(void *user, int level, const char *message);
 
 /* Seal the TensorRT EP's engine cache in cache_dir with ks: loads the keyless shim at shim_path (the library
  * given to ORT as trt_engine_decryption_lib_path) and registers native callbacks with it. Engines written
- * get `release`; engines older than `min_release` are refused. ks must outlive the registration. */
+ * get `release`; engines older than `min_release` are refused. ks must outlive the registration.
+ * Engines are written as ortseal/_atomic.py writes them (temp ".<name>.<random>.new", locked, renamed to
+ * ".tmp", then over the engine), and registering first removes the temp files killed writers left, by the
+ * rules of its stale cleanup (this user's, unlocked, links not followed, ".new" only after 60 s), so C and
+ * Python processes can share one cache folder without removing each other's writes in flight. */
 ORTSEAL_API ortseal_code ortseal_engine_cache_register(const char *shim_path, const char *cache_dir,
                                                        const ortseal_keyset *ks, uint64_t release,
                                                        uint64_t min_release, ortseal_log_fn log, void *log_user,

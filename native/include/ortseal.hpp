@@ -10,6 +10,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace ortseal {
 
@@ -86,6 +87,17 @@ class Model {
     explicit Model(ortseal_model* m) : m_(m, ortseal_model_free) {}
     std::unique_ptr<ortseal_model, void (*)(ortseal_model*)> m_;
 };
+
+#ifdef ORTSEAL_ORT_H
+// Before appending an EP with a typed call whose options ORT cannot show (SessionOptionsAppendExecutionProvider_
+// TensorRT_V2, ...): throws ortseal::Error (ORTSEAL_E_UNSAFE_OPTION) for an option that writes plaintext.
+inline void check_provider_options(const char* provider, const std::vector<const char*>& keys,
+                                   const std::vector<const char*>& values, const char* shim_path = nullptr) {
+    if (keys.size() != values.size()) throw Error(ORTSEAL_E_MISUSE, "as many option values as keys are needed");
+    ortseal_error err{};
+    check(ortseal_check_provider_options(provider, keys.data(), values.data(), keys.size(), shim_path, &err), err);
+}
+#endif
 
 }  // namespace ortseal
 

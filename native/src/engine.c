@@ -13,6 +13,7 @@
 #include <string.h>
 
 #define CONTEXT_PREFIX "ortseal/trt-engine/v2"
+#define ENGINE_SUFFIX ".engine.encrypted"
 #define PURPOSE "engine"
 #define MAX_VAULTS 64
 #define DIR_CAP 4096
@@ -41,6 +42,16 @@ static void say(const vault *v, int level, const char *fmt, const char *path, co
     v->log(v->log_user, level, line);
 }
 
+/* A refusal logged as ortseal/tensorrt/vault.py logs it: "<path>: <Python error class>: <message>". */
+static void say_failed(const vault *v, const char *what, const char *path, const ortseal_error *err) {
+    static const char *const PYTHON_ERRORS[] = {"OK", "FormatError", "TamperedError", "RollbackError", "KeyNotFoundError",
+                                                "UnsafeOptionError", "OSError", "ValueError", "MemoryError", "OrtsealError"};
+    char line[ORTSEAL_ERROR_MESSAGE_SIZE + 40];
+    unsigned code = (unsigned)err->code < sizeof PYTHON_ERRORS / sizeof *PYTHON_ERRORS ? (unsigned)err->code : 9;
+    snprintf(line, sizeof line, "%s: %s", PYTHON_ERRORS[code], err->message);
+    say(v, ORTSEAL_LOG_ERROR, what, path, line);
+}
+
 static bool vault_for(const char *path, vault *out) {
     char dir[DIR_CAP];
     if (!os_parent_dir(path, dir, sizeof dir)) return false;
@@ -50,6 +61,24 @@ static bool vault_for(const char *path, vault *out) {
         if (strcmp(vaults[i].dir, dir) == 0) { *out = vaults[i]; found = true; }
     os_registry_unlock();
     return found;
+}
+
+/* What stale cleanup removes (ortseal/tensorrt/provider.py: remove_stale_temps(cache, "*.engine.encrypted")):
+ * the names os_write_atomic and Python's atomic_writer give temp files of engines, the glob
+ * ".*.engine.encrypted.*.tmp" (or ".new"), matched as fnmatch does. */
+static os_temp_kind engine_temp_kind(const char *name) {
+    size_t n = strlen(name), tail = 4; /* ".tmp" / ".new" */
+    if (name[0] != '.' || n < 1 + sizeof ENGINE_SUFFIX + tail) return OS_NOT_TEMP;
+    os_temp_kind kind = strcmp(name + n - tail, ".tmp") == 0 ? OS_TEMP_LOCKED
+                      : strcmp(name + n - tail, ".new") == 0 ? OS_TEMP_NEW : OS_NOT_TEMP;
+    /* ENGINE_SUFFIX "." somewhere after the leading dot, ending at or before the tail */
+    for (const char *p = name + 1; kind && (p = strstr(p, ENGINE_SUFFIX ".")); p++)
+        if ((size_t)(p - name) + sizeof ENGINE_SUFFIX <= n - tail) return kind;
+    return OS_NOT_TEMP;
+}
+
+static void removed_stale(void *ctx, const char *name) {
+    say(ctx, ORTSEAL_LOG_WARNING, "ortseal: removed %s/%s, left by an engine writer that was killed", ((const vault *)ctx)->dir, name);
 }
 
 /* context = CONTEXT_PREFIX "\0" || the file's name */
@@ -117,7 +146,7 @@ static int on_decrypt(void *user, const char *path, char *buf, size_t *size) {
     if (!vault_for(path, &v)) return 0;
     uint64_t n = 0;
     ortseal_code code = buf ? open_engine(path, &v, (uint8_t *)buf, *size, &err) : engine_size(path, &n, &err);
-    if (code) { say(&v, 1, "ortseal: refusing to open TensorRT engine %s: %s", path, err.message); return 0; }
+    if (code) { say_failed(&v, "ortseal: refusing to open TensorRT engine %s: %s", path, &err); return 0; }
     if (!buf) *size = (size_t)n;
     return 1;
 }
@@ -134,9 +163,9 @@ static int on_encrypt(void *user, const char *path, const char *data, size_t siz
     ortseal_code code = ortseal_seal(v.ks, (const uint8_t *)data, size, context, context_len, v.release, sign, &blob, &blob_len, &err);
     if (!code) code = os_write_atomic(path, blob, blob_len, &err);
     free(blob); /* ciphertext */
-    if (code) { say(&v, 1, "ortseal: could not seal TensorRT engine %s: %s", path, err.message); return 0; }
+    if (code) { say_failed(&v, "ortseal: could not seal TensorRT engine %s: %s", path, &err); return 0; }
     snprintf(line, sizeof line, "%zu bytes, release %llu", size, (unsigned long long)v.release);
-    say(&v, 0, "ortseal: sealed TensorRT engine %s (%s)", path, line);
+    say(&v, ORTSEAL_LOG_INFO, "ortseal: sealed TensorRT engine %s (%s)", path, line);
     return 1;
 }
 
@@ -155,6 +184,8 @@ ortseal_code ortseal_engine_cache_register(const char *shim_path, const char *ca
                     "be opened again; give the engine cache a keyset with a signing key");
     vault v = {.ks = ks, .release = release, .min_release = min_release, .log = log, .log_user = log_user};
     if (!os_canonical_dir(cache_dir, v.dir, sizeof v.dir)) return FAIL(err, ORTSEAL_E_IO, "the cache folder %s does not exist", cache_dir);
+    /* as tensorrt_provider does: temp files of writers that were killed go, live writers' stay (Python's too) */
+    os_remove_stale_temps(v.dir, engine_temp_kind, removed_stale, &v);
     shim_register_fn reg = (shim_register_fn)os_library_symbol(shim_path, "ortseal_shim_register", err);
     shim_unregister_fn unreg = (shim_unregister_fn)os_library_symbol(shim_path, "ortseal_shim_unregister", err);
     if (!reg || !unreg) return ORTSEAL_E_IO;

@@ -27,9 +27,20 @@ void os_close(os_file *f);
  * a regular, non-sparse file (TAMPERED otherwise, as ortseal/tensorrt/vault.py), read whole (or, with
  * header_only, its first ORTSEAL_MAX_HEADER_SIZE bytes) once; *file_size from the same fstat. */
 ortseal_code os_read_engine(const char *path, bool header_only, os_buffer *out, uint64_t *file_size, ortseal_error *err);
-/* Write data to path atomically: a temp file ".<name>.XXXXXX.tmp" beside it, held with an exclusive flock
- * while written (so a cleaner can tell a live writer from a dead one), mode 0600, fsync, rename, fsync dir. */
+/* Write data to path atomically, as ortseal/_atomic.py does: a temp file beside it made as
+ * ".<name>.<random>.new", held with an exclusive lock (flock; on Windows a share mode of none), renamed to
+ * ".<name>.<random>.tmp" once locked, mode 0600, written, fsync, renamed over path, fsync of the folder. */
 ortseal_code os_write_atomic(const char *path, const uint8_t *data, size_t len, ortseal_error *err);
+/* Stale cleanup (ortseal/_atomic.py remove_stale_temps): each entry of dir that kind_of names a temp file is
+ * looked up relative to the opened folder, links not followed, and left alone unless this user owns it
+ * (POSIX). A regular file is removed only while no process holds its lock (taken, the name then removed
+ * while it is held), an OS_TEMP_NEW one only once older than OS_NEW_STALE_SECONDS (a writer may be about to
+ * lock it); anything else under a temp name (a link, a FIFO) is removed as itself, never followed; folders
+ * are left. removed(ctx, name) is called for each; returns how many. */
+typedef enum os_temp_kind { OS_NOT_TEMP, OS_TEMP_LOCKED, OS_TEMP_NEW } os_temp_kind;
+#define OS_NEW_STALE_SECONDS 60
+size_t os_remove_stale_temps(const char *dir, os_temp_kind (*kind_of)(const char *name),
+                             void (*removed)(void *ctx, const char *name), void *ctx);
 /* The canonical folder of path (realpath of its dirname) into out. */
 bool os_parent_dir(const char *path, char *out, size_t cap);
 bool os_canonical_dir(const char *dir, char *out, size_t cap);

@@ -129,7 +129,9 @@ void os_close(os_file *f) {
 #include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
+#include <dirent.h>
 #include <sys/file.h>
+#include <time.h>
 
 ortseal_code os_read_engine(const char *path, bool header_only, os_buffer *out, uint64_t *file_size, ortseal_error *err) {
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
@@ -175,27 +177,91 @@ const char *os_base_name(const char *path) {
     return slash ? slash + 1 : path;
 }
 
+/* The temp-file scheme of ortseal/_atomic.py, so a C and a Python process sharing one cache folder never
+ * remove each other's writes: made as ".<name>.<random>.new" (O_EXCL, never an existing file), flock-ed,
+ * then renamed to ".tmp", the only name stale cleanup removes while young; everything relative to the
+ * folder's descriptor. The lock dies with this process, so a cleaner tells a killed writer's file from a
+ * live one's. */
 ortseal_code os_write_atomic(const char *path, const uint8_t *data, size_t len, ortseal_error *err) {
-    char dir[PATH_MAX], tmp[PATH_MAX + 300];
+    char dir[PATH_MAX], hex[17], made[NAME_MAX + 1], tmp[NAME_MAX + 1];
+    const char *name = os_base_name(path);
+    uint8_t nonce[8];
     if (!os_parent_dir(path, dir, sizeof dir)) return FAIL(err, ORTSEAL_E_IO, "cannot write %s: its folder does not exist", path);
-    snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX.tmp", dir, os_base_name(path));
-    int fd = mkostemps(tmp, 4, O_CLOEXEC);
-    if (fd < 0) return FAIL(err, ORTSEAL_E_IO, "cannot write %s: %s", path, strerror(errno));
-    bool ok = flock(fd, LOCK_EX) == 0 && fchmod(fd, 0600) == 0; /* the lock dies with this process */
+    if (!random_bytes(nonce, sizeof nonce)) return FAIL(err, ORTSEAL_E_RUNTIME, "cannot write %s: no random bytes", path);
+    hex_encode(nonce, sizeof nonce, hex);
+    if ((size_t)snprintf(made, sizeof made, ".%s.%s.new", name, hex) >= sizeof made)
+        return FAIL(err, ORTSEAL_E_IO, "cannot write %s: the name is too long for a temp file beside it", path);
+    snprintf(tmp, sizeof tmp, ".%s.%s.tmp", name, hex);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return FAIL(err, ORTSEAL_E_IO, "cannot write %s: %s", path, strerror(errno));
+    int fd = openat(dfd, made, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
+    if (fd < 0) {
+        int saved = errno;
+        close(dfd);
+        return FAIL(err, ORTSEAL_E_IO, "cannot write %s: %s", path, strerror(saved));
+    }
+    const char *at = made; /* the name the file has now, removed on failure */
+    bool ok = flock(fd, LOCK_EX) == 0 && renameat(dfd, made, dfd, tmp) == 0;
+    if (ok) at = tmp;
+    ok = ok && fchmod(fd, 0600) == 0;
     for (size_t done = 0; ok && done < len;) {
-        ssize_t n = write(fd, data + done, len - done);
+        ssize_t n = write(fd, data + done, len - done > (1u << 30) ? (1u << 30) : len - done);
         if (n < 0 && errno == EINTR) continue;
         ok = n > 0;
         if (ok) done += (size_t)n;
     }
+    ok = ok && fsync(fd) == 0 && renameat(dfd, tmp, dfd, name) == 0;
     int saved = errno;
-    ok = ok && fsync(fd) == 0 && rename(tmp, path) == 0;
-    if (!ok) saved = errno;
-    close(fd);
-    if (!ok) { unlink(tmp); return FAIL(err, ORTSEAL_E_IO, "cannot write %s: %s", path, strerror(saved)); }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    if (!ok) unlinkat(dfd, at, 0);
+    close(fd); /* after the unlink: a cleaner never finds our file unlocked */
+    if (ok) fsync(dfd);
+    close(dfd);
+    if (!ok) return FAIL(err, ORTSEAL_E_IO, "cannot write %s: %s", path, strerror(saved));
     return ORTSEAL_OK;
+}
+
+/* One entry a cleaner found under a temp name: removed if this user owns it and no writer holds it. */
+static bool remove_if_stale(int dfd, const char *name, os_temp_kind kind, time_t young) {
+    struct stat st;
+    if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_uid != geteuid()) return false;
+    if (kind == OS_TEMP_NEW && st.st_mtime >= young) return false; /* may be a writer about to lock it */
+    if (S_ISDIR(st.st_mode)) return false;
+    if (!S_ISREG(st.st_mode)) return unlinkat(dfd, name, 0) == 0; /* a link, FIFO, socket: removed as itself */
+    int fd = openat(dfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return false;
+    struct stat held, now;
+    bool removed = false;
+    /* The name is removed while we hold the lock, and only if it still names the file we locked. */
+    if (fstat(fd, &held) == 0 && held.st_dev == st.st_dev && held.st_ino == st.st_ino && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+        fstatat(dfd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == held.st_dev && now.st_ino == held.st_ino)
+        removed = unlinkat(dfd, name, 0) == 0;
+    close(fd);
+    return removed;
+}
+
+size_t os_remove_stale_temps(const char *dir, os_temp_kind (*kind_of)(const char *name),
+                             void (*removed)(void *ctx, const char *name), void *ctx) {
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return 0;
+    int list_fd = dup(dfd);
+    DIR *d = list_fd >= 0 ? fdopendir(list_fd) : NULL;
+    if (!d) {
+        if (list_fd >= 0) close(list_fd);
+        close(dfd);
+        return 0;
+    }
+    time_t young = time(NULL) - OS_NEW_STALE_SECONDS;
+    size_t n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        os_temp_kind kind = kind_of(e->d_name);
+        if (kind != OS_NOT_TEMP && remove_if_stale(dfd, e->d_name, kind, young)) {
+            n++;
+            if (removed) removed(ctx, e->d_name);
+        }
+    }
+    closedir(d);
+    close(dfd);
+    return n;
 }
 
 void *os_library_symbol(const char *path, const char *symbol, ortseal_error *err) {

@@ -14,11 +14,15 @@
  *     non-sparse disk file;
  *   - engine writes go to a new temporary file beside the target (CREATE_NEW: never an existing file) shared
  *     with nobody while written (the role of os_posix.c's flock), flushed, and renamed over the target
- *     through that same handle (FileRenameInfo, ReplaceIfExists): atomic, and nothing half-written is left;
+ *     through that same handle (FileRenameInfo, ReplaceIfExists): atomic, and nothing half-written is left.
+ *     It is created locked (share mode none from its first instant), so it is made under its ".tmp" name at
+ *     once: os_posix.c's ".new" step covers the gap between creating and flock-ing, which Windows does not have;
+ *   - stale cleanup lists the folder through its handle and deletes a temp file only if it can open it with
+ *     a share mode of none (no live writer), as itself (reparse points not followed);
  *   - os_parallel runs on Windows threads (CreateThread), indices handed out by an atomic counter;
  *   - buffers are wiped (errors.c's wipe) before they are freed.
- * Compiled by the mingw-w64 cross build in CI (tests/test_native_portability.py); see docs/support-matrix.md
- * for what has been run. */
+ * Compiled by the mingw-w64 cross build in CI (tests/test_native_portability.py), and run under Wine by the
+ * Windows test host (native/tests/win_host.c); see docs/support-matrix.md for what has been run where. */
 #define __USE_MINGW_ANSI_STDIO 1 /* C99 printf on Windows (mingw-w64) */
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
@@ -453,6 +457,55 @@ done:
     free(wtmp);
     free(wpath);
     return code;
+}
+
+/* Stale cleanup (os.h): the folder is listed through its own handle (FileFullDirectoryInfo), each temp name
+ * opened relative to it with FILE_OPEN_REPARSE_POINT (a link is opened, and deleted, as itself) and
+ * FILE_NON_DIRECTORY_FILE, for DELETE with a share mode of none: a live writer holds its temp file shared
+ * with nobody (os_write_atomic), so the open fails with a sharing violation and the file stays. Deleted
+ * through that handle (FileDispositionInfo), so the file deleted is the one opened. Ownership is not checked
+ * here: the folder's ACL decides who may delete in it (the cache folder is the user's own). */
+size_t os_remove_stale_temps(const char *dir, os_temp_kind (*kind_of)(const char *name),
+                             void (*removed)(void *ctx, const char *name), void *ctx) {
+    os_dir *d = NULL;
+    ortseal_error ignored;
+    if (os_open_dir(dir, &d, &ignored)) return 0;
+    FILETIME now_ft;
+    GetSystemTimeAsFileTime(&now_ft);
+    ULARGE_INTEGER now = {.LowPart = now_ft.dwLowDateTime, .HighPart = now_ft.dwHighDateTime};
+    const uint64_t stale = (uint64_t)OS_NEW_STALE_SECONDS * 10000000u; /* FILETIME ticks: 100 ns */
+    size_t n = 0;
+    union { FILE_FULL_DIR_INFO info; uint8_t bytes[64 * 1024]; } *page = malloc(sizeof *page);
+    FILE_INFO_BY_HANDLE_CLASS cls = FileFullDirectoryRestartInfo;
+    while (page && GetFileInformationByHandleEx(d->h, cls, page, sizeof *page)) {
+        cls = FileFullDirectoryInfo;
+        for (FILE_FULL_DIR_INFO *e = &page->info;; e = (FILE_FULL_DIR_INFO *)((uint8_t *)e + e->NextEntryOffset)) {
+            wchar_t wname[MAX_PATH + 1];
+            char name[4 * MAX_PATH + 1];
+            size_t chars = e->FileNameLength / sizeof(wchar_t);
+            if (chars <= MAX_PATH) {
+                memcpy(wname, e->FileName, chars * sizeof(wchar_t));
+                wname[chars] = 0;
+                os_temp_kind kind = narrow(wname, name, sizeof name) ? kind_of(name) : OS_NOT_TEMP;
+                uint64_t age = (uint64_t)now.QuadPart - (uint64_t)e->LastWriteTime.QuadPart;
+                bool folder = (e->FileAttributes & FILE_ATTRIBUTE_DIRECTORY) != 0;
+                HANDLE h = INVALID_HANDLE_VALUE;
+                if (kind != OS_NOT_TEMP && !folder && (kind != OS_TEMP_NEW || age > stale) &&
+                    NT_SUCCESS(open_relative(d, wname, DELETE, 0, FILE_OPEN, FILE_NON_DIRECTORY_FILE, &h))) {
+                    FILE_DISPOSITION_INFO gone = {TRUE};
+                    if (SetFileInformationByHandle(h, FileDispositionInfo, &gone, sizeof gone)) {
+                        n++;
+                        if (removed) removed(ctx, name);
+                    }
+                    CloseHandle(h);
+                }
+            }
+            if (!e->NextEntryOffset) break;
+        }
+    }
+    free(page);
+    os_dir_close(d);
+    return n;
 }
 
 void *os_library_symbol(const char *path, const char *symbol, ortseal_error *err) {

@@ -112,6 +112,85 @@ ortseal_code ortseal_check_session_options(const OrtApi *api, const OrtSessionOp
     return ORTSEAL_OK;
 }
 
+/* A provider's name as the table has it (TensorrtExecutionProvider) or as ORT's append calls take it
+ * (TensorRT, OpenVINO, NvTensorRtRtx, ...): compared in lower case, with or without "ExecutionProvider". */
+static bool same_provider(const char *table_name, const char *given) {
+    char a[100], b[100];
+    snprintf(a, sizeof a, "%s", table_name);
+    snprintf(b, sizeof b, "%s", given);
+    lower(a);
+    lower(b);
+    char *suffix = strstr(a, "executionprovider");
+    if (strcmp(a, b) == 0) return true;
+    if (suffix) *suffix = '\0';
+    return strcmp(a, b) == 0;
+}
+
+static const char *option_value(const char *const *keys, const char *const *values, size_t n, const char *key) {
+    const char *found = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (keys[i] && values[i] && strcmp(keys[i], key) == 0) found = values[i]; /* the last one wins, as in ORT */
+    return found;
+}
+
+ortseal_code ortseal_check_provider_options(const char *provider, const char *const *keys, const char *const *values,
+                                            size_t n, const char *shim_path, ortseal_error *err) {
+    if (!provider || (n && (!keys || !values)))
+        return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_check_provider_options needs a provider name and n keys and values");
+    for (size_t i = 0; i < N_WRITERS; i++) {
+        const writer *w = &WRITERS[i];
+        if (!w->provider || !same_provider(w->provider, provider)) continue;
+        const char *value = option_value(keys, values, n, w->name);
+        if (value && is_on(w->kind, value))
+            return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s option %s is refused for a sealed model: it makes the execution "
+                        "provider write the weights, a compiled model or an engine in plaintext (docs/tensorrt.md, "
+                        "\"Options refused for sealed models\")", provider, w->name);
+    }
+    /* Environment variables that make the EP write plaintext (ortseal/_policy.py TENSORRT_ENV_WRITERS, read by
+     * the TensorRT EP only when it is given no options; OPENVINO_ENV_WRITERS, read by OpenVINO's runtime
+     * whatever the options). */
+    static const char *const TENSORRT_ENV[] = {"ORT_TENSORRT_DUMP_SUBGRAPHS", "ORT_TENSORRT_ENGINE_CACHE_ENABLE",
+                                               "ORT_TENSORRT_WEIGHT_STRIPPED_ENGINE_ENABLE", "ORT_DUMP_EP_CONTEXT_MODEL"};
+    static const char *const OPENVINO_ENV[] = {"OV_ENABLE_SERIALIZE_TRACING", "OV_ENABLE_VISUALIZE_TRACING"};
+    bool tensorrt = same_provider("TensorrtExecutionProvider", provider);
+    bool openvino = same_provider("OpenVINOExecutionProvider", provider);
+    const char *const *env = tensorrt && n == 0 ? TENSORRT_ENV : openvino ? OPENVINO_ENV : NULL;
+    size_t n_env = env == TENSORRT_ENV ? 4 : env ? 2 : 0;
+    for (size_t i = 0; i < n_env; i++) {
+        const char *value = getenv(env[i]);
+        if (value && is_on("flag", value))
+            return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "the environment variable %s (read by %s) is refused for a sealed "
+                        "model: it makes it write the weights, a subgraph or an engine in plaintext", env[i],
+                        tensorrt ? "the TensorRT EP when it gets no options" : "OpenVINO's runtime");
+    }
+    /* the TensorRT engine cache only through ortseal's shim (ortseal/_policy.py _tensorrt_cache_rule) */
+    if (tensorrt) {
+        const char *decrypt = option_value(keys, values, n, "trt_engine_decryption_enable");
+        const char *library = option_value(keys, values, n, "trt_engine_decryption_lib_path");
+        const char *cache = option_value(keys, values, n, "trt_engine_cache_enable");
+        bool decrypting = decrypt && is_on("flag", decrypt);
+        if (decrypting && (!shim_path || !library || strcmp(library, shim_path) != 0))
+            return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "trt_engine_decryption_enable with trt_engine_decryption_lib_path=%s is "
+                        "refused for a sealed model: that library receives every engine TensorRT builds, in plaintext; "
+                        "give ortseal's shim (the one ortseal_engine_cache_register loaded)", library ? library : "(none)");
+        if (cache && is_on("flag", cache) && !decrypting)
+            return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "trt_engine_cache_enable without ortseal's shim is refused for a sealed "
+                        "model: TensorRT would write its engines, weights included, unencrypted; seal the cache with "
+                        "ortseal_engine_cache_register");
+    }
+    clear_error(err);
+    return ORTSEAL_OK;
+}
+
+/* What ORT's C API cannot show but ortseal can force off in its own copy of the options: the optimized-model
+ * path (SetOptimizedModelFilePath). InferenceSession saves the optimized graph, the opened weights in it,
+ * whenever that path is not empty (onnxruntime/core/session/inference_session.cc), and the setter stores
+ * what it is given, so the empty path turns saving off whatever the host set. */
+static OrtStatus *force_off_unreadable_writers(const OrtApi *api, OrtSessionOptions *own) {
+    static const ORTCHAR_T none[1] = {0};
+    return api->SetOptimizedModelFilePath(own, none);
+}
+
 static ortseal_code ort_failed(const OrtApi *api, OrtStatus *st, const char *what, ortseal_error *err) {
     ortseal_code code = FAIL(err, ORTSEAL_E_RUNTIME, "%s: %s", what, api->GetErrorMessage(st));
     api->ReleaseStatus(st);
@@ -138,6 +217,10 @@ ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_mode
     OrtSessionOptions *own = NULL;
     OrtStatus *st = api->CloneSessionOptions(so, &own);
     if (st) return ort_failed(api, st, "ONNX Runtime could not copy the session options", err);
+    if ((st = force_off_unreadable_writers(api, own))) {
+        api->ReleaseSessionOptions(own);
+        return ort_failed(api, st, "ONNX Runtime refused to turn off the optimized-model file", err);
+    }
     code = create_from(api, env, m, own, out, err);
     api->ReleaseSessionOptions(own);
     if (code) return code;

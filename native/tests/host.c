@@ -8,6 +8,8 @@
  *   ortseal_host engine-save KEYSET SHIM CACHE_DIR NAME IN_FILE RELEASE
  *   ortseal_host engine-load KEYSET SHIM CACHE_DIR NAME OUT_FILE MIN_RELEASE
  *       (register the C vault, then call the shim's encrypt/decrypt by name, as ORT's TensorRT EP does)
+ *   ortseal_host engine-clean KEYSET SHIM CACHE_DIR
+ *       (register the C vault only: its stale cleanup of the folder runs, logged to stderr)
  *   ortseal_host model-bytes KEYSET MIN_RELEASE MODEL FOLDER|- OUT_FOLDER [MODEL_NAME]
  *       (the model read into memory here, opened with ortseal_model_open_bytes / _open_ex; FOLDER: its data files)
  *   ortseal_host provider-model MODE KEY_ID KEY_HEX SIGNER_PUB_HEX MODEL OUT_FOLDER
@@ -53,7 +55,7 @@ static int report(ortseal_code code, const ortseal_error *err) {
 }
 
 static void log_to_stderr(void *user, int level, const char *message) {
-    fprintf(stderr, "%s %s\n", level ? "ERROR" : "INFO", message);
+    fprintf(stderr, "%s %s\n", level == ORTSEAL_LOG_INFO ? "INFO" : level == ORTSEAL_LOG_ERROR ? "ERROR" : "WARNING", message);
 }
 
 /* argv: SHIM CACHE_DIR NAME FILE NUMBER (a release to save with, or the minimum release to load). */
@@ -154,6 +156,15 @@ int main(int argc, char **argv) {
     if (argc < 2) return 100;
     const char *cmd = argv[1];
     if ((strcmp(cmd, "engine-save") == 0 || strcmp(cmd, "engine-load") == 0) && argc == 8) return engine(argv);
+    if (strcmp(cmd, "engine-clean") == 0 && argc == 5) {
+        ortseal_error err = {0};
+        ortseal_keyset *ks = NULL;
+        ortseal_code code = ortseal_keyset_load(argv[2], NULL, 0, &ks, &err);
+        if (!code) code = ortseal_engine_cache_register(argv[3], argv[4], ks, 0, 0, log_to_stderr, NULL, &err);
+        ortseal_engine_cache_unregister_all();
+        ortseal_keyset_free(ks);
+        return report(code, &err);
+    }
     if (strcmp(cmd, "hsm-engine-save") == 0 && argc == 11) {
         key_source src;
         uint8_t pub[32], seed[32];

@@ -1,6 +1,12 @@
 // A C++ host over libortseal and ONNX Runtime's C API, driven by tests/test_native_models.py.
-//   ortseal_ort_host plain MODEL INPUTS OUTPUTS
+//   ortseal_ort_host plain MODEL INPUTS OUTPUTS [CONFIG_KEY CONFIG_VALUE]...
 //   ortseal_ort_host sealed KEYSET PASSPHRASE|- MIN_RELEASE MODEL INPUTS OUTPUTS [CONFIG_KEY CONFIG_VALUE]...
+//       (CONFIG_KEY optimized_model_filepath: SetOptimizedModelFilePath(VALUE), as a host's
+//        Ort::SessionOptions::SetOptimizedModelFilePath; any other: AddSessionConfigEntry)
+//   ortseal_ort_host provider-options PROVIDER SHIM|- [KEY VALUE]...   (ortseal::check_provider_options)
+//   ortseal_ort_host plugin-ep KEYSET MODEL INPUTS OUTPUTS LIBRARY EP_NAME [KEY VALUE]...
+//       (the plugin EP in LIBRARY registered, its CPU device appended with SessionOptionsAppendExecutionProvider_V2
+//        and the EP options KEY VALUE, then the sealed MODEL opened on it)
 //   ortseal_ort_host sealed-bytes KEYSET MODEL FOLDER|- INPUTS OUTPUTS  (the model read into memory first,
 //       opened with ortseal_model_open_bytes; FOLDER: where its data files are, - for none)
 //   ortseal_ort_host time-plain MODEL | time-sealed KEYSET MODEL   (benchmarks/bench_native.py: open time, peak RSS)
@@ -138,6 +144,16 @@ void run(OrtSession* session, const char* inputs_path, const char* outputs_path)
     api->ReleaseMemoryInfo(mem);
 }
 
+// The options a test names, on so: the ones ORT cannot read back through their own setter.
+void set_options(OrtSessionOptions* so, int argc, char** argv, int from) {
+    for (int i = from; i + 1 < argc; i += 2) {
+        if (std::strcmp(argv[i], "optimized_model_filepath") == 0)
+            check_ort(api->SetOptimizedModelFilePath(so, argv[i + 1]));
+        else
+            check_ort(api->AddSessionConfigEntry(so, argv[i], argv[i + 1]));
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,6 +166,22 @@ int main(int argc, char** argv) {
             const char* name = ortseal_refused_option(i, &provider, &kind);
             std::printf("%s %s %s\n", provider ? provider : "-", name, kind);
         }
+        return 0;
+    }
+    if (cmd == "provider-options" && argc >= 4) {
+        std::vector<const char*> keys, values;
+        for (int i = 4; i + 1 < argc; i += 2) {
+            keys.push_back(argv[i]);
+            values.push_back(argv[i + 1]);
+        }
+        std::string shim = argv[3];
+        try {
+            ortseal::check_provider_options(argv[2], keys, values, shim == "-" ? nullptr : shim.c_str());
+        } catch (const ortseal::Error& e) {
+            std::printf("error %s: %s\n", e.code_name(), e.what());
+            return e.code();
+        }
+        std::printf("ok\n");
         return 0;
     }
     OrtEnv* env = nullptr;
@@ -177,18 +209,40 @@ int main(int argc, char** argv) {
                 std::fclose(statm);
             }
             std::printf("open_s %.4f maxrss_kb %ld rss_after_kb %ld\n", seconds, usage.ru_maxrss, resident * 4);
-        } else if (cmd == "plain" && argc == 5) {
+        } else if (cmd == "plain" && argc >= 5) {
+            set_options(so, argc, argv, 5);
             check_ort(api->CreateSession(env, argv[2], so, &session));
             run(session, argv[3], argv[4]);
         } else if (cmd == "sealed" && argc >= 8) {
             std::string phrase = argv[3];
             ortseal::KeySet keys = ortseal::KeySet::load(argv[2], phrase == "-" ? nullptr : &phrase);
-            for (int i = 8; i + 1 < argc; i += 2) check_ort(api->AddSessionConfigEntry(so, argv[i], argv[i + 1]));
+            set_options(so, argc, argv, 8);
             ortseal::Model model = ortseal::Model::open(argv[5], keys, std::strtoull(argv[4], nullptr, 10));
             session = model.create_session(api, env, so);
             run(session, argv[6], argv[7]);
             api->ReleaseSession(session);
             session = nullptr;
+        } else if (cmd == "plugin-ep" && argc >= 8) {
+            check_ort(api->RegisterExecutionProviderLibrary(env, "ortseal-test-ep", argv[6]));
+            const OrtEpDevice* const* devices = nullptr;
+            size_t n_devices = 0;
+            check_ort(api->GetEpDevices(env, &devices, &n_devices));
+            const OrtEpDevice* cpu = nullptr;
+            for (size_t i = 0; i < n_devices && !cpu; i++)
+                if (std::strcmp(api->EpDevice_EpName(devices[i]), argv[7]) == 0 &&
+                    api->HardwareDevice_Type(api->EpDevice_Device(devices[i])) == OrtHardwareDeviceType_CPU)
+                    cpu = devices[i];
+            if (!cpu) throw ortseal::Error(ORTSEAL_E_RUNTIME, "the plugin EP offers no CPU device here");
+            std::vector<const char*> keys, values;
+            for (int i = 8; i + 1 < argc; i += 2) {
+                keys.push_back(argv[i]);
+                values.push_back(argv[i + 1]);
+            }
+            check_ort(api->SessionOptionsAppendExecutionProvider_V2(so, env, &cpu, 1, keys.data(), values.data(), keys.size()));
+            ortseal::KeySet keys_file = ortseal::KeySet::load(argv[2]);
+            ortseal::Model model = ortseal::Model::open(argv[3], keys_file);
+            session = model.create_session(api, env, so);
+            run(session, argv[4], argv[5]);
         } else if (cmd == "sealed-bytes" && argc == 7) {
             ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
             std::ifstream in(argv[3], std::ios::binary);
