@@ -51,7 +51,6 @@ elif sys.argv[1] == "dependencies":  # what opening imports of other packages, t
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
     from google.protobuf.message import DecodeError
     from google._upb import _message  # what ortseal/_onnx_proto.py makes the classes with
     sess = onnxruntime.InferenceSession(sys.argv[2], providers=["CPUExecutionProvider"])

@@ -24,7 +24,6 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .errors import FormatError, KeyNotFoundError, RevokedError, TamperedError
 from .signing import CallbackSigner, KeySigner, Signer, as_signer, raw_public, signer_id
@@ -572,12 +571,19 @@ def _passphrase_bytes(passphrase: str | bytes) -> bytes:
     return passphrase
 
 
+def _scrypt(phrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    """The wrapping key a passphrase gives (imported here: only passphrase-protected keysets need scrypt)."""
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(phrase)
+
+
 def _wrap(secret: bytes, passphrase: str | bytes, aad: bytes) -> dict:
     phrase = _passphrase_bytes(passphrase)
     if not phrase:
         raise ValueError("passphrase must not be empty")
     salt, nonce = os.urandom(16), os.urandom(12)
-    key = Scrypt(salt=salt, length=32, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P).derive(phrase)
+    key = _scrypt(phrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
     return {"kdf": "scrypt", "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt),
             "cipher": "AES-256-GCM", "nonce": _b64(nonce),
             "ciphertext": _b64(AESGCM(key).encrypt(nonce, secret, aad))}
@@ -601,7 +607,7 @@ def _unwrap(wrapped: Any, passphrase: str | bytes, aad: bytes) -> bytes:
     ciphertext = _unb64(wrapped.get("ciphertext"), "ciphertext")
     if len(salt) < 16 or len(nonce) != 12:
         raise FormatError("keyset wrapped_secrets salt or nonce has the wrong size")
-    key = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(phrase)
+    key = _scrypt(phrase, salt, n, r, p)
     try:
         return AESGCM(key).decrypt(nonce, ciphertext, aad)
     except (InvalidTag, ValueError) as exc:
