@@ -20,11 +20,13 @@ ORTSEAL_API ortseal_code ortseal_check_session_options(const OrtApi *api, const 
                                                        ortseal_error *err);
 
 /* Check options, then create the session from the opened model: CreateSessionFromArray with the weights
- * handed over with AddExternalInitializersFromFilesInMemory on a copy of options (CloneSessionOptions:
+ * handed over with AddExternalInitializersFromFilesInMemory (or, for a model opened into a RAM folder, that
+ * folder as session.model_external_initializers_file_folder_path) on a copy of options (CloneSessionOptions:
  * options is left as given, so one OrtSessionOptions serves any number of sessions, and it never points
  * at the freed weights). ORT copies them into the session (documented for that call), so on success the
- * model's plaintext is zeroized and freed at once (ortseal_model_drop_weights): m can be freed any time,
- * and makes one session (a second call is ORTSEAL_E_MISUSE: open the model again). */
+ * model's plaintext is zeroized and freed at once (ortseal_model_drop_weights: the RAM folder is removed,
+ * on failure too): m can be freed any time, and makes one session (a second call is ORTSEAL_E_MISUSE: open
+ * the model again). */
 ORTSEAL_API ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_model *m,
                                                 OrtSessionOptions *options, OrtSession **out, ortseal_error *err);
 
