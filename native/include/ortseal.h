@@ -2,7 +2,8 @@
  *
  * Conventions (libsodium/age style): explicit lengths, no global state, every call returns an
  * ortseal_code and fills the caller's ortseal_error (which may be NULL) with a message naming what failed.
- * Nothing here prints, aborts or writes plaintext to disk. Buffers the library returns hold plaintext or
+ * Nothing here prints, aborts or writes plaintext to disk (large models' tensors go to 0600 files on tmpfs in a
+ * private folder, removed once ORT has them: ortseal_route). Buffers the library returns hold plaintext or
  * keys: release them with ortseal_free, which zeroizes them first.
  */
 #ifndef ORTSEAL_H
@@ -112,8 +113,9 @@ ORTSEAL_API ortseal_code ortseal_plaintext_size(const uint8_t *blob, size_t len,
 /* ---- sealed models (docs/format.md "Sealed model v3") ------------------------------------------ */
 typedef struct ortseal_model ortseal_model;
 
-/* Read (once) and verify a sealed model and its data files, then open every sealed tensor, in memory.
- * min_release: refuse older releases (ROLLBACK). The result holds a plain ONNX model in memory. */
+/* Read (once) and verify a sealed model and its data files, then open every sealed tensor (into memory, or by
+ * ORTSEAL_ROUTE_AUTO's rule into a private RAM folder: ortseal_route below). min_release: refuse older
+ * releases (ROLLBACK). The result holds a plain ONNX model in memory. */
 ORTSEAL_API ortseal_code ortseal_model_open(const char *path, const ortseal_keyset *ks, uint64_t min_release,
                                             ortseal_model **out, ortseal_error *err);
 /* The same for a model held in memory (data files, if any, are looked up in folder; NULL: none allowed). */

@@ -1,5 +1,5 @@
 /* libortseal with ONNX Runtime's C API: create an OrtSession from a sealed model with the opened weights in
- * memory only. Include after onnxruntime_c_api.h (any ORT release with API version >= 18: the C API is
+ * memory or in the model's private RAM folder (ortseal_route), never on a disk. Include after onnxruntime_c_api.h (any ORT release with API version >= 18: the C API is
  * ABI-stable, so an older header works with a newer libonnxruntime). */
 #ifndef ORTSEAL_ORT_H
 #define ORTSEAL_ORT_H

@@ -2,7 +2,8 @@
  *   read once -> seal record on the raw bytes (signature before any parse) -> metadata and manifest ->
  *   trust scope, release, name -> one walk recording every sealed and plain external tensor's place and
  *   checking it against the manifest -> data files opened once, blobs opened against the manifest's
- *   digests, plain tensors hashed -> only then the plain model is written, in memory.
+ *   digests, plain tensors hashed -> only then the plain model is written, in memory (large tensors: in RAM
+ *   files, filled as they are checked; a refusal removes them with their folder).
  * The plain model ORT gets: every Unseal node replaced by its tensor (an initializer, a sparse initializer
  * or a Constant), blobs and ortseal.like.* tensors removed; tensors above INLINE_MAX bytes are external
  * data in one in-memory "file" (the weights arena) handed to ORT with AddExternalInitializersFromFilesInMemory,
