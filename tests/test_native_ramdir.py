@@ -273,6 +273,45 @@ def test_plants_under_opening_folder_names_are_never_followed(ort_host, models, 
         os.unlink(os.path.join(base, name))
 
 
+def _small_tmpfs(folder: Path, options: str) -> list[str] | None:
+    """A command prefix running its command with a tmpfs of ``options`` mounted on ``folder`` (private mount
+    namespace), or None where this process cannot mount."""
+    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+           f'mount -t tmpfs -o {options},mode=0700 ortseal-test "$1" && shift && exec "$@"', "sh", str(folder)]
+    if os.getuid() != 0 or subprocess.run(["which", "unshare"], capture_output=True).returncode or \
+            subprocess.run(cmd + ["true"], capture_output=True).returncode:
+        return None
+    return cmd
+
+
+@pytest.mark.parametrize("options", ["size=8m", "nr_inodes=3"])
+def test_no_room_in_the_ram_folder_opens_in_memory(ort_host, models, quiet_env, tmp_path, monkeypatch, options):
+    """A 8 MiB tmpfs (as a container's /dev/shm) has no room for 20 MiB of weights: found by the free-space
+    check; one with 3 inodes lets the folder be made but not its files: found while filling. Either way the
+    default route opens in memory, bit-identical, and the explicit RAM route is an error that says why."""
+    base = tmp_path / "small-base"
+    base.mkdir(mode=0o700)
+    prefix = _small_tmpfs(base, options)
+    if prefix is None:
+        pytest.skip("needs root and mount namespaces (unshare --mount) to mount a small tmpfs")
+    d, folders = models
+    monkeypatch.setenv(RUNTIME_DIR_ENV, str(base))
+
+    def host(*args) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, str(ort_host.exe), "sealed", str(d / "keys.json"), "-", "0",
+                               str(folders["large"] / "sealed.onnx"), str(d / "in.bin"), str(tmp_path / "out.bin"),
+                               *args], capture_output=True, text=True, timeout=300)
+
+    done = host()
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stdout + done.stderr
+    plain = plain_outputs(ort_host, models, "large", tmp_path)
+    assert read_tensors(tmp_path / "out.bin")["x5"].tobytes() == plain["x5"].tobytes()
+    monkeypatch.setenv(ROUTE_ENV, "ram")
+    done = host()
+    assert done.returncode != 0 and "error" in done.stdout, done.stdout + done.stderr
+    assert ("less than" in done.stdout) if options.startswith("size") else ("No space left" in done.stdout)
+
+
 # -- Python and C sharing a base -------------------------------------------------------------------
 
 HOLD_PYTHON = """

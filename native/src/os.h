@@ -38,7 +38,8 @@ typedef enum os_ram_mode {
  * make a folder with room for need bytes. A refused $ORTSEAL_RUNTIME_DIR: UNSAFE_OPTION; else *out NULL
  * and OK when no base passes (mode AUTO). */
 ortseal_code os_ram_open(uint64_t need, os_ram_mode mode, os_ram **out, ortseal_error *err);
-/* A new file name in the folder (O_CREAT|O_EXCL|O_NOFOLLOW, 0600), open for writing; safe from any thread. */
+/* A new file name in the folder (O_CREAT|O_EXCL|O_NOFOLLOW, 0600), open for writing; safe from any thread.
+ * No room for it (ENOSPC, EDQUOT) is NOMEM, as for os_pwrite. */
 ortseal_code os_ram_create(os_ram *r, const char *name, os_file **f, ortseal_error *err);
 /* Write all of buf at offset; no room on the file system (ENOSPC, EFBIG, EDQUOT) is NOMEM (the caller
  * then opens in memory), any other failure IO. */

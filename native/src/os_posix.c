@@ -261,7 +261,6 @@ void os_parallel(size_t n, void (*fn)(void *ctx, size_t i), void *ctx) {
 #define TMPFS_MAGIC 0x01021994L                 /* linux/magic.h */
 #define RAMFS_MAGIC 0x858458F6L
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
-#define MAX_RAM_FILES 4096
 
 struct os_ram {
     int base_fd, fd;           /* the base and the folder (flock-ed while it exists), both O_NOFOLLOW */
@@ -533,7 +532,7 @@ ortseal_code os_ram_create(os_ram *r, const char *name, os_file **f, ortseal_err
     char *copy = strdup(name);
     os_file *file = malloc(sizeof *file);
     pthread_mutex_lock(&r->mu);
-    char **names = copy && file && r->n_names < MAX_RAM_FILES ? realloc(r->names, (r->n_names + 1) * sizeof *names) : NULL;
+    char **names = copy && file ? realloc(r->names, (r->n_names + 1) * sizeof *names) : NULL;
     int fd = -1;
     if (names) {
         r->names = names;
@@ -546,7 +545,9 @@ ortseal_code os_ram_create(os_ram *r, const char *name, os_file **f, ortseal_err
         free(copy);
         free(file);
         if (!names) return FAIL(err, ORTSEAL_E_NOMEM, "out of memory");
-        return FAIL(err, ORTSEAL_E_IO, "cannot make %s in %s: %s", name, r->path, strerror(saved));
+        bool room = saved != ENOSPC && saved != EDQUOT; /* out of inodes: as out of room (os_pwrite) */
+        return FAIL(err, room ? ORTSEAL_E_IO : ORTSEAL_E_NOMEM, "cannot make the RAM file %s in %s: %s", name, r->path,
+                    strerror(saved));
     }
     file->fd = fd;
     *f = file;
