@@ -140,7 +140,8 @@ typedef enum ortseal_route {
     ORTSEAL_ROUTE_AUTO = 0,
     /* Never a file: the weights are decrypted into memory and ORT copies them (higher peak memory). */
     ORTSEAL_ROUTE_MEMORY = 1,
-    /* The RAM folder whatever the model's size; IO if no base folder can hold the weights (Windows, or
+    /* The RAM folder whatever the model's size (for its tensors over 64 KiB whose blobs are in data files:
+     * a model with none opens in memory); IO if no base folder can hold them (Windows, or
      * ORTSEAL_RUNTIME_DIR=none), UNSAFE_OPTION if $ORTSEAL_RUNTIME_DIR fails a check. */
     ORTSEAL_ROUTE_RAM_FOLDER = 2
 } ortseal_route;
