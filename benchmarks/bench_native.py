@@ -5,13 +5,17 @@ side by side in one run: open time (median of --runs, each in a fresh process) a
     python benchmarks/bench_native.py --mib 1    # the small model only
 
 Plain: ORT's CreateSession on the model path (weights read from its external data file). Sealed: load the
-keyset, read and verify the sealed model (signature over the file, every blob's digest), decrypt the weights
-into memory, CreateSessionFromArray with AddExternalInitializersFromFilesInMemory.
+keyset, read and verify the sealed model (signature over the file, every blob's digest), decrypt the weights,
+CreateSessionFromArray. Two sealed ways: "memory" (ORTSEAL_ROUTE_MEMORY: the weights handed over with
+AddExternalInitializersFromFilesInMemory, which ORT copies) and "auto", the default (models with 16 MiB of
+large tensors or more: one file per tensor in a private RAM folder, given to ORT as its external-data folder;
+smaller ones as "memory"). $ORTSEAL_RUNTIME_DIR picks the RAM folder's base as for the library.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -41,8 +45,9 @@ def small(folder: Path) -> None:
     onnx.save(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
 
 
-def measure(cmd: list[str]) -> tuple[float, int, int]:
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
+def measure(cmd: list[str], route: str | None = None) -> tuple[float, int, int]:
+    env = {**os.environ, "ORTSEAL_HOST_ROUTE": route} if route else None
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout.split()
     return (float(out[out.index("open_s") + 1]), int(out[out.index("maxrss_kb") + 1]),
             int(out[out.index("rss_after_kb") + 1]))
 
@@ -54,8 +59,8 @@ def main() -> None:
     args = ap.parse_args()
     host = str(build_native(ort=True) / "ortseal_ort_host")
     keys = ortseal.KeySet.generate()
-    print("| model | plain open (s) | sealed open (s) | open ratio | peak RSS plain / sealed (MiB) | peak ratio "
-          "| RSS after open plain / sealed (MiB) | after ratio |")
+    ways = {"plain ORT": None, "sealed, memory": "memory", "sealed, auto": "auto"}
+    print("| model | way | open (s) | x plain | peak RSS (MiB) | x plain | RSS after open (MiB) | x plain |")
     print("|---|---|---|---|---|---|---|---|")
     for mib in args.mib:
         with tempfile.TemporaryDirectory(dir=HERE.parent / "build") as tmp:
@@ -63,15 +68,18 @@ def main() -> None:
             small(folder) if mib <= 1 else build(folder, mib)
             (folder / "keys.json").write_text(keys.to_json())
             ortseal.seal_model(folder / "model.onnx", folder / "sealed.onnx", keys, progress=False)
-            plain, sealed = [], []
-            for _ in range(args.runs):  # alternate, so both see the same machine
-                plain.append(measure([host, "time-plain", str(folder / "model.onnx")]))
-                sealed.append(measure([host, "time-sealed", str(folder / "keys.json"), str(folder / "sealed.onnx")]))
-            p_t, s_t = statistics.median(t for t, _, _ in plain), statistics.median(t for t, _, _ in sealed)
-            p_r, s_r = max(r for _, r, _ in plain) / 1024, max(r for _, r, _ in sealed) / 1024
-            p_a, s_a = max(a for _, _, a in plain) / 1024, max(a for _, _, a in sealed) / 1024
-            print(f"| {mib} MiB | {p_t:.3f} | {s_t:.3f} | {s_t / p_t:.2f}x | {p_r:.0f} / {s_r:.0f} | {s_r / p_r:.2f}x "
-                  f"| {p_a:.0f} / {s_a:.0f} | {s_a / p_a:.2f}x |", flush=True)
+            got: dict[str, list[tuple[float, int, int]]] = {way: [] for way in ways}
+            for _ in range(args.runs):  # alternate, so every way sees the same machine
+                for way, route in ways.items():
+                    cmd = [host, "time-plain", str(folder / "model.onnx")] if route is None else \
+                        [host, "time-sealed", str(folder / "keys.json"), str(folder / "sealed.onnx")]
+                    got[way].append(measure(cmd, route))
+            rows = {way: (statistics.median(t for t, _, _ in runs), max(r for _, r, _ in runs) / 1024,
+                          max(a for _, _, a in runs) / 1024) for way, runs in got.items()}
+            p_t, p_r, p_a = rows["plain ORT"]
+            for way, (t, r, a) in rows.items():
+                print(f"| {mib} MiB | {way} | {t:.3f} | {t / p_t:.2f}x | {r:.0f} | {r / p_r:.2f}x | {a:.0f} | {a / p_a:.2f}x |",
+                      flush=True)
 
 
 if __name__ == "__main__":

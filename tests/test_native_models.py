@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -189,8 +191,9 @@ def test_corpus_model_opens_bit_identical_in_the_cpp_host(hosts, publisher, tmp_
 
 
 @pytest.mark.slow
-def test_model_over_2_gib_opens_in_the_cpp_host(hosts, publisher, tmp_path):
-    """One 2.06 GiB table: the opened model proto stays small (the table is external data in memory)."""
+def test_model_over_2_gib_opens_in_the_cpp_host(hosts, publisher, tmp_path, monkeypatch):
+    """One 2.06 GiB table, in memory (ORT refuses in-memory files over 2 GiB: it goes as an OrtValue) and by
+    the default route (a RAM file, where /dev/shm has room): the opened model proto stays small."""
     from models import big_embedding
 
     _, ort_host = hosts
@@ -200,21 +203,36 @@ def test_model_over_2_gib_opens_in_the_cpp_host(hosts, publisher, tmp_path):
     ortseal.seal_model(tmp_path / "big.onnx", tmp_path / "big.sealed.onnx", keys, progress=False)
     ids = np.array([0, 1, rows // 2, rows - 1], np.int64)
     write_tensors(tmp_path / "in.bin", {"ids": ids})
-    result = ort_host("sealed", keyfile, "-", 0, tmp_path / "big.sealed.onnx", tmp_path / "in.bin", tmp_path / "out.bin")
-    assert result.name == "ok", result.message
-    assert read_tensors(tmp_path / "out.bin")["y"].tobytes() == np.asarray(table[ids]).tobytes()
+    for route in ("memory", "auto"):
+        monkeypatch.setenv("ORTSEAL_HOST_ROUTE", route)
+        result = ort_host("sealed", keyfile, "-", 0, tmp_path / "big.sealed.onnx", tmp_path / "in.bin", tmp_path / "out.bin")
+        assert result.name == "ok", result.message
+        assert read_tensors(tmp_path / "out.bin")["y"].tobytes() == np.asarray(table[ids]).tobytes()
 
 
 # -- attacks: each gives the C host the code Python raises -------------------------------------------
 
-@pytest.fixture()
-def sealed(publisher, tmp_path) -> tuple[Path, KeySet, Path]:
+@pytest.fixture(params=["memory", "ram"])
+def sealed(request, publisher, tmp_path, monkeypatch) -> Iterator[tuple[Path, KeySet, Path]]:
+    """A sealed model the attacks are carried out on, opened by the C host in memory or (``ram``) into a
+    private RAM folder, whose base must be empty after every refusal."""
     keys, keyfile = publisher
     transformer_like(tmp_path / "src.onnx")
     folder = tmp_path / "deploy"
     folder.mkdir()
     ortseal.seal_model(tmp_path / "src.onnx", folder / "m.onnx", keys, release=3)
-    return folder / "m.onnx", keys, keyfile
+    base = None
+    if request.param == "ram":
+        if not os.path.isdir("/dev/shm"):
+            pytest.skip("no /dev/shm")
+        base = tempfile.mkdtemp(prefix="native-attack-", dir="/dev/shm")
+        monkeypatch.setenv("ORTSEAL_RUNTIME_DIR", base)
+    monkeypatch.setenv("ORTSEAL_HOST_ROUTE", request.param)
+    yield folder / "m.onnx", keys, keyfile
+    if base:
+        left = os.listdir(base)
+        shutil.rmtree(base)
+        assert left == [], f"a refusal left {left} in the RAM folder's base"
 
 
 def python_code(path: Path, keys: KeySet, **kw) -> str:

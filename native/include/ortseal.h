@@ -2,7 +2,8 @@
  *
  * Conventions (libsodium/age style): explicit lengths, no global state, every call returns an
  * ortseal_code and fills the caller's ortseal_error (which may be NULL) with a message naming what failed.
- * Nothing here prints, aborts or writes plaintext to disk. Buffers the library returns hold plaintext or
+ * Nothing here prints, aborts or writes plaintext to disk (large models' tensors go to 0600 files on tmpfs in a
+ * private folder, removed once ORT has them: ortseal_route). Buffers the library returns hold plaintext or
  * keys: release them with ortseal_free, which zeroizes them first.
  */
 #ifndef ORTSEAL_H
@@ -112,8 +113,9 @@ ORTSEAL_API ortseal_code ortseal_plaintext_size(const uint8_t *blob, size_t len,
 /* ---- sealed models (docs/format.md "Sealed model v3") ------------------------------------------ */
 typedef struct ortseal_model ortseal_model;
 
-/* Read (once) and verify a sealed model and its data files, then open every sealed tensor, in memory.
- * min_release: refuse older releases (ROLLBACK). The result holds a plain ONNX model in memory. */
+/* Read (once) and verify a sealed model and its data files, then open every sealed tensor (into memory, or by
+ * ORTSEAL_ROUTE_AUTO's rule into a private RAM folder: ortseal_route below). min_release: refuse older
+ * releases (ROLLBACK). The result holds a plain ONNX model in memory. */
 ORTSEAL_API ortseal_code ortseal_model_open(const char *path, const ortseal_keyset *ks, uint64_t min_release,
                                             ortseal_model **out, ortseal_error *err);
 /* The same for a model held in memory (data files, if any, are looked up in folder; NULL: none allowed). */
@@ -125,6 +127,33 @@ ORTSEAL_API ortseal_code ortseal_model_open_bytes(const uint8_t *bytes, size_t l
 ORTSEAL_API ortseal_code ortseal_model_open_ex(const char *path, const uint8_t *bytes, size_t len, const char *folder,
                                                const ortseal_keyset *ks, uint64_t min_release, const char *model_name,
                                                ortseal_model **out, ortseal_error *err);
+/* Where the opened weights wait for ORT (docs/sealed-models.md "The route and its trade-offs"). */
+typedef enum ortseal_route {
+    /* As the Python kit: a model with 16 MiB or more of tensors above 64 KiB opens them, several at once, into
+     * 0600 files (one per tensor) in a fresh private folder on tmpfs/ramfs, which ORT reads without copying
+     * them a second time (peak memory ~1x instead of ~2x); the folder is removed as soon as the session is
+     * created (or the model freed, or the open refused). Its base folder, checked on the open descriptor
+     * (this user's, mode 0700, on tmpfs or ramfs, no folder above it another user could replace):
+     * $ORTSEAL_RUNTIME_DIR (refused with UNSAFE_OPTION if it fails a check; "none": memory always),
+     * else $XDG_RUNTIME_DIR, else /dev/shm/ortseal-<uid> (made 0700). Smaller models, no usable base, or no
+     * room there: memory. On Windows (no tmpfs; a temp file can reach the disk): memory always. */
+    ORTSEAL_ROUTE_AUTO = 0,
+    /* Never a file: the weights are decrypted into memory and ORT copies them (higher peak memory). */
+    ORTSEAL_ROUTE_MEMORY = 1,
+    /* The RAM folder whatever the model's size (for its tensors over 64 KiB whose blobs are in data files:
+     * a model with none opens in memory); IO if no base folder can hold them (Windows, or
+     * ORTSEAL_RUNTIME_DIR=none), UNSAFE_OPTION if $ORTSEAL_RUNTIME_DIR fails a check. */
+    ORTSEAL_ROUTE_RAM_FOLDER = 2
+} ortseal_route;
+
+/* ortseal_model_open_ex with the route chosen (the other calls take ORTSEAL_ROUTE_AUTO). */
+ORTSEAL_API ortseal_code ortseal_model_open_route(const char *path, const uint8_t *bytes, size_t len, const char *folder,
+                                                  const ortseal_keyset *ks, uint64_t min_release, const char *model_name,
+                                                  ortseal_route route, ortseal_model **out, ortseal_error *err);
+/* The private RAM folder holding the large tensors as t<N>.bin files (the opened model's external data:
+ * give it to ORT as the session config entry session.model_external_initializers_file_folder_path, as
+ * ortseal_session_create does), or NULL when the weights are in memory. Valid until the weights are dropped. */
+ORTSEAL_API const char *ortseal_model_folder(const ortseal_model *m);
 /* The opened model as ONNX bytes, valid until ortseal_model_free. Tensors above 64 KiB are external data in
  * one in-memory file, *file_name, of ortseal_model_weights' bytes (give both to ORT's
  * AddExternalInitializersFromFilesInMemory; ortseal_session_create in ortseal_ort.h does). */
@@ -138,7 +167,8 @@ ORTSEAL_API const uint8_t *ortseal_model_value(const ortseal_model *m, size_t i,
 ORTSEAL_API const char *ortseal_model_name(const ortseal_model *m);
 ORTSEAL_API uint64_t ortseal_model_release(const ortseal_model *m);
 ORTSEAL_API size_t ortseal_model_sealed_tensors(const ortseal_model *m);
-/* Zeroize and free the opened model's bytes and weights (name, release stay): once ORT has its copy. */
+/* Zeroize and free the opened model's bytes and weights, and remove its RAM folder (name, release stay):
+ * once ORT has its copy. */
 ORTSEAL_API void ortseal_model_drop_weights(ortseal_model *m);
 ORTSEAL_API void ortseal_model_free(ortseal_model *m);
 

@@ -57,24 +57,29 @@ class KeySet {
 class Model {
   public:
     static Model open(const std::string& path, const KeySet& keys, uint64_t min_release = 0,
-                      const char* model_name = nullptr) {
+                      const char* model_name = nullptr, ortseal_route route = ORTSEAL_ROUTE_AUTO) {
         ortseal_error err{};
         ortseal_model* m = nullptr;
-        check(ortseal_model_open_ex(path.c_str(), nullptr, 0, nullptr, keys.get(), min_release, model_name, &m, &err), err);
+        check(ortseal_model_open_route(path.c_str(), nullptr, 0, nullptr, keys.get(), min_release, model_name, route, &m,
+                                       &err), err);
         return Model(m);
     }
     static Model open_bytes(const uint8_t* bytes, size_t len, const char* folder, const KeySet& keys,
-                            uint64_t min_release = 0) {
+                            uint64_t min_release = 0, ortseal_route route = ORTSEAL_ROUTE_AUTO) {
         ortseal_error err{};
         ortseal_model* m = nullptr;
-        check(ortseal_model_open_ex(nullptr, bytes, len, folder, keys.get(), min_release, nullptr, &m, &err), err);
+        check(ortseal_model_open_route(nullptr, bytes, len, folder, keys.get(), min_release, nullptr, route, &m, &err),
+              err);
         return Model(m);
     }
     std::string name() const { return ortseal_model_name(get()); }
+    // The private RAM folder holding the large tensors, or nullptr (in memory).
+    const char* folder() const noexcept { return ortseal_model_folder(get()); }
     uint64_t release() const noexcept { return ortseal_model_release(get()); }
     ortseal_model* get() const noexcept { return m_.get(); }
 #ifdef ORTSEAL_ORT_H
-    // ORT copies the weights; on success this Model's plaintext is wiped and freed (it can then be dropped).
+    // ORT copies the weights (or reads them from the RAM folder); on success or failure of the RAM route, and on
+    // success in memory, this Model's plaintext is wiped and freed and its folder removed (it can then be dropped).
     OrtSession* create_session(const OrtApi* api, OrtEnv* env, OrtSessionOptions* options) {
         ortseal_error err{};
         OrtSession* session = nullptr;

@@ -1,5 +1,5 @@
 /* libortseal with ONNX Runtime's C API: create an OrtSession from a sealed model with the opened weights in
- * memory only. Include after onnxruntime_c_api.h (any ORT release with API version >= 18: the C API is
+ * memory or in the model's private RAM folder (ortseal_route), never on a disk. Include after onnxruntime_c_api.h (any ORT release with API version >= 18: the C API is
  * ABI-stable, so an older header works with a newer libonnxruntime). */
 #ifndef ORTSEAL_ORT_H
 #define ORTSEAL_ORT_H
@@ -40,14 +40,15 @@ ORTSEAL_API ortseal_code ortseal_check_provider_options(const char *provider, co
                                                         ortseal_error *err);
 
 /* Check options, then create the session from the opened model: CreateSessionFromArray with the weights
- * handed over with AddExternalInitializersFromFilesInMemory on a copy of options (CloneSessionOptions:
+ * handed over with AddExternalInitializersFromFilesInMemory (or, for a model opened into a RAM folder, that
+ * folder as session.model_external_initializers_file_folder_path) on a copy of options (CloneSessionOptions:
  * options is left as given, so one OrtSessionOptions serves any number of sessions, and it never points
  * at the freed weights). ORT copies them into the session (documented for that call), so on success the
- * model's plaintext is zeroized and freed at once (ortseal_model_drop_weights): m can be freed any time,
- * and makes one session (a second call is ORTSEAL_E_MISUSE: open the model again). In that copy the
- * optimized-model path is set to empty, which turns ORT's saving of the optimized model (the weights in
- * plaintext) off: a path the host gave SetOptimizedModelFilePath is ignored for sealed models, nothing is
- * written there (options itself keeps it, for the host's other sessions). */
+ * model's plaintext is zeroized and freed at once (ortseal_model_drop_weights: the RAM folder is removed,
+ * on failure too): m can be freed any time, and makes one session (a second call is ORTSEAL_E_MISUSE: open
+ * the model again). In that copy the optimized-model path is set to empty, which turns ORT's saving of the
+ * optimized model (the weights in plaintext) off: a path the host gave SetOptimizedModelFilePath is ignored
+ * for sealed models, nothing is written there (options itself keeps it, for the host's other sessions). */
 ORTSEAL_API ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_model *m,
                                                 OrtSessionOptions *options, OrtSession **out, ortseal_error *err);
 

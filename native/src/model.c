@@ -2,19 +2,25 @@
  *   read once -> seal record on the raw bytes (signature before any parse) -> metadata and manifest ->
  *   trust scope, release, name -> one walk recording every sealed and plain external tensor's place and
  *   checking it against the manifest -> data files opened once, blobs opened against the manifest's
- *   digests, plain tensors hashed -> only then the plain model is written, in memory.
+ *   digests, plain tensors hashed -> only then the plain model is written, in memory (large tensors: in RAM
+ *   files, filled as they are checked; a refusal removes them with their folder).
  * The plain model ORT gets: every Unseal node replaced by its tensor (an initializer, a sparse initializer
  * or a Constant), blobs and ortseal.like.* tensors removed; tensors above INLINE_MAX bytes are external
  * data in one in-memory "file" (the weights arena) handed to ORT with AddExternalInitializersFromFilesInMemory,
  * so the model proto stays small (models over 2 GiB work). Measured (docs/benchmarks.md): ORT copies those
  * bytes into the session, as its header documents, so ortseal_session_create wipes the arena right after;
- * AddExternalInitializers (OrtValues) copies too, and inline raw_data would add protobuf's own copy. */
+ * AddExternalInitializers (OrtValues) copies too, and inline raw_data would add protobuf's own copy.
+ * So models with SMALL_MODEL_BYTES of such tensors or more take the route of ortseal/model/open.py
+ * instead: each one decrypted into its own 0600 file in a private RAM folder (os.h, os_ram_*), several at
+ * once, which ORT is given as its external-data folder and reads without the second copy; the folder goes
+ * as soon as the session exists (docs/sealed-models.md "The route and its trade-offs"). */
 #define __USE_MINGW_ANSI_STDIO 1
 #include "internal.h"
 #include "json.h"
 #include "os.h"
 #include "pb.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +48,8 @@
 #define ORTSEAL_VALUES_FILE "ortseal-values.bin"
 #define MAX_FILE_TENSOR ((1ull << 31) - 1)
 #define MAX_VALUES 256
+#define SMALL_MODEL_BYTES (16u << 20) /* models with fewer bytes of large tensors open in memory (as open.py) */
+#define COPY_CHUNK (1u << 20)          /* plain external tensors: read, hashed and written a MiB at a time */
 
 /* ONNX field numbers (onnx.proto) */
 enum { MODEL_IR = 1, MODEL_OPSET = 8, MODEL_GRAPH = 7, MODEL_METADATA = 14, MODEL_FUNCTIONS = 25 };
@@ -75,6 +83,7 @@ typedef struct sealed_t {
     uint64_t payload_bytes;
     char *identity;
     uint64_t arena_offset;
+    uint32_t file;             /* 1 + n: opened into the RAM file t<n>.bin; 0: in the arena */
     const uint8_t *digest_hex; /* the manifest's */
 } sealed_t;
 
@@ -83,6 +92,7 @@ typedef struct external_t {
     pb_span tensor;
     ext_ref ref;
     uint64_t arena_offset;
+    uint32_t file; /* as sealed_t's */
 } external_t;
 
 typedef struct manifest_entry { const char *identity; size_t len; uint8_t digest[32]; uint64_t bytes; bool used; } manifest_entry;
@@ -106,6 +116,8 @@ typedef struct opener {
     model_value *values; size_t n_values;
     struct { char name[256]; os_file *f; uint64_t size; } files[16];
     size_t n_files;
+    ortseal_route route;
+    os_ram *ram; /* the private RAM folder large tensors are opened into, or NULL: memory */
 } opener;
 
 struct ortseal_model {
@@ -116,6 +128,7 @@ struct ortseal_model {
     char *name;
     uint64_t release;
     size_t n_sealed;
+    os_ram *ram;
 };
 
 /* ---- small readers ---------------------------------------------------------------------------- */
@@ -873,66 +886,262 @@ static bool arena_add(uint64_t *total, uint64_t len) {
     return true;
 }
 
-static ortseal_code open_tensors(opener *o) {
+/* Where a sealed tensor's blob is: inline in the model we hold (*f NULL, ti->raw), or a span of a data file
+ * opened once; its header must name the manifest's key and size. */
+static ortseal_code locate_blob(opener *o, sealed_t *st, tensor_info *ti, os_file **f, uint64_t *offset, uint64_t *blob_len) {
+    read_tensor(st->blob, ti);
+    ext_ref ref;
+    uint64_t size = 0;
+    ortseal_code code;
+    *f = NULL;
+    *offset = 0;
+    *blob_len = ti->raw.len;
+    if (ti->external) {
+        if ((code = read_ext_ref(o, st->blob, st->blob_name, &ref)) || (code = data_file(o, ref.location, f, &size))) return code;
+        *blob_len = ref.has_length ? ref.length : (ref.offset <= size ? size - ref.offset : 0);
+        if (ref.offset > size || *blob_len > size - ref.offset)
+            return FAIL(o->err, ORTSEAL_E_TAMPERED, "sealed tensor '%.*s': its data file '%s' is shorter than the tensor",
+                        (int)st->name.len, st->name.p, ref.location);
+        *offset = ref.offset;
+    }
+    uint8_t head[ORTSEAL_MAX_HEADER_SIZE];
+    size_t head_len = *blob_len < sizeof head ? (size_t)*blob_len : sizeof head;
+    blob_header h;
+    ortseal_error inner = {0};
+    if (*f) { if ((code = os_pread(*f, head, head_len, *offset, o->err))) return code; }
+    else memcpy(head, ti->raw.p, head_len);
+    if (blob_parse_header(head, head_len, &h, &inner) || strcmp(h.key_id, o->key_id) != 0 || h.plaintext_length != st->payload_bytes)
+        return FAIL(o->err, ORTSEAL_E_TAMPERED, "sealed tensor '%.*s': its blob does not name the manifest's key and size", (int)st->name.len, st->name.p);
+    return ORTSEAL_OK;
+}
+
+/* A tensor's blob context, "ortseal/tensor/v3\0" || seal_id || "\0" || identity (malloc'd). */
+static char *tensor_context(const opener *o, const sealed_t *st, size_t *len) {
+    size_t id_len = strlen(st->identity);
+    *len = sizeof TENSOR_CONTEXT_LABEL + 32 + 1 + id_len;
+    char *context = malloc(*len);
+    if (!context) return NULL;
+    memcpy(context, TENSOR_CONTEXT_LABEL, sizeof TENSOR_CONTEXT_LABEL);
+    memcpy(context + sizeof TENSOR_CONTEXT_LABEL, o->seal_id, 32);
+    context[sizeof TENSOR_CONTEXT_LABEL + 32] = '\0';
+    memcpy(context + sizeof TENSOR_CONTEXT_LABEL + 33, st->identity, id_len);
+    return context;
+}
+
+/* A blob's failure, named after its tensor (a malformed blob inside a signed model is tampering). */
+static ortseal_code blob_failed(ortseal_error *err, ortseal_code code, const sealed_t *st, const ortseal_error *inner) {
+    if (code == ORTSEAL_E_TAMPERED || code == ORTSEAL_E_ROLLBACK || code == ORTSEAL_E_FORMAT)
+        return FAIL(err, code == ORTSEAL_E_FORMAT ? ORTSEAL_E_TAMPERED : code, "sealed tensor '%.*s': %s", (int)st->name.len, st->name.p, inner->message);
+    return FAIL(err, code, "%s", inner->message);
+}
+
+/* The tensors opened into RAM files rather than the arena: large raw initializers (what the plain model
+ * points to as external data) whose ciphertext is in a data file, and large plain external tensors. */
+static bool sealed_to_file(const sealed_t *st) {
+    tensor_info ti;
+    return st->encoding == ENC_RAW && !st->constant && st->payload_bytes > INLINE_MAX && read_tensor(st->blob, &ti) && ti.external;
+}
+
+/* The route of this open (docs/sealed-models.md "The route and its trade-offs"): a RAM folder for
+ * SMALL_MODEL_BYTES of large tensors or more (any size with ORTSEAL_ROUTE_RAM_FOLDER), else memory;
+ * $ORTSEAL_RUNTIME_DIR is checked for small models too, so a misconfiguration shows at once. */
+static ortseal_code choose_route(opener *o) {
+    uint64_t weights = 0;
+    for (size_t i = 0; i < o->n_sealed; i++) if (sealed_to_file(&o->sealed[i])) weights += o->sealed[i].payload_bytes;
+    for (size_t i = 0; i < o->n_externals; i++) if (o->externals[i].ref.length > INLINE_MAX) weights += o->externals[i].ref.length;
+    if (o->route == ORTSEAL_ROUTE_MEMORY) return ORTSEAL_OK;
+    os_ram_mode mode = o->route == ORTSEAL_ROUTE_RAM_FOLDER ? OS_RAM_REQUIRED : weights >= SMALL_MODEL_BYTES ? OS_RAM_AUTO : OS_RAM_CHECK;
+    if (!weights) mode = OS_RAM_CHECK; /* nothing to put in a file */
+    ortseal_code code = os_ram_open(weights, mode, &o->ram, o->err);
+    if (code || !o->ram) return code;
+    uint32_t n = 0;
+    for (size_t i = 0; i < o->n_sealed; i++) if (sealed_to_file(&o->sealed[i])) o->sealed[i].file = ++n;
+    for (size_t i = 0; i < o->n_externals; i++) if (o->externals[i].ref.length > INLINE_MAX) o->externals[i].file = ++n;
+    return ORTSEAL_OK;
+}
+
+/* ---- the RAM files: one per tensor, several filled at once ------------------------------------------
+ * One file per tensor because writes into one tmpfs file are serialized by its inode lock, so page
+ * allocation (the real cost of filling RAM) would run on one core; separate files fill in parallel. The
+ * largest go first; a tensor's segments are decrypted in parallel only when there are fewer files than
+ * cores. Everything a job needs (its data file, already opened; the content key) is fetched on the
+ * opening thread first, so the key callback is called from that thread only. */
+typedef struct file_job {
+    sealed_t *st;          /* or */
+    external_t *e;
+    size_t index;          /* e's index in the manifest's externals */
+    os_file *src, *dst;
+    uint64_t src_offset, blob_len, size;
+    char *context;
+    size_t context_len;
+    ortseal_code code;
+    ortseal_error err;
+} file_job;
+
+typedef struct file_work {
+    opener *o;
+    file_job *jobs;
+    size_t *order;         /* largest first */
+    const uint8_t *content_key;
+    bool serial;
+    atomic_bool failed;
+} file_work;
+
+static ortseal_code write_sink(void *dst, const uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err) {
+    return os_pwrite(dst, buf, len, offset, err);
+}
+
+static ortseal_code copy_plain(file_work *w, file_job *j) {
+    uint8_t *chunk = malloc(COPY_CHUNK), digest[32];
+    sha256_ctx *c = chunk ? sha256_new() : NULL;
+    if (!c) { free(chunk); return FAIL(&j->err, ORTSEAL_E_NOMEM, "out of memory"); }
+    ortseal_code code = ORTSEAL_OK;
+    for (uint64_t at = 0; !code && at < j->size; at += COPY_CHUNK) {
+        size_t n = j->size - at < COPY_CHUNK ? (size_t)(j->size - at) : COPY_CHUNK;
+        if (!(code = os_pread(j->src, chunk, n, j->src_offset + at, &j->err))) {
+            sha256_update(c, chunk, n);
+            code = os_pwrite(j->dst, chunk, n, at, &j->err);
+        }
+    }
+    sha256_final(c, digest);
+    ortseal_free(chunk, COPY_CHUNK);
+    if (!code && !ct_equal(digest, w->o->mexternal[j->index].sha256, 32))
+        code = FAIL(&j->err, ORTSEAL_E_TAMPERED, "plain tensor %zu: the bytes in '%s' differ from those that were signed "
+                    "(the data file was changed after sealing)", j->index, j->e->ref.location);
+    return code;
+}
+
+static void fill_file(void *ctx, size_t k) {
+    file_work *w = ctx;
+    file_job *j = &w->jobs[w->order[k]];
+    if (atomic_load(&w->failed)) { j->code = ORTSEAL_E_RUNTIME; return; } /* another job failed: the open is refused */
+    char name[32];
+    snprintf(name, sizeof name, "t%u.bin", (j->st ? j->st->file : j->e->file) - 1);
+    ortseal_code code = os_ram_create(w->o->ram, name, &j->dst, &j->err);
+    if (!code && j->st) {
+        ortseal_error inner = {0};
+        span_source src = {j->src, j->src_offset};
+        blob_dest dest = {NULL, 0, write_sink, j->dst, w->content_key, w->serial};
+        code = blob_open_stream(w->o->ks, read_span, &src, j->blob_len, j->context, j->context_len, j->st->digest_hex, &dest, &inner);
+        if (code) code = blob_failed(&j->err, code, j->st, &inner);
+    } else if (!code) {
+        code = copy_plain(w, j);
+    }
+    os_close(j->dst);
+    j->code = code;
+    if (code) atomic_store(&w->failed, true);
+}
+
+static int larger_first(const void *a, const void *b, void *jobs) {
+    const file_job *x = &((file_job *)jobs)[*(const size_t *)a], *y = &((file_job *)jobs)[*(const size_t *)b];
+    return x->size < y->size ? 1 : x->size > y->size ? -1 : 0;
+}
+
+static void sort_jobs(size_t *order, size_t n, file_job *jobs) {
+    for (size_t i = 1; i < n; i++) /* insertion sort: qsort_r is not portable, and n is small */
+        for (size_t k = i; k > 0 && larger_first(&order[k - 1], &order[k], jobs) > 0; k--) {
+            size_t t = order[k]; order[k] = order[k - 1]; order[k - 1] = t;
+        }
+}
+
+/* *no_room: a file system ran out of room (the caller opens in memory instead). */
+static ortseal_code fill_files(opener *o, bool *no_room) {
+    *no_room = false;
+    size_t n = 0;
+    for (size_t i = 0; i < o->n_sealed; i++) n += o->sealed[i].file != 0;
+    for (size_t i = 0; i < o->n_externals; i++) n += o->externals[i].file != 0;
+    file_job *jobs = calloc(n ? n : 1, sizeof *jobs);
+    size_t *order = calloc(n ? n : 1, sizeof *order);
+    file_work w = {o, jobs, order, NULL, n >= os_cores(), false};
+    uint8_t content_key[32];
+    ortseal_code code = jobs && order ? ORTSEAL_OK : FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory");
+    size_t k = 0;
+    bool sealed = false;
+    for (size_t i = 0; !code && i < o->n_sealed; i++) {
+        sealed_t *st = &o->sealed[i];
+        if (!st->file) continue;
+        tensor_info ti;
+        file_job *j = &jobs[k];
+        j->st = st;
+        j->size = st->payload_bytes;
+        order[k] = k;
+        k++;
+        if ((code = locate_blob(o, st, &ti, &j->src, &j->src_offset, &j->blob_len))) break;
+        if (!(j->context = tensor_context(o, st, &j->context_len))) code = FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory");
+        sealed = true;
+    }
+    for (size_t i = 0; !code && i < o->n_externals; i++) {
+        external_t *e = &o->externals[i];
+        if (!e->file) continue;
+        file_job *j = &jobs[k];
+        uint64_t size;
+        j->e = e;
+        j->index = i;
+        j->size = e->ref.length;
+        j->src_offset = e->ref.offset;
+        order[k] = k;
+        k++;
+        if ((code = data_file(o, e->ref.location, &j->src, &size))) break;
+        if (e->ref.offset > size || e->ref.length > size - e->ref.offset)
+            code = FAIL(o->err, ORTSEAL_E_TAMPERED, "a plain tensor's data file '%s' is shorter than the manifest says", e->ref.location);
+    }
+    /* every blob of a model names the manifest's key (locate_blob): fetched once, here */
+    if (!code && sealed && keyset_content_key(o->ks, o->key_id, content_key, o->err, &code)) w.content_key = content_key;
+    if (!code) {
+        sort_jobs(order, n, jobs);
+        os_parallel(n, fill_file, &w);
+        for (size_t i = 0; i < n; i++) {
+            if (!jobs[i].code || jobs[i].code == ORTSEAL_E_RUNTIME) continue; /* RUNTIME: skipped after another failed */
+            *no_room = jobs[i].code == ORTSEAL_E_NOMEM && strstr(jobs[i].err.message, "RAM file") != NULL;
+            code = FAIL(o->err, jobs[i].code, "%s", jobs[i].err.message);
+            break;
+        }
+        for (size_t i = 0; !code && i < n; i++) /* only a skipped job left: should not happen */
+            if (jobs[i].code) code = FAIL(o->err, ORTSEAL_E_RUNTIME, "opening the weights into RAM files failed");
+    }
+    wipe(content_key, sizeof content_key);
+    for (size_t i = 0; jobs && i < n; i++) free(jobs[i].context);
+    free(jobs);
+    free(order);
+    return code;
+}
+
+static ortseal_code open_in_arena(opener *o) {
     uint64_t total = 0;
     bool fits = true;
-    for (size_t i = 0; i < o->n_sealed && fits; i++) { o->sealed[i].arena_offset = total; fits = arena_add(&total, o->sealed[i].payload_bytes); }
-    for (size_t i = 0; i < o->n_externals && fits; i++) { o->externals[i].arena_offset = total; fits = arena_add(&total, o->externals[i].ref.length); }
+    for (size_t i = 0; i < o->n_sealed && fits; i++)
+        if (!o->sealed[i].file) { o->sealed[i].arena_offset = total; fits = arena_add(&total, o->sealed[i].payload_bytes); }
+    for (size_t i = 0; i < o->n_externals && fits; i++)
+        if (!o->externals[i].file) { o->externals[i].arena_offset = total; fits = arena_add(&total, o->externals[i].ref.length); }
     if (!fits) return FAIL(o->err, ORTSEAL_E_FORMAT, "the model's tensors add up to more than 2^63 bytes");
     if (total > SIZE_MAX || !(o->arena = xcalloc((size_t)total, 1))) return FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory for %llu bytes of weights", (unsigned long long)total);
     o->arena_len = (size_t)total;
-    size_t ctx_cap = 0;
-    char *context = NULL;
     ortseal_code code = ORTSEAL_OK;
     for (size_t i = 0; i < o->n_sealed && !code; i++) {
         sealed_t *st = &o->sealed[i];
-        /* where the blob is: inline in the model we hold, or a span of a data file read once, streamed */
+        if (st->file) continue;
         tensor_info ti;
-        read_tensor(st->blob, &ti);
-        ext_ref ref;
         os_file *f = NULL;
-        uint64_t size = 0, blob_len = ti.raw.len;
-        if (ti.external) {
-            if ((code = read_ext_ref(o, st->blob, st->blob_name, &ref)) || (code = data_file(o, ref.location, &f, &size))) break;
-            blob_len = ref.has_length ? ref.length : (ref.offset <= size ? size - ref.offset : 0);
-            if (ref.offset > size || blob_len > size - ref.offset) {
-                code = FAIL(o->err, ORTSEAL_E_TAMPERED, "sealed tensor '%.*s': its data file '%s' is shorter than the tensor",
-                            (int)st->name.len, st->name.p, ref.location);
-                break;
-            }
-        }
-        uint8_t head[ORTSEAL_MAX_HEADER_SIZE];
-        size_t head_len = blob_len < sizeof head ? (size_t)blob_len : sizeof head;
-        blob_header h;
-        ortseal_error inner = {0};
-        if (ti.external) { if ((code = os_pread(f, head, head_len, ref.offset, o->err))) break; }
-        else memcpy(head, ti.raw.p, head_len);
-        if (blob_parse_header(head, head_len, &h, &inner) || strcmp(h.key_id, o->key_id) != 0 || h.plaintext_length != st->payload_bytes) {
-            code = FAIL(o->err, ORTSEAL_E_TAMPERED, "sealed tensor '%.*s': its blob does not name the manifest's key and size", (int)st->name.len, st->name.p);
-            break;
-        }
-        /* context = "ortseal/tensor/v3\0" || seal_id || "\0" || identity */
-        size_t id_len = strlen(st->identity), n = sizeof TENSOR_CONTEXT_LABEL + 32 + 1 + id_len;
-        if (n > ctx_cap) { free(context); ctx_cap = n; context = malloc(n); }
+        uint64_t offset = 0, blob_len = 0;
+        size_t n = 0;
+        if ((code = locate_blob(o, st, &ti, &f, &offset, &blob_len))) break;
+        char *context = tensor_context(o, st, &n);
         if (!context) { code = FAIL(o->err, ORTSEAL_E_NOMEM, "out of memory"); break; }
-        memcpy(context, TENSOR_CONTEXT_LABEL, sizeof TENSOR_CONTEXT_LABEL);
-        memcpy(context + sizeof TENSOR_CONTEXT_LABEL, o->seal_id, 32);
-        context[sizeof TENSOR_CONTEXT_LABEL + 32] = '\0';
-        memcpy(context + sizeof TENSOR_CONTEXT_LABEL + 33, st->identity, id_len);
         uint8_t *dst = o->arena + st->arena_offset;
-        if (ti.external) {
-            span_source src = {f, ref.offset};
-            code = blob_open_stream(o->ks, read_span, &src, blob_len, context, n, st->digest_hex, dst, (size_t)st->payload_bytes, &inner);
+        ortseal_error inner = {0};
+        if (f) {
+            span_source src = {f, offset};
+            blob_dest dest = {dst, (size_t)st->payload_bytes, NULL, NULL, NULL, false};
+            code = blob_open_stream(o->ks, read_span, &src, blob_len, context, n, st->digest_hex, &dest, &inner);
         } else {
             code = blob_open_into(o->ks, ti.raw.p, ti.raw.len, context, n, 0, st->digest_hex, NULL, dst, (size_t)st->payload_bytes, &inner);
         }
-        if (code == ORTSEAL_E_TAMPERED || code == ORTSEAL_E_ROLLBACK || code == ORTSEAL_E_FORMAT)
-            code = FAIL(o->err, code == ORTSEAL_E_FORMAT ? ORTSEAL_E_TAMPERED : code, "sealed tensor '%.*s': %s", (int)st->name.len, st->name.p, inner.message);
-        else if (code) code = FAIL(o->err, code, "%s", inner.message);
+        free(context);
+        if (code) code = blob_failed(o->err, code, st, &inner);
     }
-    free(context);
     for (size_t i = 0; i < o->n_externals && !code; i++) {
         external_t *e = &o->externals[i];
+        if (e->file) continue;
         os_file *f;
         uint64_t size;
         if ((code = data_file(o, e->ref.location, &f, &size))) break;
@@ -946,6 +1155,25 @@ static ortseal_code open_tensors(opener *o) {
         if (!ct_equal(digest, o->mexternal[i].sha256, 32))
             code = FAIL(o->err, ORTSEAL_E_TAMPERED, "plain tensor %zu: the bytes in '%s' differ from those that were signed "
                         "(the data file was changed after sealing)", i, e->ref.location);
+    }
+    return code;
+}
+
+static ortseal_code open_tensors(opener *o) {
+    ortseal_code code = choose_route(o);
+    if (!code) code = open_in_arena(o);
+    bool no_room = false;
+    if (!code && o->ram) code = fill_files(o, &no_room);
+    if (code && no_room && o->route == ORTSEAL_ROUTE_AUTO) {
+        /* the folder filled up meanwhile (a 64 MiB /dev/shm in a container): open in memory instead */
+        os_ram_remove(o->ram);
+        o->ram = NULL;
+        for (size_t i = 0; i < o->n_sealed; i++) o->sealed[i].file = 0;
+        for (size_t i = 0; i < o->n_externals; i++) o->externals[i].file = 0;
+        ortseal_free(o->arena, o->arena_len);
+        o->arena = NULL;
+        o->arena_len = 0;
+        code = open_in_arena(o);
     }
     return code;
 }
@@ -967,9 +1195,15 @@ static external_t *external_at(opener *o, const uint8_t *at) {
     return NULL;
 }
 
-static void put_external_ref(pb_writer *w, uint64_t offset, uint64_t length) {
-    char num[32];
+/* file: 1 + n for the RAM file t<n>.bin (offset 0), 0 for the in-memory weights arena at offset. */
+static void put_external_ref(pb_writer *w, uint32_t file_no, uint64_t offset, uint64_t length) {
+    char num[32], ram_file[32];
     const char *file = length > MAX_FILE_TENSOR ? ORTSEAL_VALUES_FILE : ORTSEAL_WEIGHTS_FILE;
+    if (file_no) {
+        snprintf(ram_file, sizeof ram_file, "t%u.bin", file_no - 1);
+        file = ram_file;
+        offset = 0;
+    }
     size_t m = pb_begin(w, T_EXTERNAL);
     pb_put_bytes(w, 1, "location", 8);
     pb_put_bytes(w, 2, file, strlen(file));
@@ -990,16 +1224,16 @@ static void put_external_ref(pb_writer *w, uint64_t offset, uint64_t length) {
 /* A sealed tensor's opened value as field `field` of the message being written: a dense TensorProto, or
  * (sparse) the SparseTensorProto payload. Large raw tensors point into the weights arena. */
 static ortseal_code put_value(opener *o, pb_writer *w, uint32_t field, sealed_t *st, bool allow_external) {
-    const uint8_t *payload = o->arena + st->arena_offset;
+    const uint8_t *payload = st->file ? NULL : o->arena + st->arena_offset; /* a RAM file's is not in memory */
     size_t n = (size_t)st->payload_bytes;
     if (st->encoding == ENC_RAW) {
         size_t m = pb_begin(w, field);
         for (size_t i = 0; i < st->rank; i++) pb_put_uint(w, T_DIMS, (uint64_t)st->shape[i]);
         pb_put_uint(w, T_TYPE, (uint64_t)st->dtype);
         pb_put_bytes(w, T_NAME, st->name.p, st->name.len);
-        if (allow_external && n > INLINE_MAX) put_external_ref(w, st->arena_offset, n);
+        if (allow_external && n > INLINE_MAX) put_external_ref(w, st->file, st->arena_offset, n);
         else pb_put_bytes(w, T_RAW, payload, n);
-        if (allow_external && n > MAX_FILE_TENSOR) {
+        if (allow_external && n > MAX_FILE_TENSOR && !st->file) {
             if (!o->values || o->n_values == MAX_VALUES) { pb_end(w, m); return FAIL(o->err, ORTSEAL_E_FORMAT, "more than %d tensors over 2 GiB", MAX_VALUES); }
             model_value *v = &o->values[o->n_values];
             v->name = malloc(st->name.len + 1);
@@ -1166,7 +1400,7 @@ static ortseal_code write_body(opener *o, pb_writer *w, pb_span body, bool funct
             pb_field tf;
             while (pb_next(&t, &tf))
                 if (tf.number != T_EXTERNAL && tf.number != T_LOCATION && tf.number != T_RAW) pb_put(w, tf.whole.p, tf.whole.len);
-            if (e->ref.length > INLINE_MAX) put_external_ref(w, e->arena_offset, e->ref.length);
+            if (e->ref.length > INLINE_MAX) put_external_ref(w, e->file, e->arena_offset, e->ref.length);
             else pb_put_bytes(w, T_RAW, o->arena + e->arena_offset, (size_t)e->ref.length);
             pb_end(w, m);
         } else if (!function && f.number == GRAPH_INPUT) {
@@ -1217,11 +1451,12 @@ static void opener_free(opener *o) {
     json_free(o->manifest_doc);
     for (size_t i = 0; i < o->n_files; i++) os_close(o->files[i].f);
     if (o->arena) ortseal_free(o->arena, o->arena_len);
+    os_ram_remove(o->ram); /* a refusal leaves no file or folder */
 }
 
 static ortseal_code open_model(const uint8_t *data, size_t len, os_dir *dir, const ortseal_keyset *ks, uint64_t min_release,
-                               const char *model_name, ortseal_model **out, ortseal_error *err) {
-    opener o = {.ks = ks, .err = err, .data = data, .body_len = len, .dir = dir};
+                               const char *model_name, ortseal_route route, ortseal_model **out, ortseal_error *err) {
+    opener o = {.ks = ks, .err = err, .data = data, .body_len = len, .dir = dir, .route = route};
     pb_writer w = {0};
     ortseal_model *m = calloc(1, sizeof *m);
     if (!m) return FAIL(err, ORTSEAL_E_NOMEM, "out of memory");
@@ -1244,26 +1479,36 @@ static ortseal_code open_model(const uint8_t *data, size_t len, os_dir *dir, con
     m->arena_len = o.arena_len;
     m->release = o.release;
     m->n_sealed = o.n_sealed;
+    m->ram = o.ram;
     o.arena = NULL;
+    o.ram = NULL;
     opener_free(&o);
     *out = m;
     clear_error(err);
     return ORTSEAL_OK;
 }
 
-ortseal_code ortseal_model_open_ex(const char *path, const uint8_t *bytes, size_t len, const char *folder,
-                                   const ortseal_keyset *ks, uint64_t min_release, const char *model_name,
-                                   ortseal_model **out, ortseal_error *err) {
+ortseal_code ortseal_model_open_route(const char *path, const uint8_t *bytes, size_t len, const char *folder,
+                                      const ortseal_keyset *ks, uint64_t min_release, const char *model_name,
+                                      ortseal_route route, ortseal_model **out, ortseal_error *err) {
     if (!out || !ks || (!path && !bytes)) return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_model_open needs a model, a keyset and out");
+    if (route != ORTSEAL_ROUTE_AUTO && route != ORTSEAL_ROUTE_MEMORY && route != ORTSEAL_ROUTE_RAM_FOLDER)
+        return FAIL(err, ORTSEAL_E_MISUSE, "unknown route %d", (int)route);
     *out = NULL;
     os_buffer file = {0};
     os_dir *dir = NULL;
     ortseal_code code = path ? os_read_model(path, &file, &dir, err) : folder ? os_open_dir(folder, &dir, err) : ORTSEAL_OK;
     if (code) return code;
-    code = open_model(path ? file.data : bytes, path ? file.len : len, dir, ks, min_release, model_name, out, err);
+    code = open_model(path ? file.data : bytes, path ? file.len : len, dir, ks, min_release, model_name, route, out, err);
     os_buffer_free(&file);
     os_dir_close(dir);
     return code;
+}
+
+ortseal_code ortseal_model_open_ex(const char *path, const uint8_t *bytes, size_t len, const char *folder,
+                                   const ortseal_keyset *ks, uint64_t min_release, const char *model_name,
+                                   ortseal_model **out, ortseal_error *err) {
+    return ortseal_model_open_route(path, bytes, len, folder, ks, min_release, model_name, ORTSEAL_ROUTE_AUTO, out, err);
 }
 
 ortseal_code ortseal_model_open(const char *path, const ortseal_keyset *ks, uint64_t min_release, ortseal_model **out,
@@ -1282,6 +1527,8 @@ const char *ortseal_model_name(const ortseal_model *m) { return m ? m->name : NU
 uint64_t ortseal_model_release(const ortseal_model *m) { return m ? m->release : 0; }
 size_t ortseal_model_sealed_tensors(const ortseal_model *m) { return m ? m->n_sealed : 0; }
 
+const char *ortseal_model_folder(const ortseal_model *m) { return m ? os_ram_path(m->ram) : NULL; }
+
 const uint8_t *ortseal_model_weights(const ortseal_model *m, const char **file_name, size_t *len) {
     *file_name = ORTSEAL_WEIGHTS_FILE;
     *len = m ? m->arena_len : 0;
@@ -1292,6 +1539,8 @@ void ortseal_model_drop_weights(ortseal_model *m) {
     if (!m) return;
     if (m->proto) ortseal_free(m->proto, m->proto_len);
     if (m->arena) ortseal_free(m->arena, m->arena_len);
+    os_ram_remove(m->ram); /* the RAM files are unlinked: tmpfs frees their pages */
+    m->ram = NULL;
     m->proto = m->arena = NULL;
     m->proto_len = m->arena_len = 0;
 }
@@ -1315,6 +1564,7 @@ void ortseal_model_free(ortseal_model *m) {
     for (size_t i = 0; i < m->n_values; i++) { free(m->values[i].name); free(m->values[i].shape); }
     if (m->proto) ortseal_free(m->proto, m->proto_len);
     if (m->arena) ortseal_free(m->arena, m->arena_len);
+    os_ram_remove(m->ram);
     free(m->name);
     free(m);
 }

@@ -23,6 +23,32 @@ ortseal_code os_open_in(os_dir *dir, const char *name, os_file **f, uint64_t *si
 ortseal_code os_pread(os_file *f, uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err);
 void os_close(os_file *f);
 
+/* The private RAM folder (docs/sealed-models.md "The private RAM folder"; the same rules and names as
+ * ortseal/model/ramdir.py, so Python and C processes share a base): large opened weights go to ORT as
+ * 0600 files in a fresh flock-ed 0700 folder "ortseal-open-*" inside this user's base folder on tmpfs or
+ * ramfs ($ORTSEAL_RUNTIME_DIR, "none": no folder; $XDG_RUNTIME_DIR; /dev/shm/ortseal-<uid>), every
+ * check made on the open folder descriptor. Windows has no such folder (os_win.c: memory only). */
+typedef struct os_ram os_ram;
+typedef enum os_ram_mode {
+    OS_RAM_CHECK,   /* only check $ORTSEAL_RUNTIME_DIR if set (a misconfiguration shows at once); no folder */
+    OS_RAM_AUTO,    /* a folder in the first base that passes and has room; *out NULL if none */
+    OS_RAM_REQUIRED /* the same, but no usable folder is an error */
+} os_ram_mode;
+/* Remove this user's stale opening folders in the base (their process is gone: the lock is free), then
+ * make a folder with room for need bytes. A refused $ORTSEAL_RUNTIME_DIR: UNSAFE_OPTION; else *out NULL
+ * and OK when no base passes (mode AUTO). */
+ortseal_code os_ram_open(uint64_t need, os_ram_mode mode, os_ram **out, ortseal_error *err);
+/* A new file name in the folder (O_CREAT|O_EXCL|O_NOFOLLOW, 0600), open for writing; safe from any thread.
+ * No room for it (ENOSPC, EDQUOT) is NOMEM, as for os_pwrite. */
+ortseal_code os_ram_create(os_ram *r, const char *name, os_file **f, ortseal_error *err);
+/* Write all of buf at offset; no room on the file system (ENOSPC, EFBIG, EDQUOT) is NOMEM (the caller
+ * then opens in memory), any other failure IO. */
+ortseal_code os_pwrite(os_file *f, const uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err);
+const char *os_ram_path(const os_ram *r); /* absolute, the links above it resolved: ORT opens files under it */
+/* Unlink the files made (a thread per core: tmpfs frees their pages now), whatever else this user put in
+ * the folder (never following a link), then the folder, still locked; free r. */
+void os_ram_remove(os_ram *r);
+
 /* The engine cache (engine.c). An engine file: opened without following a link or waiting on a FIFO,
  * a regular, non-sparse file (TAMPERED otherwise, as ortseal/tensorrt/vault.py), read whole (or, with
  * header_only, its first ORTSEAL_MAX_HEADER_SIZE bytes) once; *file_size from the same fstat. */

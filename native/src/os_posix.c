@@ -309,3 +309,350 @@ void os_parallel(size_t n, void (*fn)(void *ctx, size_t i), void *ctx) {
     for (size_t i = 0; i < started; i++) pthread_join(threads[i], NULL);
     pthread_mutex_destroy(&job.mu);
 }
+
+/* ---- the private RAM folder (os.h; ortseal/model/ramdir.py is the same code in Python) ------------- */
+#include <dirent.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#ifdef __linux__
+#include <sys/vfs.h>
+#endif
+
+#define RUNTIME_DIR_ENV "ORTSEAL_RUNTIME_DIR"
+#define SHARED_RAM_DIR "/dev/shm"
+#define USER_BASE_PREFIX "ortseal-"            /* /dev/shm/ortseal-<uid> */
+#define FOLDER_PREFIX "ortseal-open-"
+#define NEW_PREFIX ".ortseal-open-new-"         /* made, not yet locked: stale cleanup waits STALE_NEW_SECONDS */
+#define STALE_NEW_SECONDS 60
+#define TMPFS_MAGIC 0x01021994L                 /* linux/magic.h */
+#define RAMFS_MAGIC 0x858458F6L
+#define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
+
+struct os_ram {
+    int base_fd, fd;           /* the base and the folder (flock-ed while it exists), both O_NOFOLLOW */
+    char name[64];             /* the folder's name in the base */
+    char path[PATH_MAX + 64];
+    pthread_mutex_t mu;
+    char **names;              /* files made, for the parallel unlink */
+    size_t n_names;
+};
+
+static bool ram_backed(int fd) {
+#ifdef __linux__
+    struct statfs s;
+    if (fstatfs(fd, &s) != 0) return false;
+    unsigned long type = (unsigned long)s.f_type & 0xFFFFFFFFul;
+    return type == (unsigned long)TMPFS_MAGIC || type == (unsigned long)RAMFS_MAGIC;
+#else
+    (void)fd;
+    return false; /* no tmpfs magic to check: models open in memory */
+#endif
+}
+
+/* A folder above a base: no other user may rename or replace what is in it. */
+static ortseal_code check_above(int fd, const char *shown, ortseal_error *err) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return FAIL(err, ORTSEAL_E_IO, "cannot stat %s: %s", shown, strerror(errno));
+    if (st.st_uid != 0 && st.st_uid != getuid())
+        return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is owned by uid %u, who could replace the folders in it", shown, (unsigned)st.st_uid);
+    if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
+        return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is writable by other users (mode %04o, no sticky bit), who could replace "
+                    "the folders in it", shown, (unsigned)(st.st_mode & 07777));
+    return ORTSEAL_OK;
+}
+
+static ortseal_code check_base(int fd, const char *shown, ortseal_error *err) {
+    struct stat st;
+    if (fstat(fd, &st) != 0) return FAIL(err, ORTSEAL_E_IO, "cannot stat %s: %s", shown, strerror(errno));
+    if (!ram_backed(fd))
+        return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is not on tmpfs or ramfs: plaintext weights would reach a persistent disk", shown);
+    if (st.st_uid != getuid())
+        return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is owned by uid %u, not by this user (uid %u)", shown, (unsigned)st.st_uid, (unsigned)getuid());
+    if ((st.st_mode & 07777) != 0700)
+        return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s has mode %04o; it must be 0700 (chmod 700 %s)", shown, (unsigned)(st.st_mode & 07777), shown);
+    return ORTSEAL_OK;
+}
+
+/* Open the folder name in parent without following a link; ENOENT is left in errno for the caller. */
+static ortseal_code open_child(int parent, const char *name, const char *shown, int *out, ortseal_error *err) {
+    int fd = openat(parent, name, DIR_FLAGS);
+    if (fd >= 0) { *out = fd; return ORTSEAL_OK; }
+    if (errno == ENOENT) return FAIL(err, ORTSEAL_E_IO, "%s does not exist", shown);
+    if (errno != ELOOP && errno != ENOTDIR) return FAIL(err, ORTSEAL_E_IO, "cannot open %s: %s", shown, strerror(errno));
+    struct stat st; /* O_DIRECTORY|O_NOFOLLOW says ENOTDIR for a link too: look (for the message only) */
+    mode_t mode = fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 ? st.st_mode : 0;
+    return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is %s", shown,
+                S_ISLNK(mode) ? "a symbolic link" : S_ISFIFO(mode) ? "a FIFO" : "not a folder");
+}
+
+/* Open the base folder path after checking it and every folder above it; with create, make it (0700) if
+ * missing. *real gets its path with the links above it resolved. */
+static ortseal_code open_base(const char *path, bool create, int *out, char real[PATH_MAX], ortseal_error *err) {
+    char copy[PATH_MAX], above[PATH_MAX];
+    size_t n = strlen(path);
+    if (path[0] != '/') return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is not an absolute path", path);
+    if (n >= sizeof copy) return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is too long", path);
+    memcpy(copy, path, n + 1);
+    while (n > 1 && copy[n - 1] == '/') copy[--n] = '\0';
+    char *slash = strrchr(copy, '/');
+    const char *name = slash + 1;
+    if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s names no folder of its own", path);
+    *slash = '\0';
+    /* Links above the base are resolved once; each folder on the resolved path is then opened without
+     * following links and checked, so none of them can be swapped afterwards by another user. */
+    if (!realpath(copy[0] ? copy : "/", above)) return FAIL(err, ORTSEAL_E_IO, "cannot use %s: %s", path, strerror(errno));
+    int fd = open("/", DIR_FLAGS);
+    if (fd < 0) return FAIL(err, ORTSEAL_E_IO, "cannot open /: %s", strerror(errno));
+    ortseal_code code = check_above(fd, "/", err);
+    char shown[PATH_MAX] = "";
+    char *save = NULL;
+    for (char *part = strtok_r(above, "/", &save); !code && part; part = strtok_r(NULL, "/", &save)) {
+        size_t at = strlen(shown);
+        snprintf(shown + at, sizeof shown - at, "/%s", part);
+        int child = -1;
+        code = open_child(fd, part, shown, &child, err);
+        close(fd);
+        fd = child;
+        if (!code) code = check_above(fd, shown, err);
+    }
+    if (code) { if (fd >= 0) close(fd); return code; }
+    snprintf(real, PATH_MAX, "%s/%s", shown, name);
+    bool created = false;
+    int base = openat(fd, name, DIR_FLAGS);
+    if (base < 0 && errno == ENOENT && create) {
+        if (!ram_backed(fd)) { /* checked first: nothing is made on a persistent disk */
+            close(fd);
+            return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s would not be on tmpfs or ramfs: plaintext weights would reach a persistent disk", real);
+        }
+        created = mkdirat(fd, name, 0700) == 0; /* EEXIST: someone else's is refused below */
+    }
+    code = base >= 0 ? ORTSEAL_OK : open_child(fd, name, real, &base, err);
+    close(fd);
+    if (code) return code;
+    struct stat st;
+    if (created && fstat(base, &st) == 0 && st.st_uid == getuid()) fchmod(base, 0700); /* undo the umask; no link followed */
+    if ((code = check_base(base, real, err))) { close(base); return code; }
+    *out = base;
+    return ORTSEAL_OK;
+}
+
+/* A folder every user may create entries in, protected by the sticky bit (like /dev/shm, /tmp). */
+static bool shared_sticky(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 002) && (st.st_mode & S_ISVTX);
+}
+
+static bool same_file(const struct stat *a, const struct stat *b) { return a->st_dev == b->st_dev && a->st_ino == b->st_ino; }
+
+/* Remove what the open folder fd holds: only entries this user owns, never through a link. */
+static void clear_folder(int fd, int depth) {
+    int dup_fd = dup(fd);
+    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+    if (!d) { if (dup_fd >= 0) close(dup_fd); return; }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        struct stat st;
+        if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_uid != getuid()) continue; /* another uid's: left */
+        if (!S_ISDIR(st.st_mode)) { unlinkat(fd, e->d_name, 0); continue; } /* a link is removed itself */
+        int child = depth < 16 ? openat(fd, e->d_name, DIR_FLAGS) : -1;
+        if (child < 0) continue;
+        struct stat cst;
+        if (fstat(child, &cst) == 0 && same_file(&cst, &st)) {
+            clear_folder(child, depth + 1);
+            unlinkat(fd, e->d_name, AT_REMOVEDIR);
+        }
+        close(child);
+    }
+    closedir(d);
+}
+
+/* Remove the folder name (in base_fd), open and locked as fd, then close fd. */
+static void remove_folder(int base_fd, const char *name, int fd) {
+    clear_folder(fd, 0);
+    struct stat now, held;
+    if (fstatat(base_fd, name, &now, AT_SYMLINK_NOFOLLOW) == 0 && fstat(fd, &held) == 0 && same_file(&now, &held))
+        unlinkat(base_fd, name, AT_REMOVEDIR); /* while still locked: no one sees it unlocked */
+    close(fd);
+}
+
+/* Opening folders in the base whose process died before cleaning up (their lock is free), and folders a
+ * killed process left half-made. */
+static void remove_stale(int base_fd) {
+    int dup_fd = dup(base_fd);
+    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+    if (!d) { if (dup_fd >= 0) close(dup_fd); return; }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        bool fresh = strncmp(e->d_name, NEW_PREFIX, strlen(NEW_PREFIX)) == 0;
+        if (!fresh && strncmp(e->d_name, FOLDER_PREFIX, strlen(FOLDER_PREFIX)) != 0) continue;
+        struct stat st, held;
+        if (fstatat(base_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid())
+            continue; /* not a folder ortseal made */
+        if (fresh && time(NULL) - st.st_mtime < STALE_NEW_SECONDS) continue; /* a live process may be about to lock it */
+        int fd = openat(base_fd, e->d_name, DIR_FLAGS);
+        if (fd < 0) continue;
+        if (fstat(fd, &held) != 0 || !same_file(&held, &st) || flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            close(fd); /* replaced meanwhile, or its process is still opening a model */
+            continue;
+        }
+        remove_folder(base_fd, e->d_name, fd); /* the lock held until removed: no one else removes it meanwhile */
+    }
+    closedir(d);
+}
+
+static void remove_ram(os_ram *r, bool close_base);
+
+/* Made and locked under a name stale cleanup leaves alone for a while, then renamed: no cleanup can see
+ * it unlocked under its final name. */
+static ortseal_code make_locked_folder(int base_fd, const char *base, uint64_t need, os_ram **out, ortseal_error *err) {
+    uint8_t token[16];
+    char hex[33], fresh[64];
+    if (!random_bytes(token, sizeof token)) return FAIL(err, ORTSEAL_E_RUNTIME, "no random bytes for a folder name");
+    hex_encode(token, sizeof token, hex);
+    snprintf(fresh, sizeof fresh, NEW_PREFIX "%s", hex);
+    os_ram *r = calloc(1, sizeof *r);
+    if (!r) return FAIL(err, ORTSEAL_E_NOMEM, "out of memory");
+    snprintf(r->name, sizeof r->name, FOLDER_PREFIX "%s", hex);
+    if (mkdirat(base_fd, fresh, 0700) != 0) {
+        free(r);
+        return FAIL(err, ORTSEAL_E_IO, "cannot make a private folder in %s: %s", base, strerror(errno));
+    }
+    int fd = openat(base_fd, fresh, DIR_FLAGS);
+    if (fd < 0 || fchmod(fd, 0700) != 0 || flock(fd, LOCK_EX) != 0 || renameat(base_fd, fresh, base_fd, r->name) != 0) {
+        /* the base is this user's alone, so this is the file system saying no (EMFILE, ENOSPC...) */
+        int saved = errno;
+        if (fd >= 0) remove_folder(base_fd, fresh, fd);
+        else unlinkat(base_fd, fresh, AT_REMOVEDIR);
+        free(r);
+        return FAIL(err, ORTSEAL_E_IO, "cannot make a private folder in %s: %s", base, strerror(saved));
+    }
+    r->base_fd = base_fd;
+    r->fd = fd;
+    snprintf(r->path, sizeof r->path, "%s/%s", base, r->name);
+    pthread_mutex_init(&r->mu, NULL);
+    struct statvfs vfs;
+    if (fstatvfs(fd, &vfs) != 0 || (uint64_t)vfs.f_bavail * vfs.f_frsize < need + (1u << 20)) {
+        remove_ram(r, false); /* no room here: the next base, or memory */
+        *out = NULL;
+        return ORTSEAL_OK;
+    }
+    *out = r;
+    return ORTSEAL_OK;
+}
+
+ortseal_code os_ram_open(uint64_t need, os_ram_mode mode, os_ram **out, ortseal_error *err) {
+    *out = NULL;
+    const char *chosen = getenv(RUNTIME_DIR_ENV);
+    if (chosen && strcmp(chosen, "none") == 0) {
+        if (mode == OS_RAM_REQUIRED)
+            return FAIL(err, ORTSEAL_E_IO, "a RAM folder was asked for, but " RUNTIME_DIR_ENV "=none");
+        return ORTSEAL_OK; /* the application asked for the in-memory route */
+    }
+    if (chosen && !chosen[0]) chosen = NULL;
+    if (mode == OS_RAM_CHECK && !chosen) return ORTSEAL_OK;
+    char candidates[2][PATH_MAX];
+    bool create[2] = {true, true};
+    size_t n = 0;
+    if (chosen) {
+        if (shared_sticky(chosen)) snprintf(candidates[n++], PATH_MAX, "%s/" USER_BASE_PREFIX "%u", chosen, (unsigned)getuid());
+        else snprintf(candidates[n++], PATH_MAX, "%s", chosen);
+    } else {
+        const char *xdg = getenv("XDG_RUNTIME_DIR");
+        if (xdg && xdg[0]) { create[n] = false; snprintf(candidates[n++], PATH_MAX, "%s", xdg); }
+        struct stat st;
+        if (stat(SHARED_RAM_DIR, &st) == 0 && S_ISDIR(st.st_mode))
+            snprintf(candidates[n++], PATH_MAX, SHARED_RAM_DIR "/" USER_BASE_PREFIX "%u", (unsigned)getuid());
+    }
+    ortseal_error last = {0};
+    for (size_t i = 0; i < n; i++) {
+        int base_fd = -1;
+        char real[PATH_MAX];
+        ortseal_error why = {0};
+        ortseal_code code = open_base(candidates[i], create[i], &base_fd, real, &why);
+        if (code) {
+            if (chosen) return FAIL(err, code, RUNTIME_DIR_ENV "=%s: %s", chosen, why.message);
+            last = why; /* skipped (the Python side warns; this library never prints) */
+            continue;
+        }
+        if (mode == OS_RAM_CHECK) { close(base_fd); return ORTSEAL_OK; }
+        remove_stale(base_fd);
+        code = make_locked_folder(base_fd, real, need, out, &why);
+        if (code && chosen) { close(base_fd); return FAIL(err, code, RUNTIME_DIR_ENV "=%s: %s", chosen, why.message); }
+        if (!code && *out) return ORTSEAL_OK; /* base_fd now belongs to *out */
+        close(base_fd);
+        if (code) last = why;
+        else snprintf(last.message, sizeof last.message, "%.300s has less than %llu MiB free", real, (unsigned long long)(need >> 20) + 1);
+    }
+    if (mode == OS_RAM_REQUIRED)
+        return FAIL(err, ORTSEAL_E_IO, "no private RAM folder can hold the weights (%s); set " RUNTIME_DIR_ENV
+                    " to a tmpfs folder of your own (mode 0700)", last.message[0] ? last.message : "no base folder");
+    return ORTSEAL_OK;
+}
+
+ortseal_code os_ram_create(os_ram *r, const char *name, os_file **f, ortseal_error *err) {
+    *f = NULL;
+    if (!name[0] || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return FAIL(err, ORTSEAL_E_MISUSE, "%s is not a plain file name", name);
+    char *copy = strdup(name);
+    os_file *file = malloc(sizeof *file);
+    pthread_mutex_lock(&r->mu);
+    char **names = copy && file ? realloc(r->names, (r->n_names + 1) * sizeof *names) : NULL;
+    int fd = -1;
+    if (names) {
+        r->names = names;
+        fd = openat(r->fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0) r->names[r->n_names++] = copy;
+    }
+    int saved = errno;
+    pthread_mutex_unlock(&r->mu);
+    if (fd < 0) {
+        free(copy);
+        free(file);
+        if (!names) return FAIL(err, ORTSEAL_E_NOMEM, "out of memory");
+        bool room = saved != ENOSPC && saved != EDQUOT; /* out of inodes: as out of room (os_pwrite) */
+        return FAIL(err, room ? ORTSEAL_E_IO : ORTSEAL_E_NOMEM, "cannot make the RAM file %s in %s: %s", name, r->path,
+                    strerror(saved));
+    }
+    file->fd = fd;
+    *f = file;
+    return ORTSEAL_OK;
+}
+
+const char *os_ram_path(const os_ram *r) { return r ? r->path : NULL; }
+
+ortseal_code os_pwrite(os_file *f, const uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err) {
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite(f->fd, buf + done, len - done > (1u << 30) ? (1u << 30) : len - done, (off_t)(offset + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            int saved = n < 0 ? errno : ENOSPC;
+            return FAIL(err, saved == ENOSPC || saved == EFBIG || saved == EDQUOT ? ORTSEAL_E_NOMEM : ORTSEAL_E_IO,
+                        "cannot write the opened weights to a RAM file: %s", strerror(saved));
+        }
+        done += (size_t)n;
+    }
+    return ORTSEAL_OK;
+}
+
+static void unlink_one(void *ctx, size_t i) {
+    os_ram *r = ctx;
+    unlinkat(r->fd, r->names[i], 0); /* what is left is removed by clear_folder */
+}
+
+static void remove_ram(os_ram *r, bool close_base) {
+    /* unlinking a tmpfs file frees its pages: here, on every core, so the first run() calls stay fast */
+    os_parallel(r->n_names, unlink_one, r);
+    for (size_t i = 0; i < r->n_names; i++) free(r->names[i]);
+    free(r->names);
+    remove_folder(r->base_fd, r->name, r->fd);
+    if (close_base) close(r->base_fd);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+void os_ram_remove(os_ram *r) {
+    if (r) remove_ram(r, true);
+}

@@ -554,3 +554,30 @@ void os_parallel(size_t n, void (*fn)(void *ctx, size_t i), void *ctx) {
     if (started) WaitForMultipleObjects((DWORD)started, threads, TRUE, INFINITE);
     for (size_t i = 0; i < started; i++) CloseHandle(threads[i]);
 }
+
+/* ---- the private RAM folder (os.h) ----------------------------------------------------------------
+ * Windows has no tmpfs: a temporary file, even FILE_ATTRIBUTE_TEMPORARY | FILE_FLAG_DELETE_ON_CLOSE, may
+ * be written to disk by the cache manager, and plaintext must never reach a persistent disk. So models
+ * always open in memory here (ORT copies the weights: a higher peak, docs/benchmarks.md). */
+ortseal_code os_ram_open(uint64_t need, os_ram_mode mode, os_ram **out, ortseal_error *err) {
+    (void)need;
+    *out = NULL;
+    if (mode == OS_RAM_REQUIRED)
+        return FAIL(err, ORTSEAL_E_IO, "Windows has no RAM-only file system for the opened weights: open the model in memory "
+                    "(ORTSEAL_ROUTE_MEMORY or ORTSEAL_ROUTE_AUTO)");
+    return ORTSEAL_OK;
+}
+
+ortseal_code os_ram_create(os_ram *r, const char *name, os_file **f, ortseal_error *err) {
+    (void)r;
+    *f = NULL;
+    return FAIL(err, ORTSEAL_E_IO, "cannot make %s: no RAM folder on Windows", name);
+}
+
+ortseal_code os_pwrite(os_file *f, const uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err) {
+    (void)f; (void)buf; (void)len; (void)offset;
+    return FAIL(err, ORTSEAL_E_IO, "no RAM files on Windows");
+}
+
+const char *os_ram_path(const os_ram *r) { (void)r; return NULL; }
+void os_ram_remove(os_ram *r) { (void)r; }

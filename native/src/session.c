@@ -209,6 +209,7 @@ ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_mode
         return FAIL(err, ORTSEAL_E_MISUSE, "this opened model already made a session, which wiped its plaintext: open the "
                     "model again for another session");
     ortseal_code code = ortseal_check_session_options(api, so, err);
+    if (code && ortseal_model_folder(m)) ortseal_model_drop_weights(m); /* RAM files go on every path (below) */
     if (code) return code;
     /* The in-memory weights and OrtValues go into a copy of the host's options: ORT keeps what
      * AddExternalInitializers* is given by pointer inside the options, and the weights are freed below, so
@@ -223,6 +224,9 @@ ortseal_code ortseal_session_create(const OrtApi *api, OrtEnv *env, ortseal_mode
     }
     code = create_from(api, env, m, own, out, err);
     api->ReleaseSessionOptions(own);
+    /* RAM files are removed right after the session is built, on every path (their plaintext must not wait
+     * for the host to free the model); the model then makes no other session. */
+    if (code && ortseal_model_folder(m)) ortseal_model_drop_weights(m);
     if (code) return code;
     /* ORT parsed the bytes and copied the weights ("the buffer can be freed after session creation"):
      * our plaintext goes now, not when the host frees the model. */
@@ -253,6 +257,10 @@ static ortseal_code create_from(const OrtApi *api, OrtEnv *env, ortseal_model *m
         if ((st = api->AddExternalInitializersFromFilesInMemory(so, names, buffers, lengths, 1)))
             return ort_failed(api, st, "ONNX Runtime refused the opened weights", err);
     }
+    /* The RAM route: the large tensors are t<N>.bin files in the model's private folder, which ORT maps */
+    const char *folder = ortseal_model_folder(m);
+    if (folder && (st = api->AddSessionConfigEntry(so, "session.model_external_initializers_file_folder_path", folder)))
+        return ort_failed(api, st, "ONNX Runtime refused the opened model's folder", err);
     size_t n_values = ortseal_model_value_count(m);
     OrtValue *values[256] = {0};
     const char *names[256];

@@ -19,6 +19,8 @@
  *   ortseal_host hsm-engine-save KEY_ID KEY_HEX SIGNER_PUB_HEX SEED_HEX|fail SHIM CACHE_DIR NAME IN_FILE RELEASE
  *       (content key from a callback, engines signed through ortseal_keyset_add_signer by a callback that
  *        signs with the Ed25519 seed SEED_HEX, or fails)
+ * The model commands open in memory (their output is the in-memory weights file) unless $ORTSEAL_HOST_ROUTE
+ * is "ram" (ORTSEAL_ROUTE_RAM_FOLDER) or "auto": then "folder PATH" is printed too, the weights being there.
  * Prints "ok ..." or "error <code name>: <message>" and exits with the status code. */
 #include "ortseal.h"
 
@@ -27,6 +29,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static ortseal_route host_route(void) {
+    const char *route = getenv("ORTSEAL_HOST_ROUTE");
+    if (route && strcmp(route, "ram") == 0) return ORTSEAL_ROUTE_RAM_FOLDER;
+    if (route && strcmp(route, "auto") == 0) return ORTSEAL_ROUTE_AUTO;
+    return ORTSEAL_ROUTE_MEMORY;
+}
 
 static uint8_t *slurp(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
@@ -228,7 +237,7 @@ int main(int argc, char **argv) {
         /* test only: the opened model and its weights written out so the test can compare every tensor */
         if ((code = load(argv[2], argv[3], &ks, &err))) return report(code, &err);
         const char *name = argc >= 8 ? argv[7] : NULL;
-        code = ortseal_model_open_ex(argv[5], NULL, 0, NULL, ks, strtoull(argv[4], NULL, 10), name, &m, &err);
+        code = ortseal_model_open_route(argv[5], NULL, 0, NULL, ks, strtoull(argv[4], NULL, 10), name, host_route(), &m, &err);
         out_folder = argv[6];
     } else if (strcmp(cmd, "model-bytes") == 0 && (argc == 7 || argc == 8)) {
         if ((code = load(argv[2], "-", &ks, &err))) return report(code, &err);
@@ -237,8 +246,8 @@ int main(int argc, char **argv) {
         if (!bytes) return 101;
         const char *folder = strcmp(argv[5], "-") == 0 ? NULL : argv[5];
         uint64_t min_release = strtoull(argv[3], NULL, 10);
-        if (argc == 8) code = ortseal_model_open_ex(NULL, bytes, len, folder, ks, min_release, argv[7], &m, &err);
-        else code = ortseal_model_open_bytes(bytes, len, folder, ks, min_release, &m, &err);
+        code = ortseal_model_open_route(NULL, bytes, len, folder, ks, min_release, argc == 8 ? argv[7] : NULL, host_route(),
+                                        &m, &err);
         free(bytes);
         out_folder = argv[6];
     } else if (strcmp(cmd, "provider-model") == 0 && argc == 8) {
@@ -260,8 +269,10 @@ int main(int argc, char **argv) {
             snprintf(model_path, sizeof model_path, "%s/opened.onnx", out_folder);
             spit(model_path, proto, len);
             spit(path, weights, wlen);
-            printf("sealed %zu name %s release %llu\n", ortseal_model_sealed_tensors(m), ortseal_model_name(m),
+            printf("sealed %zu name %s release %llu", ortseal_model_sealed_tensors(m), ortseal_model_name(m),
                    (unsigned long long)ortseal_model_release(m));
+            if (ortseal_model_folder(m)) printf(" folder %s", ortseal_model_folder(m));
+            printf("\n");
         }
         ortseal_model_free(m);
         ortseal_keyset_free(ks);

@@ -13,6 +13,9 @@
 //   ortseal_ort_host options                      (prints the refused-options table)
 //   ortseal_ort_host reuse KEYSET SEALED SECOND INPUTS OUTPUTS  (one OrtSessionOptions for both sessions)
 //   ortseal_ort_host twice KEYSET SEALED          (two sessions from one opened model)
+//   ortseal_ort_host hold KEYSET SEALED           (opens, prints "folder <path>", waits for a line on stdin,
+//       then creates the session and prints "ok": a live opening for the stale-cleanup tests)
+// $ORTSEAL_HOST_ROUTE (auto, memory, ram) picks the route sealed models are opened with (auto if unset).
 // INPUTS/OUTPUTS: u32 count, then per tensor u32 name length, name, i32 ONNX type, u32 rank, i64 dims,
 // u64 byte count, bytes. Prints "ok" or "error <code name>: <message>" and exits with the status code.
 #include <onnxruntime_c_api.h>
@@ -33,6 +36,13 @@
 namespace {
 
 const OrtApi* api;
+
+ortseal_route host_route() {
+    const char* route = std::getenv("ORTSEAL_HOST_ROUTE");
+    if (route && std::strcmp(route, "memory") == 0) return ORTSEAL_ROUTE_MEMORY;
+    if (route && std::strcmp(route, "ram") == 0) return ORTSEAL_ROUTE_RAM_FOLDER;
+    return ORTSEAL_ROUTE_AUTO;
+}
 
 struct Tensor {
     std::string name;
@@ -196,7 +206,7 @@ int main(int argc, char** argv) {
                 check_ort(api->CreateSession(env, argv[2], so, &session));
             } else {
                 ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
-                ortseal::Model model = ortseal::Model::open(argv[3], keys);
+                ortseal::Model model = ortseal::Model::open(argv[3], keys, 0, nullptr, host_route());
                 std::printf("verify_decrypt_s %.4f ", std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
                 session = model.create_session(api, env, so);
             }
@@ -217,7 +227,7 @@ int main(int argc, char** argv) {
             std::string phrase = argv[3];
             ortseal::KeySet keys = ortseal::KeySet::load(argv[2], phrase == "-" ? nullptr : &phrase);
             set_options(so, argc, argv, 8);
-            ortseal::Model model = ortseal::Model::open(argv[5], keys, std::strtoull(argv[4], nullptr, 10));
+            ortseal::Model model = ortseal::Model::open(argv[5], keys, std::strtoull(argv[4], nullptr, 10), nullptr, host_route());
             session = model.create_session(api, env, so);
             run(session, argv[6], argv[7]);
             api->ReleaseSession(session);
@@ -252,6 +262,15 @@ int main(int argc, char** argv) {
                                                               folder == "-" ? nullptr : folder.c_str(), keys);
             session = model.create_session(api, env, so);
             run(session, argv[5], argv[6]);
+        } else if (cmd == "hold" && argc == 4) {
+            ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
+            ortseal::Model model = ortseal::Model::open(argv[3], keys, 0, nullptr, host_route());
+            std::printf("folder %s\n", model.folder() ? model.folder() : "-");
+            std::fflush(stdout);
+            char line[16];
+            if (!std::fgets(line, sizeof line, stdin)) return 101;
+            session = model.create_session(api, env, so);
+            std::printf("folder-after %s\n", model.folder() ? model.folder() : "-");
         } else if (cmd == "twice" && argc == 4) {
             // Two sessions from one opened model: the second must be a refusal, not a crash.
             ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);

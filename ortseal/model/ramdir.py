@@ -16,6 +16,9 @@ or this user, and writable by others only with the sticky bit). Inside a base, e
 0700 folder, ``flock``-locked for as long as it exists; every operation in it is relative to an open
 folder descriptor (``dir_fd``, ``O_NOFOLLOW``, ``O_EXCL``), and removal never follows a link and removes
 only entries this user owns, inside folders ortseal itself made.
+
+libortseal (``native/src/os_posix.c``) implements the same rules with the same names and locks, so Python
+and C processes can share a base: keep the two in step (``tests/test_native_ramdir.py``).
 """
 
 from __future__ import annotations
