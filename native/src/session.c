@@ -1,6 +1,7 @@
 /* Session creation through ORT's C API, and the refused-options table of ortseal/_policy.py (kept
  * equal to it by tests/test_native_session.py). */
 #include "internal.h"
+#include "json.h"
 #include "ortseal_ort.h"
 
 #include <stdio.h>
@@ -64,6 +65,42 @@ static bool is_on(const char *kind, const char *value) {
 
 static void lower(char *s) { for (; *s; s++) if (*s >= 'A' && *s <= 'Z') *s = (char)(*s - 'A' + 'a'); }
 
+/* A JSON key that Python's str.upper() makes "CACHE_DIR" (ortseal/_policy.py _names_cache_dir): ASCII letters
+ * in any case, and U+0131 (dotless i), which upper() turns into 'I'. */
+static bool is_cache_dir_key(const char *k, size_t n) {
+    static const char WANT[] = "CACHE_DIR";
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++, w++) {
+        char c = k[i];
+        if (c >= 'a' && c <= 'z') c = (char)(c - 'a' + 'A');
+        else if ((unsigned char)c == 0xC4 && i + 1 < n && (unsigned char)k[i + 1] == 0xB1) { c = 'I'; i++; }
+        if (w == sizeof WANT - 1 || c != WANT[w]) return false;
+    }
+    return w == sizeof WANT - 1;
+}
+
+static bool json_names_cache_dir(const json *j) {
+    for (size_t i = 0; i < j->count; i++) {
+        if (j->type == J_OBJECT && is_cache_dir_key(j->keys[i], j->key_lens[i])) return true;
+        if (json_names_cache_dir(j->items[i])) return true; /* depth bounded by JSON_MAX_DEPTH */
+    }
+    return false;
+}
+
+/* OpenVINO's load_config: true unless it is a JSON object none of whose keys, at any depth, is CACHE_DIR
+ * (OpenVINO writes the compiled blobs, weights included, to that folder). What cannot be read as such (a file
+ * path, not JSON, nested deeper than JSON_MAX_DEPTH) is refused, as ortseal/_policy.py refuses it. */
+static bool names_cache_dir(const char *load_config) {
+    json *doc = json_parse(load_config, strlen(load_config));
+    bool named = !doc || doc->type != J_OBJECT || json_names_cache_dir(doc);
+    json_free(doc);
+    return named;
+}
+
+#define LOAD_CONFIG_REFUSED "OpenVINO's load_config naming CACHE_DIR (or a load_config that is not a JSON object, " \
+    "such as a file path) is refused for a sealed model: OpenVINO writes the compiled model blobs, weights " \
+    "included, there unencrypted"
+
 /* The value of a config entry, or NULL when it was never set (malloc'd). */
 static char *config_entry(const OrtApi *api, const OrtSessionOptions *so, const char *key) {
     int has = 0;
@@ -108,6 +145,13 @@ ortseal_code ortseal_check_session_options(const OrtApi *api, const OrtSessionOp
                                 "plaintext (docs/tensorrt.md, \"Options refused for sealed models\")", keys[k]);
         }
     }
+    static const char *const LOAD_CONFIG_KEYS[] = {"ep.openvinoexecutionprovider.load_config", "ep.openvino.load_config"};
+    for (size_t k = 0; k < 2; k++) {
+        char *value = config_entry(api, so, LOAD_CONFIG_KEYS[k]);
+        bool named = value && names_cache_dir(value);
+        free(value);
+        if (named) return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "the session option %s: " LOAD_CONFIG_REFUSED, LOAD_CONFIG_KEYS[k]);
+    }
     clear_error(err);
     return ORTSEAL_OK;
 }
@@ -145,6 +189,11 @@ ortseal_code ortseal_check_provider_options(const char *provider, const char *co
             return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s option %s is refused for a sealed model: it makes the execution "
                         "provider write the weights, a compiled model or an engine in plaintext (docs/tensorrt.md, "
                         "\"Options refused for sealed models\")", provider, w->name);
+    }
+    if (same_provider("OpenVINOExecutionProvider", provider)) {
+        const char *load_config = option_value(keys, values, n, "load_config");
+        if (load_config && names_cache_dir(load_config))
+            return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s option load_config: " LOAD_CONFIG_REFUSED, provider);
     }
     /* Environment variables that make the EP write plaintext (ortseal/_policy.py TENSORRT_ENV_WRITERS, read by
      * the TensorRT EP only when it is given no options; OPENVINO_ENV_WRITERS, read by OpenVINO's runtime

@@ -1,0 +1,263 @@
+"""Attacks on libortseal's engine vault and session checks (issue 22's C route), carried out: options a C++
+host passes that would still make an EP write the opened weights, a second local user planting names in a
+shared cache folder, and what a killed C writer leaves behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ortseal
+from ortseal import KeySet
+from ortseal._atomic import remove_stale_temps
+from ortseal._policy import _names_cache_dir
+from ortseal.tensorrt.vault import ENGINE_SUFFIX
+
+from models import matmul
+from native_host import Host, build, write_tensors
+from test_native_engine import ENGINE, NAME, clean_in_c, load, paused_c_writer, save, temps
+from test_native_session import openvino_plugin_library, weights_on_disk
+
+SANITIZED = "SANITIZE=ON" in os.environ.get("ORTSEAL_NATIVE_CMAKE_ARGS", "")
+
+
+@pytest.fixture(scope="module")
+def ort_host() -> Host:
+    return Host(build(ort=True), "ortseal_ort_host")
+
+
+@pytest.fixture(scope="module")
+def host() -> Host:
+    return Host(build())
+
+
+# ---- OpenVINO's load_config: CACHE_DIR inside a JSON value, which the option table alone does not see ----------
+
+LOAD_CONFIGS = [
+    ({"CPU": {"CACHE_DIR": "/somewhere"}}, True),
+    ({"CPU": {"cache_dir": "/somewhere"}}, True),
+    ({"CPU": {"Cache_Dir": ""}}, True),
+    ({"CPU": {"cache_d\u0131r": "/somewhere"}}, True),  # dotless i: Python's upper() reads it as CACHE_DIR
+    ({"AUTO": {"DEVICE_PROPERTIES": [{"CPU": {"CACHE_DIR": "/x"}}]}}, True),
+    ("/etc/openvino/load_config.json", True),  # a file path: what it names cannot be checked
+    ("[1, 2]", True),
+    ("{not json", True),
+    ({"CPU": {"NUM_STREAMS": "1", "PERFORMANCE_HINT": "LATENCY"}}, False),
+    ({"CPU": {"CACHE_DIRS": "/x", "MY_CACHE_DIR": "/y"}}, False),
+    ({}, False),
+]
+
+
+def as_text(config: object) -> str:
+    return config if isinstance(config, str) else json.dumps(config)
+
+
+@pytest.mark.parametrize("config, refused", LOAD_CONFIGS)
+@pytest.mark.parametrize("provider", ["OpenVINO", "OpenVINOExecutionProvider"])
+def test_a_load_config_naming_cache_dir_is_refused_before_a_typed_append(ort_host, provider, config, refused):
+    """The break: ortseal_check_provider_options passed load_config={"CPU": {"CACHE_DIR": ...}}, which makes
+    OpenVINO write the compiled blob, weights included, to that folder. Now refused exactly where
+    ortseal/_policy.py refuses it."""
+    text = as_text(config)
+    assert _names_cache_dir(text) is refused  # the Python rule, which the C one mirrors
+    result = ort_host("provider-options", provider, "-", "device_type", "CPU", "load_config", text)
+    assert result.name == ("unsafe_option" if refused else "ok"), result.message
+    if refused:
+        assert "load_config" in result.message
+
+
+def test_a_load_config_nested_too_deep_to_read_is_refused(ort_host):
+    deep = '{"a":' * 40 + '{"CACHE_DIR": "/x"}' + "}" * 40
+    assert ort_host("provider-options", "OpenVINO", "-", "load_config", deep).name == "unsafe_option"
+
+
+@pytest.mark.parametrize("key", ["ep.openvino.load_config", "ep.openvinoexecutionprovider.load_config"])
+def test_a_load_config_config_entry_is_refused_for_a_sealed_model(ort_host, tmp_path, key):
+    """The config-entry form ORT stores EP options in (SessionOptionsAppendExecutionProvider by name, plugin EPs)."""
+    w, x = matmul(tmp_path / "m.onnx", n=16)
+    keys = KeySet.generate()
+    (tmp_path / "keys.json").write_text(keys.to_json())
+    ortseal.seal_model(tmp_path / "m.onnx", tmp_path / "m.sealed.onnx", keys)
+    write_tensors(tmp_path / "in.bin", {"x": x})
+    config = json.dumps({"CPU": {"CACHE_DIR": str(tmp_path / "ov-cache")}})
+    result = ort_host("sealed", tmp_path / "keys.json", "-", 0, tmp_path / "m.sealed.onnx", tmp_path / "in.bin",
+                      tmp_path / "out.bin", key, config)
+    assert result.name == "unsafe_option" and key in result.message, result.message
+    assert not (tmp_path / "out.bin").exists()
+    harmless = json.dumps({"CPU": {"NUM_STREAMS": "1"}})
+    assert ort_host("sealed", tmp_path / "keys.json", "-", 0, tmp_path / "m.sealed.onnx", tmp_path / "in.bin",
+                    tmp_path / "out.bin", key, harmless).name == "ok"
+
+
+@pytest.mark.skipif(openvino_plugin_library() is None, reason="onnxruntime-ep-openvino is not installed")
+@pytest.mark.skipif(SANITIZED, reason="OpenVINO's TBB dlopens a library with RTLD_DEEPBIND, which the sanitizer "
+                    "runtime refuses")
+def test_the_openvino_plugin_ep_given_a_cache_dir_in_load_config_writes_nothing_for_a_sealed_model(ort_host, tmp_path):
+    """The attack end to end: the plugin EP appended by device with load_config naming CACHE_DIR. On the plain
+    model it writes a blob holding the weights (the attack is real); on the sealed model libortseal refuses the
+    options and nothing is written."""
+    import onnxruntime as ort
+
+    w, x = matmul(tmp_path / "m.onnx", n=64)
+    needle = w.tobytes()[:256]
+    ort.register_execution_provider_library("ortseal-attack-ov", str(openvino_plugin_library()))
+    try:
+        devices = [d for d in ort.get_ep_devices() if d.ep_name == "OpenVINOExecutionProvider"
+                   and d.device.type == ort.OrtHardwareDeviceType.CPU]
+        if not devices:
+            pytest.skip("the OpenVINO plugin EP offers no CPU device on this machine (Intel only)")
+        so = ort.SessionOptions()
+        so.add_provider_for_devices(devices, {"load_config": json.dumps({"CPU": {"CACHE_DIR": str(tmp_path / "plain")}})})
+        ort.InferenceSession(str(tmp_path / "m.onnx"), so)
+    finally:
+        ort.unregister_execution_provider_library("ortseal-attack-ov")
+    assert weights_on_disk(tmp_path / "plain", needle)  # what load_config's CACHE_DIR does to a plain model
+    run = tmp_path / "run"
+    run.mkdir()
+    keys = KeySet.generate()
+    (run / "keys.json").write_text(keys.to_json())
+    ortseal.seal_model(tmp_path / "m.onnx", run / "m.sealed.onnx", keys)
+    write_tensors(run / "in.bin", {"x": x})
+    result = ort_host("plugin-ep", run / "keys.json", run / "m.sealed.onnx", run / "in.bin", run / "out.bin",
+                      openvino_plugin_library(), "OpenVINOExecutionProvider", "load_config",
+                      json.dumps({"CPU": {"CACHE_DIR": str(run / "ov-cache")}}))
+    assert result.name == "unsafe_option" and "load_config" in result.message, result.message
+    assert not (run / "ov-cache").exists() and weights_on_disk(run, needle) == []
+
+
+# ---- the engine cache: what a killed writer leaves, and a second local user in a shared cache folder -------------
+
+@pytest.fixture()
+def cache(tmp_path) -> tuple[Path, KeySet, Path]:
+    keys = KeySet.generate()
+    (tmp_path / "keys.json").write_text(keys.to_json())
+    folder = tmp_path / "trt_cache"
+    folder.mkdir()
+    (tmp_path / "engine.bin").write_bytes(ENGINE)
+    return folder, keys, tmp_path / "keys.json"
+
+
+def test_a_sigkilled_c_writer_leaves_no_plaintext(host, cache, tmp_path):
+    """Killed after writing its temp file whole: what it leaves is the sealed engine, never ORT's bytes."""
+    folder, _, keyfile = cache
+    writer = paused_c_writer(host, keyfile, folder, tmp_path / "paused")
+    writer.kill()
+    writer.wait()
+    (left,) = temps(folder)
+    data = left.read_bytes()
+    assert len(data) > len(ENGINE) and not any(ENGINE[i:i + 64] in data for i in range(0, len(ENGINE), 4096))
+    assert oct(left.stat().st_mode & 0o777) == "0o600"
+
+
+def _nobody() -> list[str] | None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return None
+    cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable]
+    probe = subprocess.run([*cmd, "-c", "import os; print(os.getuid())"], capture_output=True, text=True, cwd="/")
+    return cmd if probe.returncode == 0 and probe.stdout.strip() != "0" else None
+
+
+NOBODY = _nobody()
+
+
+def as_nobody(script: str, *args: str) -> None:
+    done = subprocess.run([*NOBODY, "-c", script, *args], capture_output=True, text=True, cwd="/", timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.fixture()
+def shared_cache(cache, tmp_path):
+    """cache's folder moved where a second user can reach it (pytest's tmp_path is this user's only): a folder of
+    /tmp, mode 0755, holding the cache folder (mode 1777) and this user's victim file."""
+    folder, keys, keyfile = cache
+    base = Path(tempfile.mkdtemp(prefix="ortseal-attack-cvault-", dir="/tmp"))
+    base.chmod(0o755)
+    shutil.move(str(folder.parent / "engine.bin"), base / "engine.bin")
+    shared = base / "trt_cache"
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    victim = base / "victim.txt"
+    victim.write_bytes(b"this user's own file")
+    yield shared, keys, keyfile, victim
+    shutil.rmtree(base)
+
+
+PLANT = """
+import os, sys
+folder, name, victim = sys.argv[1:4]
+t = lambda tag, suffix: os.path.join(folder, f".{name}.{tag}{suffix}")
+os.symlink(victim, t("link", ".tmp"))
+os.symlink(victim, t("oldlink", ".new"))
+os.mkfifo(t("fifo", ".tmp"))
+with open(t("file", ".tmp"), "wb") as f:
+    f.write(b"nobody's")
+os.mkdir(t("dir", ".tmp"))
+os.utime(t("file", ".tmp"), (0, 0))
+os.symlink(victim, os.path.join(folder, name))  # the engine's own name, pointing at the victim's file
+"""
+
+
+@pytest.mark.skipif(NOBODY is None, reason="needs root with setpriv, to plant as a second uid (nobody)")
+@pytest.mark.parametrize("cleaner", ["c", "python"])
+def test_a_second_user_planting_in_a_shared_cache_folder_gets_nothing_removed_followed_or_written(
+        host, shared_cache, cleaner):
+    """A cache folder others may write in (mode 1777): nobody plants links to this user's file, a FIFO, a file and
+    a folder under engine temp names, and a link under the engine's own name. Neither cleaner removes or follows
+    any of them (not this user's); the C writer replaces the link at the engine's name rather than writing
+    through it; the victim's file is untouched and the engine opens."""
+    folder, _, keyfile, victim = shared_cache
+    as_nobody(PLANT, str(folder), NAME, str(victim))
+    planted = sorted(p.name for p in folder.iterdir())
+    if cleaner == "c":
+        assert "removed" not in clean_in_c(host, keyfile, folder)
+    else:
+        assert remove_stale_temps(folder, f"*{ENGINE_SUFFIX}") == []
+    assert sorted(p.name for p in folder.iterdir()) == planted
+    assert save(host, keyfile, folder).name == "ok"
+    assert not (folder / NAME).is_symlink() and (folder / NAME).stat().st_uid == os.geteuid()
+    assert victim.read_bytes() == b"this user's own file"
+    assert load(host, keyfile, folder).name == "ok" and (folder.parent / "out.bin").read_bytes() == ENGINE
+    left = sorted(p.name for p in folder.iterdir())
+    assert left == planted  # the writer left no temp file of its own, and removed nothing of nobody's
+
+
+@pytest.mark.skipif(NOBODY is None, reason="needs root with setpriv, to race as a second uid (nobody)")
+def test_a_second_user_racing_the_c_writer_never_gets_a_write_through_a_planted_name(host, shared_cache):
+    """nobody watches a world-writable cache folder and, for every temp name a writer makes, at once plants a
+    symlink to this user's file under the matching .tmp and .new names. The writer's file is never
+    opened by name again, so the victim's file is never written, and no engine is made from nobody's bytes."""
+    folder, _, keyfile, victim = shared_cache
+    racer = subprocess.Popen([*NOBODY, "-c", """
+import os, sys, time
+folder, victim = sys.argv[1:3]
+end = time.monotonic() + 20
+while time.monotonic() < end:
+    for n in os.listdir(folder):
+        if n.endswith((".new", ".tmp")):
+            stem = n[:-4]
+            for s in (".tmp", ".new"):
+                try:
+                    os.symlink(victim, os.path.join(folder, stem + s))
+                except OSError:
+                    pass
+""", str(folder), str(victim)], cwd="/")
+    try:
+        for _ in range(10):
+            save(host, keyfile, folder)  # a lost race may fail the write (a folder it cannot use): never a leak
+            assert victim.read_bytes() == b"this user's own file"
+            if (folder / NAME).exists():
+                assert not (folder / NAME).is_symlink()
+        time.sleep(0.2)
+    finally:
+        racer.kill()
+        racer.wait()
+    assert victim.read_bytes() == b"this user's own file"
