@@ -261,3 +261,27 @@ while time.monotonic() < end:
         racer.kill()
         racer.wait()
     assert victim.read_bytes() == b"this user's own file"
+
+
+# ---- the provider name a host gives ortseal_check_provider_options (the typed append itself takes none) ----------
+
+@pytest.mark.parametrize("provider", [" TensorRT", "TensorRT ", "Tensor_RT", "TRT", "TensorRT_V2", "", "tensorrt\t",
+                                      "OpenVINO_V2", "x" * 300])
+def test_a_misspelt_provider_name_is_refused_not_waved_through(ort_host, provider):
+    """The break: a name the table did not match checked nothing and returned OK, so a host that wrote
+    " TensorRT" or "TensorRT_V2" had trt_dump_subgraphs=1 pass before appending TensorRT with a typed call."""
+    result = ort_host("provider-options", provider, "-", "trt_dump_subgraphs", "1")
+    assert result.name == "misuse" and "does not know the execution provider" in result.message, result.message
+
+
+@pytest.mark.parametrize("provider", ["CUDA", "cuda", "CUDAExecutionProvider", "CPU", "DML", "XNNPACK", "WebGPU",
+                                      "Dnnl", "ROCM", "NvTensorRtRtx", "MIGraphX", "QNN", "CoreML", "VitisAI"])
+def test_the_names_onnx_runtime_ships_are_known(ort_host, provider):
+    assert ort_host("provider-options", provider, "-", "device_id", "0").name == "ok"
+
+
+def test_cann_whose_dump_options_the_table_lacks_is_refused(ort_host):
+    """CANN's dump_om_model / dump_graphs write the offline model and subgraphs, which the table does not list:
+    refused as unknown rather than checked against nothing."""
+    result = ort_host("provider-options", "CANN", "-", "dump_om_model", "0")
+    assert result.name == "misuse", result.message

@@ -36,7 +36,8 @@ ORTSEAL_API ortseal_code ortseal_check_session_options(const OrtApi *api, const 
  * ortseal_engine_cache_register; NULL: no decryption library allowed), and with no options (n = 0: an EP made
  * from a device id alone) the ORT_TENSORRT_* environment variables the EP then reads; for OpenVINO also the
  * OV_ENABLE_*_TRACING variables its runtime reads and a load_config naming CACHE_DIR. UNSAFE_OPTION naming the
- * option or variable. */
+ * option or variable; MISUSE for a provider name ONNX Runtime does not ship (a misspelt name would check nothing:
+ * the name is compared in any case, with or without "ExecutionProvider", nothing else is forgiven). */
 ORTSEAL_API ortseal_code ortseal_check_provider_options(const char *provider, const char *const *keys,
                                                         const char *const *values, size_t n, const char *shim_path,
                                                         ortseal_error *err);

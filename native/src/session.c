@@ -177,10 +177,29 @@ static const char *option_value(const char *const *keys, const char *const *valu
     return found;
 }
 
+/* The execution providers ONNX Runtime ships (ORT 1.23-1.32), those of the table included. A name the check does
+ * not know is refused rather than passed: the typed append takes no name, so a misspelt one (" TensorRT",
+ * "TensorRT_V2") would otherwise skip every check and let the options through unseen. */
+static const char *const KNOWN_PROVIDERS[] = {
+    "CPUExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider", "MIGraphXExecutionProvider",
+    "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider", "OpenVINOExecutionProvider", "DnnlExecutionProvider",
+    "DmlExecutionProvider", "QNNExecutionProvider", "SNPEExecutionProvider", "CoreMLExecutionProvider",
+    "NnapiExecutionProvider", "XnnpackExecutionProvider", "WebGpuExecutionProvider", "WebNNExecutionProvider",
+    "JsExecutionProvider", "ACLExecutionProvider", "ArmNNExecutionProvider", "RknpuExecutionProvider",
+    "VitisAIExecutionProvider", "AzureExecutionProvider",
+};
+
 ortseal_code ortseal_check_provider_options(const char *provider, const char *const *keys, const char *const *values,
                                             size_t n, const char *shim_path, ortseal_error *err) {
     if (!provider || (n && (!keys || !values)))
         return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_check_provider_options needs a provider name and n keys and values");
+    bool known = false;
+    for (size_t i = 0; i < sizeof KNOWN_PROVIDERS / sizeof *KNOWN_PROVIDERS && !known; i++)
+        known = same_provider(KNOWN_PROVIDERS[i], provider);
+    if (!known)
+        return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_check_provider_options does not know the execution provider \"%.100s\": "
+                    "give its name as ONNX Runtime spells it (TensorrtExecutionProvider or TensorRT, OpenVINO, CUDA, ...), "
+                    "so that its options are checked", provider);
     for (size_t i = 0; i < N_WRITERS; i++) {
         const writer *w = &WRITERS[i];
         if (!w->provider || !same_provider(w->provider, provider)) continue;
