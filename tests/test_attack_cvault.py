@@ -285,3 +285,33 @@ def test_cann_whose_dump_options_the_table_lacks_is_refused(ort_host):
     refused as unknown rather than checked against nothing."""
     result = ort_host("provider-options", "CANN", "-", "dump_om_model", "0")
     assert result.name == "misuse", result.message
+
+
+MISUSE_EXPECTED = {
+    "provider-null": "misuse", "keys-null-n5": "misuse", "null-key": "misuse",
+    "null-value": "misuse",  # was ok: a NULL value skipped the check of its key
+    "err-null": "unsafe_option", "session-null": "misuse", "create-null": "misuse", "register-null": "misuse",
+    "register-empty-folder": "io", "register-huge-folder": "io",
+    "register-file-as-folder": "io",  # was ok: a regular file registered as a cache folder (os_win.c refused it)
+    "register-missing-shim": "io", "register-libc-as-shim": "io", "verify-null": "misuse", "verify-folder": "tampered",
+    "verify-huge": "io", "register": "ok",
+    "decrypt-null": "0", "decrypt-null-size": "0", "decrypt-empty": "0", "decrypt-huge": "0",
+    "encrypt-folder-path": "0", "encrypt-empty": "0", "encrypt-long-name": "0", "encrypt-null-data": "0",
+    "encrypt-zero": "1", "decrypt-zero-size": "1", "decrypt-wrong-size": "0",
+}
+
+
+def test_malformed_calls_into_the_engine_and_option_api_return_a_status(tmp_path):
+    """native/tests/misuse.c: NULLs, empty and 70,000-character strings, a file as the cache folder, libc as the
+    shim, odd paths into the shim's callbacks: each a status (or the callback's 0), never a crash (and, in the
+    sanitized run, no ASan or UBSan report)."""
+    exe = build(ort=True) / "ortseal_misuse_host"
+    (tmp_path / "keys.json").write_text(KeySet.generate().to_json())
+    (tmp_path / "cache").mkdir()
+    done = subprocess.run([str(exe), str(tmp_path / "keys.json"), str(exe.parent / "libortseal_shim.so"),
+                           str(tmp_path / "cache")], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    got = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert got == MISUSE_EXPECTED
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["x.engine"]  # the one engine sealed, no temp
+    assert b"abc" not in (tmp_path / "cache" / "x.engine").read_bytes()

@@ -173,7 +173,7 @@ static bool same_provider(const char *table_name, const char *given) {
 static const char *option_value(const char *const *keys, const char *const *values, size_t n, const char *key) {
     const char *found = NULL;
     for (size_t i = 0; i < n; i++)
-        if (keys[i] && values[i] && strcmp(keys[i], key) == 0) found = values[i]; /* the last one wins, as in ORT */
+        if (strcmp(keys[i], key) == 0) found = values[i]; /* the last one wins, as in ORT */
     return found;
 }
 
@@ -193,6 +193,9 @@ ortseal_code ortseal_check_provider_options(const char *provider, const char *co
                                             size_t n, const char *shim_path, ortseal_error *err) {
     if (!provider || (n && (!keys || !values)))
         return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_check_provider_options needs a provider name and n keys and values");
+    for (size_t i = 0; i < n; i++)
+        if (!keys[i] || !values[i])
+            return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_check_provider_options: option %zu has a NULL key or value", i);
     bool known = false;
     for (size_t i = 0; i < sizeof KNOWN_PROVIDERS / sizeof *KNOWN_PROVIDERS && !known; i++)
         known = same_provider(KNOWN_PROVIDERS[i], provider);
