@@ -315,3 +315,25 @@ def test_malformed_calls_into_the_engine_and_option_api_return_a_status(tmp_path
     assert got == MISUSE_EXPECTED
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["x.engine"]  # the one engine sealed, no temp
     assert b"abc" not in (tmp_path / "cache" / "x.engine").read_bytes()
+
+
+def test_the_optimized_model_path_as_a_config_entry_writes_nothing_for_a_sealed_model(ort_host, tmp_path):
+    """ORT 1.32's C API takes "session.optimized_model_filepath" through AddSessionConfigEntry as it takes
+    SetOptimizedModelFilePath (onnxruntime_session_options_config_keys.h: "Equivalent to"), a route the option
+    table does not list. On the plain model it writes the weights; on the sealed one the forced-off path in
+    ortseal's copy of the options holds: nothing is written."""
+    source, run = tmp_path / "source", tmp_path / "run"
+    source.mkdir(), run.mkdir()
+    w, x = matmul(source / "m.onnx", n=64)
+    needle = w.tobytes()[:256]
+    keys = KeySet.generate()
+    (run / "keys.json").write_text(keys.to_json())
+    ortseal.seal_model(source / "m.onnx", run / "m.sealed.onnx", keys)
+    write_tensors(run / "in.bin", {"x": x})
+    key = "session.optimized_model_filepath"
+    assert ort_host("plain", source / "m.onnx", run / "in.bin", source / "out.bin", key, source / "opt.onnx").name == "ok"
+    assert needle in (source / "opt.onnx").read_bytes()  # the attack is real on this ORT
+    result = ort_host("sealed", run / "keys.json", "-", 0, run / "m.sealed.onnx", run / "in.bin", run / "out.bin",
+                      key, run / "opt.onnx")
+    assert result.name == "ok", result.message
+    assert not (run / "opt.onnx").exists() and weights_on_disk(run, needle) == []
