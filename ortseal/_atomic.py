@@ -95,13 +95,15 @@ def temp_files(directory: str | os.PathLike[str], name_glob: str = "*") -> list[
 def lock_held(path: str | os.PathLike[str]) -> bool:
     """True while some process holds an exclusive ``flock`` on the file or folder ``path``: the writer of
     a temp file, or a process opening a model into a RAM folder. The kernel drops the lock when its
-    process dies, so a free lock means the owner is gone."""
+    process dies, so a free lock means the owner is gone. A link is never followed (False: no writer makes one):
+    whoever planted it would have this process open what it points to (a FIFO, a device)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO put there must not block the open
+        # a FIFO put there must not block the open, nor a terminal become this process's controlling one
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY)
     except FileNotFoundError:
         return False
     except OSError as exc:
-        if exc.errno == errno.ENXIO:  # a socket: nothing can hold a lock on it
+        if exc.errno in (errno.ENXIO, errno.ELOOP):  # a socket, a link: nothing of ours holds a lock there
             return False
         raise
     try:

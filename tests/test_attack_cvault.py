@@ -337,3 +337,32 @@ def test_the_optimized_model_path_as_a_config_entry_writes_nothing_for_a_sealed_
                       key, run / "opt.onnx")
     assert result.name == "ok", result.message
     assert not (run / "opt.onnx").exists() and weights_on_disk(run, needle) == []
+
+
+@pytest.mark.parametrize("command, suffix", [("compiled", ".epctx.sealed"), ("cache", ENGINE_SUFFIX)])
+def test_listing_a_cache_never_opens_what_a_planted_link_points_to(tmp_path, command, suffix):
+    """The break: `ortseal compiled list` (and `ortseal cache list`, between its lstat and the open) asked
+    _atomic.lock_held about each temp name, which opened it following links: anyone who can write the folder
+    made the listing's user open a path of their choosing (a FIFO whose blocked writer it released, shown with
+    a second uid; a device). Here the link points at a file this test holds locked: followed, it read as a
+    write in progress."""
+    import fcntl
+
+    from ortseal._atomic import lock_held
+
+    folder = tmp_path / "cache"
+    folder.mkdir()
+    target = tmp_path / "held"
+    target.write_bytes(b"not the cache's")
+    link = folder / f".m{suffix}.abc.tmp"
+    link.symlink_to(target)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert lock_held(link) is False
+        done = subprocess.run([sys.executable, "-m", "ortseal", command, "list", str(folder), "--json"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert link.name in done.stdout and "being written" not in done.stdout
+    finally:
+        os.close(fd)
