@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import UnsafeOptionError
+
 TEMP_SUFFIX = ".tmp"
 # A temp file is made under this suffix, locked, then renamed to TEMP_SUFFIX: stale cleanup never sees a live
 # writer's file unlocked (between mkstemp and flock). One left under it (a writer killed in that instant) is
@@ -172,6 +174,38 @@ def _remove_if_stale(dfd: int, name: str, stale_before: float | None) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def move_into_private_folder(directory: Path, name: str, folder_name: str, left: str) -> Path:
+    """Move ``directory/name`` (a link or FIFO itself, never what it points to) into ``directory/folder_name``
+    (made 0700 when missing), both folders opened without following links; returns where it went. Raises
+    :class:`UnsafeOptionError` when that folder is a link, a file, another user's or writable by others
+    (someone else planted it: what is moved there would be theirs to take); ``left`` ends the message (what
+    was left in place, and why it was to be moved)."""
+    folder = directory / folder_name
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:  # the folder as it is now, never through a link planted in its place
+        qfd = os.open(folder, flags)
+    except OSError as err:
+        if err.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        raise UnsafeOptionError(f"{folder} is not a folder (a link or a file was put there): refused; remove it "
+                                f"({left})") from None
+    try:
+        st = os.fstat(qfd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise UnsafeOptionError(f"{folder} belongs to another user or is writable by others: refused; "
+                                    f"remove it ({left})")
+        dfd = os.open(directory, flags)
+        try:
+            os.replace(name, name, src_dir_fd=dfd, dst_dir_fd=qfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(qfd)
+    return folder / name
 
 
 LOCK_SUFFIX = ".lock"

@@ -366,3 +366,31 @@ def test_listing_a_cache_never_opens_what_a_planted_link_points_to(tmp_path, com
         assert link.name in done.stdout and "being written" not in done.stdout
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("planted", ["link", "their folder"])
+def test_quarantine_of_a_bad_engine_never_moves_it_where_a_second_user_chose(tmp_path, planted):
+    """The break: tensorrt_provider(on_tamper="rebuild") made cache/quarantine with mkdir(exist_ok=True) and
+    shutil.move'd each refused engine into it, so a "quarantine" link planted in a shared cache folder (shown
+    with a second uid) or a folder of someone else's received this user's engines. Now refused as the compiled
+    cache refuses it (the same code): the engine stays, nothing lands at the link's target."""
+    from ortseal.tensorrt.provider import tensorrt_provider
+    from ortseal.tensorrt.vault import Vault, write_engine
+
+    keys = KeySet.generate()
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    engine = cache / NAME
+    write_engine(engine, memoryview(ENGINE), Vault(keys, release=1))  # older than min_release below: refused
+    if planted == "link":
+        (cache / "quarantine").symlink_to(elsewhere)
+    else:
+        (cache / "quarantine").mkdir()
+        (cache / "quarantine").chmod(0o777)  # or another user's: a folder someone else can take from
+    with pytest.raises(ortseal.UnsafeOptionError, match="quarantine"):
+        tensorrt_provider(keys, {"trt_engine_cache_path": str(cache)}, on_tamper="rebuild", release=2,
+                          check_runtime=False)
+    assert engine.exists() and list(elsewhere.iterdir()) == []
+    assert not (cache / "quarantine" / NAME).exists()
