@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import UnsafeOptionError
+
 TEMP_SUFFIX = ".tmp"
 # A temp file is made under this suffix, locked, then renamed to TEMP_SUFFIX: stale cleanup never sees a live
 # writer's file unlocked (between mkstemp and flock). One left under it (a writer killed in that instant) is
@@ -95,13 +97,15 @@ def temp_files(directory: str | os.PathLike[str], name_glob: str = "*") -> list[
 def lock_held(path: str | os.PathLike[str]) -> bool:
     """True while some process holds an exclusive ``flock`` on the file or folder ``path``: the writer of
     a temp file, or a process opening a model into a RAM folder. The kernel drops the lock when its
-    process dies, so a free lock means the owner is gone."""
+    process dies, so a free lock means the owner is gone. A link is never followed (False: no writer makes one):
+    whoever planted it would have this process open what it points to (a FIFO, a device)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO put there must not block the open
+        # a FIFO put there must not block the open, nor a terminal become this process's controlling one
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NOCTTY)
     except FileNotFoundError:
         return False
     except OSError as exc:
-        if exc.errno == errno.ENXIO:  # a socket: nothing can hold a lock on it
+        if exc.errno in (errno.ENXIO, errno.ELOOP):  # a socket, a link: nothing of ours holds a lock there
             return False
         raise
     try:
@@ -170,6 +174,38 @@ def _remove_if_stale(dfd: int, name: str, stale_before: float | None) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def move_into_private_folder(directory: Path, name: str, folder_name: str, left: str) -> Path:
+    """Move ``directory/name`` (a link or FIFO itself, never what it points to) into ``directory/folder_name``
+    (made 0700 when missing), both folders opened without following links; returns where it went. Raises
+    :class:`UnsafeOptionError` when that folder is a link, a file, another user's or writable by others
+    (someone else planted it: what is moved there would be theirs to take); ``left`` ends the message (what
+    was left in place, and why it was to be moved)."""
+    folder = directory / folder_name
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o700)
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:  # the folder as it is now, never through a link planted in its place
+        qfd = os.open(folder, flags)
+    except OSError as err:
+        if err.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        raise UnsafeOptionError(f"{folder} is not a folder (a link or a file was put there): refused; remove it "
+                                f"({left})") from None
+    try:
+        st = os.fstat(qfd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise UnsafeOptionError(f"{folder} belongs to another user or is writable by others: refused; "
+                                    f"remove it ({left})")
+        dfd = os.open(directory, flags)
+        try:
+            os.replace(name, name, src_dir_fd=dfd, dst_dir_fd=qfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(qfd)
+    return folder / name
 
 
 LOCK_SUFFIX = ".lock"

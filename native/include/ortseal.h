@@ -187,7 +187,8 @@ typedef void (*ortseal_log_fn)(void *user, int level, const char *message);
  * Engines are written as ortseal/_atomic.py writes them (temp ".<name>.<random>.new", locked, renamed to
  * ".tmp", then over the engine), and registering first removes the temp files killed writers left, by the
  * rules of its stale cleanup (this user's, unlocked, links not followed, ".new" only after 60 s), so C and
- * Python processes can share one cache folder without removing each other's writes in flight. */
+ * Python processes can share one cache folder without removing each other's writes in flight. IO when
+ * cache_dir is not an existing folder. */
 ORTSEAL_API ortseal_code ortseal_engine_cache_register(const char *shim_path, const char *cache_dir,
                                                        const ortseal_keyset *ks, uint64_t release,
                                                        uint64_t min_release, ortseal_log_fn log, void *log_user,

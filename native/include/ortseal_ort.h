@@ -16,7 +16,8 @@ extern "C" {
  * read back with HasSessionConfigEntry/GetSessionConfigEntry): UNSAFE_OPTION naming the option. That covers
  * session config entries and the options of EPs appended with SessionOptionsAppendExecutionProvider (by name:
  * OpenVINO, QNN, CoreML, VitisAI, NvTensorRtRtx, MIGraphX, ...) or SessionOptionsAppendExecutionProvider_V2
- * (plugin EPs), which ORT stores as "ep.<provider>.<option>" entries. What ORT cannot show is not seen here:
+ * (plugin EPs), which ORT stores as "ep.<provider>.<option>" entries, OpenVINO's load_config among them (refused
+ * when it names CACHE_DIR at any depth, in any case, or is not a JSON object). What ORT cannot show is not seen here:
  *  - SetOptimizedModelFilePath: ortseal_session_create forces it off (see there);
  *  - options of EPs appended with the typed calls (SessionOptionsAppendExecutionProvider_TensorRT(_V2),
  *    _CUDA(_V2), _OpenVINO(_V2), _MIGraphX, _ROCM, _CANN, _Dnnl, the OrtSessionOptionsAppendExecutionProvider_*
@@ -34,7 +35,9 @@ ORTSEAL_API ortseal_code ortseal_check_session_options(const OrtApi *api, const 
  * trt_engine_decryption_lib_path equal to shim_path (ortseal's shim, sealed with
  * ortseal_engine_cache_register; NULL: no decryption library allowed), and with no options (n = 0: an EP made
  * from a device id alone) the ORT_TENSORRT_* environment variables the EP then reads; for OpenVINO also the
- * OV_ENABLE_*_TRACING variables its runtime reads. UNSAFE_OPTION naming the option or variable. */
+ * OV_ENABLE_*_TRACING variables its runtime reads and a load_config naming CACHE_DIR. UNSAFE_OPTION naming the
+ * option or variable; MISUSE for a provider name ONNX Runtime does not ship (a misspelt name would check nothing:
+ * the name is compared in any case, with or without "ExecutionProvider", nothing else is forgiven). */
 ORTSEAL_API ortseal_code ortseal_check_provider_options(const char *provider, const char *const *keys,
                                                         const char *const *values, size_t n, const char *shim_path,
                                                         ortseal_error *err);

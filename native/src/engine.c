@@ -183,7 +183,7 @@ ortseal_code ortseal_engine_cache_register(const char *shim_path, const char *ca
         return FAIL(err, ORTSEAL_E_MISUSE, "this keyset verifies signatures but cannot sign, so an engine written with it could never "
                     "be opened again; give the engine cache a keyset with a signing key");
     vault v = {.ks = ks, .release = release, .min_release = min_release, .log = log, .log_user = log_user};
-    if (!os_canonical_dir(cache_dir, v.dir, sizeof v.dir)) return FAIL(err, ORTSEAL_E_IO, "the cache folder %s does not exist", cache_dir);
+    if (!os_canonical_dir(cache_dir, v.dir, sizeof v.dir)) return FAIL(err, ORTSEAL_E_IO, "the cache folder %s does not exist or is not a folder", cache_dir);
     /* as tensorrt_provider does: temp files of writers that were killed go, live writers' stay (Python's too) */
     os_remove_stale_temps(v.dir, engine_temp_kind, removed_stale, &v);
     shim_register_fn reg = (shim_register_fn)os_library_symbol(shim_path, "ortseal_shim_register", err);

@@ -160,7 +160,9 @@ ortseal_code os_read_engine(const char *path, bool header_only, os_buffer *out, 
 
 bool os_canonical_dir(const char *dir, char *out, size_t cap) {
     char buf[PATH_MAX];
-    if (!realpath(dir, buf) || strlen(buf) >= cap) return false;
+    struct stat st;
+    /* a folder, as on Windows (os_win.c): a cache "folder" that is a file must not register */
+    if (!realpath(dir, buf) || strlen(buf) >= cap || stat(buf, &st) != 0 || !S_ISDIR(st.st_mode)) return false;
     strcpy(out, buf);
     return true;
 }

@@ -1,6 +1,7 @@
 /* Session creation through ORT's C API, and the refused-options table of ortseal/_policy.py (kept
  * equal to it by tests/test_native_session.py). */
 #include "internal.h"
+#include "json.h"
 #include "ortseal_ort.h"
 
 #include <stdio.h>
@@ -64,6 +65,42 @@ static bool is_on(const char *kind, const char *value) {
 
 static void lower(char *s) { for (; *s; s++) if (*s >= 'A' && *s <= 'Z') *s = (char)(*s - 'A' + 'a'); }
 
+/* A JSON key that Python's str.upper() makes "CACHE_DIR" (ortseal/_policy.py _names_cache_dir): ASCII letters
+ * in any case, and U+0131 (dotless i), which upper() turns into 'I'. */
+static bool is_cache_dir_key(const char *k, size_t n) {
+    static const char WANT[] = "CACHE_DIR";
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++, w++) {
+        char c = k[i];
+        if (c >= 'a' && c <= 'z') c = (char)(c - 'a' + 'A');
+        else if ((unsigned char)c == 0xC4 && i + 1 < n && (unsigned char)k[i + 1] == 0xB1) { c = 'I'; i++; }
+        if (w == sizeof WANT - 1 || c != WANT[w]) return false;
+    }
+    return w == sizeof WANT - 1;
+}
+
+static bool json_names_cache_dir(const json *j) {
+    for (size_t i = 0; i < j->count; i++) {
+        if (j->type == J_OBJECT && is_cache_dir_key(j->keys[i], j->key_lens[i])) return true;
+        if (json_names_cache_dir(j->items[i])) return true; /* depth bounded by JSON_MAX_DEPTH */
+    }
+    return false;
+}
+
+/* OpenVINO's load_config: true unless it is a JSON object none of whose keys, at any depth, is CACHE_DIR
+ * (OpenVINO writes the compiled blobs, weights included, to that folder). What cannot be read as such (a file
+ * path, not JSON, nested deeper than JSON_MAX_DEPTH) is refused, as ortseal/_policy.py refuses it. */
+static bool names_cache_dir(const char *load_config) {
+    json *doc = json_parse(load_config, strlen(load_config));
+    bool named = !doc || doc->type != J_OBJECT || json_names_cache_dir(doc);
+    json_free(doc);
+    return named;
+}
+
+#define LOAD_CONFIG_REFUSED "OpenVINO's load_config naming CACHE_DIR (or a load_config that is not a JSON object, " \
+    "such as a file path) is refused for a sealed model: OpenVINO writes the compiled model blobs, weights " \
+    "included, there unencrypted"
+
 /* The value of a config entry, or NULL when it was never set (malloc'd). */
 static char *config_entry(const OrtApi *api, const OrtSessionOptions *so, const char *key) {
     int has = 0;
@@ -108,6 +145,13 @@ ortseal_code ortseal_check_session_options(const OrtApi *api, const OrtSessionOp
                                 "plaintext (docs/tensorrt.md, \"Options refused for sealed models\")", keys[k]);
         }
     }
+    static const char *const LOAD_CONFIG_KEYS[] = {"ep.openvinoexecutionprovider.load_config", "ep.openvino.load_config"};
+    for (size_t k = 0; k < 2; k++) {
+        char *value = config_entry(api, so, LOAD_CONFIG_KEYS[k]);
+        bool named = value && names_cache_dir(value);
+        free(value);
+        if (named) return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "the session option %s: " LOAD_CONFIG_REFUSED, LOAD_CONFIG_KEYS[k]);
+    }
     clear_error(err);
     return ORTSEAL_OK;
 }
@@ -129,14 +173,36 @@ static bool same_provider(const char *table_name, const char *given) {
 static const char *option_value(const char *const *keys, const char *const *values, size_t n, const char *key) {
     const char *found = NULL;
     for (size_t i = 0; i < n; i++)
-        if (keys[i] && values[i] && strcmp(keys[i], key) == 0) found = values[i]; /* the last one wins, as in ORT */
+        if (strcmp(keys[i], key) == 0) found = values[i]; /* the last one wins, as in ORT */
     return found;
 }
+
+/* The execution providers ONNX Runtime ships (ORT 1.23-1.32), those of the table included. A name the check does
+ * not know is refused rather than passed: the typed append takes no name, so a misspelt one (" TensorRT",
+ * "TensorRT_V2") would otherwise skip every check and let the options through unseen. */
+static const char *const KNOWN_PROVIDERS[] = {
+    "CPUExecutionProvider", "CUDAExecutionProvider", "ROCMExecutionProvider", "MIGraphXExecutionProvider",
+    "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider", "OpenVINOExecutionProvider", "DnnlExecutionProvider",
+    "DmlExecutionProvider", "QNNExecutionProvider", "SNPEExecutionProvider", "CoreMLExecutionProvider",
+    "NnapiExecutionProvider", "XnnpackExecutionProvider", "WebGpuExecutionProvider", "WebNNExecutionProvider",
+    "JsExecutionProvider", "ACLExecutionProvider", "ArmNNExecutionProvider", "RknpuExecutionProvider",
+    "VitisAIExecutionProvider", "AzureExecutionProvider",
+};
 
 ortseal_code ortseal_check_provider_options(const char *provider, const char *const *keys, const char *const *values,
                                             size_t n, const char *shim_path, ortseal_error *err) {
     if (!provider || (n && (!keys || !values)))
         return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_check_provider_options needs a provider name and n keys and values");
+    for (size_t i = 0; i < n; i++)
+        if (!keys[i] || !values[i])
+            return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_check_provider_options: option %zu has a NULL key or value", i);
+    bool known = false;
+    for (size_t i = 0; i < sizeof KNOWN_PROVIDERS / sizeof *KNOWN_PROVIDERS && !known; i++)
+        known = same_provider(KNOWN_PROVIDERS[i], provider);
+    if (!known)
+        return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_check_provider_options does not know the execution provider \"%.100s\": "
+                    "give its name as ONNX Runtime spells it (TensorrtExecutionProvider or TensorRT, OpenVINO, CUDA, ...), "
+                    "so that its options are checked", provider);
     for (size_t i = 0; i < N_WRITERS; i++) {
         const writer *w = &WRITERS[i];
         if (!w->provider || !same_provider(w->provider, provider)) continue;
@@ -145,6 +211,11 @@ ortseal_code ortseal_check_provider_options(const char *provider, const char *co
             return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s option %s is refused for a sealed model: it makes the execution "
                         "provider write the weights, a compiled model or an engine in plaintext (docs/tensorrt.md, "
                         "\"Options refused for sealed models\")", provider, w->name);
+    }
+    if (same_provider("OpenVINOExecutionProvider", provider)) {
+        const char *load_config = option_value(keys, values, n, "load_config");
+        if (load_config && names_cache_dir(load_config))
+            return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s option load_config: " LOAD_CONFIG_REFUSED, provider);
     }
     /* Environment variables that make the EP write plaintext (ortseal/_policy.py TENSORRT_ENV_WRITERS, read by
      * the TensorRT EP only when it is given no options; OPENVINO_ENV_WRITERS, read by OpenVINO's runtime

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import hashlib
 import os
 import stat
@@ -26,7 +25,7 @@ from pathlib import Path
 
 from onnx import ModelProto
 
-from .._atomic import remove_stale_temps
+from .._atomic import move_into_private_folder, remove_stale_temps
 from .._log import Log
 from .._policy import refuse_compiled_cache_writers
 from .._runtime import onnxruntime as ort
@@ -222,30 +221,8 @@ class CompiledModelCache:
 
     def _quarantine(self, path: Path, exc: Exception) -> Path:
         """Move a refused entry (a link or FIFO itself, never what it points to) into ``quarantine/``."""
-        folder = self.directory / QUARANTINE
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=0o700)
-        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:  # the folder as it is now, never through a link planted in its place
-            qfd = os.open(folder, flags)
-        except OSError as err:
-            if err.errno not in (errno.ENOTDIR, errno.ELOOP):
-                raise
-            raise UnsafeOptionError(f"{folder} is not a folder (a link or a file was put there): refused; remove it "
-                                    f"(the refused entry {path.name} was left in place: {exc})") from None
-        try:
-            st = os.fstat(qfd)
-            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-                raise UnsafeOptionError(f"{folder} belongs to another user or is writable by others: refused; "
-                                        f"remove it (the refused entry {path.name} was left in place: {exc})")
-            dfd = os.open(self.directory, flags)
-            try:
-                os.replace(path.name, path.name, src_dir_fd=dfd, dst_dir_fd=qfd)
-            finally:
-                os.close(dfd)
-        finally:
-            os.close(qfd)
-        target = folder / path.name
+        target = move_into_private_folder(self.directory, path.name, QUARANTINE,
+                                          f"the refused entry {path.name} was left in place: {exc}")
         log.warning("ortseal: %s was refused (%s: %s); moved to %s and compiling again", path, type(exc).__name__,
                     exc, target)
         return target

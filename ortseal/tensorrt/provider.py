@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .._atomic import remove_stale_temps
+from .._atomic import move_into_private_folder, remove_stale_temps
 from .._log import Log
 from .._policy import PROVIDER_WRITERS, TRUE_VALUES, option_str, refuse_tensorrt_writers
 from ..blob import check_release
@@ -45,16 +44,15 @@ def _writable_dir(path: str) -> str:
 
 def quarantine_bad_engines(cache_dir: str, vault: Vault) -> list[Path]:
     """Move every engine file in ``cache_dir`` that fails verification (older releases included) into
-    ``cache_dir/quarantine``."""
+    ``cache_dir/quarantine`` (refused, :class:`UnsafeOptionError`, when that folder is a link or another
+    user's: the engines would be moved where they choose)."""
     moved = []
     for path in sorted(Path(cache_dir).glob(f"*{ENGINE_SUFFIX}")):
         try:
             verify_engine_file(path, vault)
         except (OrtsealError, OSError) as exc:
-            target_dir = Path(cache_dir) / QUARANTINE
-            target_dir.mkdir(mode=0o700, exist_ok=True)
-            target = target_dir / path.name
-            shutil.move(str(path), target)
+            target = move_into_private_folder(Path(cache_dir), path.name, QUARANTINE,
+                                              f"the refused engine {path.name} was left in place: {exc}")
             log.warning("ortseal: %s failed verification (%s: %s); moved to %s so TensorRT rebuilds it",
                         path, type(exc).__name__, exc, target)
             moved.append(target)
