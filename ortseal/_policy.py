@@ -44,6 +44,7 @@ class Writer(NamedTuple):
     why: str
     kind: str = "flag"  # "flag" or "path"
     engine: bool = False  # also refused for a sealed engine cache and a sealed compiled-model cache
+    on_by_default: bool = False  # the EP writes unless told not to: refused unless given, and off
 
     def is_on(self, value: Any) -> bool:
         text = option_str(value)
@@ -123,6 +124,12 @@ PROVIDER_WRITERS: dict[str, dict[str, Writer]] = {
     ),
     "VitisAIExecutionProvider": _writers(
         Writer("cache_dir", "Vitis AI writes the compiled model, weights included, there unencrypted", "path", engine=True),
+    ),
+    "CANNExecutionProvider": _writers(  # cann_execution_provider_info.cc; dump_om_model defaults to 1
+        Writer("dump_graphs", "CANN writes each subgraph, weights included, as plain ONNX to the working directory",
+               engine=True),
+        Writer("dump_om_model", "CANN writes the offline model (.om), weights included, to the working directory "
+               "unencrypted; it does so by default, so pass dump_om_model=0", engine=True, on_by_default=True),
     ),
 }
 # DirectML, CUDA, CPU, XNNPACK, WebGPU: no provider option writes a model, an engine or a cache.
@@ -207,12 +214,15 @@ def refuse_tensorrt_writers(options: Mapping[str, str], subject: str = "a sealed
 
 def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: Sequence[Mapping[Any, Any]] | None,
                              sess_options: ort.SessionOptions | None, *, sealed_model: bool,
-                             sealed_cache: bool, shim: str | None, subject: str | None = None) -> None:
+                             sealed_cache: bool, shim: str | None, subject: str | None = None,
+                             chosen: bool = True) -> None:
     """Raise :class:`UnsafeOptionError`, naming the option and why, if these session arguments would make ORT
     or an EP write plaintext weights or a compiled engine: everything in this module's tables for a sealed
     model; the engine and EP-context writers for a sealed TensorRT engine cache. Does nothing otherwise.
     ``shim``: the path of ortseal's engine-cache shim (None where it is not built), the one decryption
-    library TensorRT may be given."""
+    library TensorRT may be given. ``chosen``: these are the providers ORT will run, with all their options, so
+    a writer that is on by default must be given, and off (False for the fallback, whose application picks
+    its providers and their options later, without ortseal)."""
     if not (sealed_model or sealed_cache):
         return
     subject = subject or ("a sealed model" if sealed_model else "a sealed engine cache")
@@ -239,6 +249,8 @@ def refuse_plaintext_writers(providers: Sequence[Any] | None, provider_options: 
             stored = config_entry(sess_options, f"ep.{name.lower()}.{key}")
             if stored is not None and writer.is_on(stored):
                 _refuse(f"the session option ep.{name.lower()}.{key}", writer, subject)
+            if chosen and writer.on_by_default and key not in options and stored is None:
+                _refuse(f"{name} without {key} (on by default)", writer, subject)
         if name == "OpenVINOExecutionProvider" and "load_config" in options and \
                 _names_cache_dir(options["load_config"]):
             raise UnsafeOptionError(f"{name} option load_config with CACHE_DIR (or a load_config that is not a JSON "

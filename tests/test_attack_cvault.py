@@ -280,11 +280,14 @@ def test_the_names_onnx_runtime_ships_are_known(ort_host, provider):
     assert ort_host("provider-options", provider, "-", "device_id", "0").name == "ok"
 
 
-def test_cann_whose_dump_options_the_table_lacks_is_refused(ort_host):
-    """CANN's dump_om_model / dump_graphs write the offline model and subgraphs, which the table does not list:
-    refused as unknown rather than checked against nothing."""
-    result = ort_host("provider-options", "CANN", "-", "dump_om_model", "0")
-    assert result.name == "misuse", result.message
+def test_cann_dumps_its_offline_model_unless_told_not_to(ort_host):
+    """CANN's dump_om_model is on by default (the offline model, weights included, written unencrypted) and its
+    dump_graphs writes subgraphs: CANN without dump_om_model=0, or with either on, is refused; given off, it passes."""
+    result = ort_host("provider-options", "CANN", "-", "device_id", "0")
+    assert result.name == "unsafe_option" and "without dump_om_model (on by default)" in result.message, result.message
+    assert ort_host("provider-options", "CANN", "-", "dump_om_model", "1").name == "unsafe_option"
+    assert ort_host("provider-options", "CANN", "-", "dump_om_model", "0", "dump_graphs", "1").name == "unsafe_option"
+    assert ort_host("provider-options", "CANN", "-", "dump_om_model", "0").name == "ok"
 
 
 MISUSE_EXPECTED = {

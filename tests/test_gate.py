@@ -196,3 +196,20 @@ def test_verify_and_fallback_accept_safe_options(sealed_model, tmp_path, monkeyp
     sess = ort.InferenceSession(fb.model_bytes, fb.sess_options, providers=[CPU])
     sess.run(None, {"ids": np.zeros((1, 4), np.int64)})
     assert not [p for p in os.listdir(tmp_path) if p.endswith((".onnx", ".data"))]
+
+
+def test_a_writer_on_by_default_must_be_turned_off(sealed_model, tmp_path):
+    """CANN dumps its offline model (.om, weights included) unless dump_om_model=0 (its default is 1): a sealed
+    model given CANN without that option is refused, by every entry point that runs the providers it is given;
+    the fallback, whose application picks providers and options later, cannot see them (docs/tensorrt.md)."""
+    sealed, keys = sealed_model
+    for providers in (["CANNExecutionProvider", CPU], [("CANNExecutionProvider", {"device_id": "0"}), CPU]):
+        with pytest.raises(UnsafeOptionError, match="CANNExecutionProvider without dump_om_model .on by default."):
+            ortseal.InferenceSession(sealed, providers=providers, keys=keys)
+    assert _tree(tmp_path) == {}
+    # given, and off: the gate lets it through to ORT, whose CPU build has no CANN (it warns and runs on CPU)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sess = ortseal.InferenceSession(sealed, providers=[("CANNExecutionProvider", {"dump_om_model": "0"}), CPU],
+                                        keys=keys)
+    assert sess.get_providers()[-1] == CPU

@@ -89,13 +89,18 @@ def test_an_optimized_model_path_on_the_options_writes_nothing_for_a_sealed_mode
 def test_every_provider_option_of_the_table_is_refused_before_a_typed_append(ort_host):
     """ortseal_check_provider_options: for the EPs a host appends with typed calls ORT cannot read back."""
     for provider, writers in PROVIDER_WRITERS.items():
+        # the writers on by default, given and off, beside the one tried
+        off = [x for other, w in writers.items() if w.on_by_default for x in (other, "0")]
         for name, w in writers.items():
             on = "/somewhere" if w.kind == "path" else "1"
-            result = ort_host("provider-options", provider, "-", name, on)
+            result = ort_host("provider-options", provider, "-", *off, name, on)
             assert result.name == "unsafe_option" and name in result.message, (provider, name)
-            assert ort_host("provider-options", provider, "-", name, "" if w.kind == "path" else "0").name == "ok"
+            assert ort_host("provider-options", provider, "-", *off, name, "" if w.kind == "path" else "0").name == "ok"
             short = provider.removesuffix("ExecutionProvider")  # the names ORT's append calls take
-            assert ort_host("provider-options", short, "-", name, on).name == "unsafe_option", (short, name)
+            assert ort_host("provider-options", short, "-", *off, name, on).name == "unsafe_option", (short, name)
+            if w.on_by_default:  # not given: the EP writes
+                result = ort_host("provider-options", provider, "-", "device_id", "0")
+                assert result.name == "unsafe_option" and f"without {name} (on by default)" in result.message
 
 
 @pytest.mark.parametrize("provider, shim, options, refused", [

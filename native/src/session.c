@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct writer { const char *provider; const char *name; const char *kind; } writer;
+/* on_by_default: the EP writes unless told not to (ortseal/_policy.py Writer.on_by_default): refused unless given,
+ * and off, where the provider's options are seen (ortseal_check_provider_options). */
+typedef struct writer { const char *provider; const char *name; const char *kind; bool on_by_default; } writer;
 
 /* provider NULL: a session config entry; otherwise a provider option, checked in its config-entry form. */
 static const writer WRITERS[] = {
@@ -43,6 +45,8 @@ static const writer WRITERS[] = {
     {"MIGraphXExecutionProvider", "migraphx_save_model_path", "path"},
     {"MIGraphXExecutionProvider", "migraphx_dump_ep_context_model", "flag"},
     {"VitisAIExecutionProvider", "cache_dir", "path"},
+    {"CANNExecutionProvider", "dump_graphs", "flag"},
+    {"CANNExecutionProvider", "dump_om_model", "flag", true},
 };
 #define N_WRITERS (sizeof WRITERS / sizeof WRITERS[0])
 
@@ -186,7 +190,7 @@ static const char *const KNOWN_PROVIDERS[] = {
     "DmlExecutionProvider", "QNNExecutionProvider", "SNPEExecutionProvider", "CoreMLExecutionProvider",
     "NnapiExecutionProvider", "XnnpackExecutionProvider", "WebGpuExecutionProvider", "WebNNExecutionProvider",
     "JsExecutionProvider", "ACLExecutionProvider", "ArmNNExecutionProvider", "RknpuExecutionProvider",
-    "VitisAIExecutionProvider", "AzureExecutionProvider",
+    "VitisAIExecutionProvider", "AzureExecutionProvider", "CANNExecutionProvider",
 };
 
 ortseal_code ortseal_check_provider_options(const char *provider, const char *const *keys, const char *const *values,
@@ -211,6 +215,10 @@ ortseal_code ortseal_check_provider_options(const char *provider, const char *co
             return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s option %s is refused for a sealed model: it makes the execution "
                         "provider write the weights, a compiled model or an engine in plaintext (docs/tensorrt.md, "
                         "\"Options refused for sealed models\")", provider, w->name);
+        if (!value && w->on_by_default)
+            return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s without %s (on by default) is refused for a sealed model: the "
+                        "execution provider then writes a compiled model, weights included, in plaintext; pass %s=0",
+                        provider, w->name, w->name);
     }
     if (same_provider("OpenVINOExecutionProvider", provider)) {
         const char *load_config = option_value(keys, values, n, "load_config");

@@ -49,7 +49,8 @@ def check_handed_options(sess_options: ort.SessionOptions | None) -> None:
     """Raise :class:`~ortseal.UnsafeOptionError` if session options ortseal hands the application with opened
     weights (the fallback) would make ORT write them in plaintext, whichever provider the application then
     picks (its provider options are its own: they never pass through ortseal)."""
-    refuse_plaintext_writers(ANY_PROVIDER, None, sess_options, sealed_model=True, sealed_cache=False, shim=_shim())
+    refuse_plaintext_writers(ANY_PROVIDER, None, sess_options, sealed_model=True, sealed_cache=False, shim=_shim(),
+                             chosen=False)
 
 
 def _plain_options(providers: Any, provider_options: Any) -> tuple[Any, Any]:
