@@ -1,0 +1,259 @@
+"""Attacks on libortseal's private RAM folder (native/src/os_posix.c) beyond tests/test_native_ramdir.py's:
+a host whose real and effective uids differ, a child the host spawns while a folder is in use, another
+user reaching for the plaintext while it waits for ORT, and a writer of the same uid after the checks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import pytest
+from native_host import read_tensors
+from test_native_ramdir import (  # noqa: F401  (fixtures, used as they are)
+    ROUTE_ENV,
+    Holder,
+    models,
+    ort_host,
+    plain_outputs,
+    run_sealed,
+)
+from test_ramdir import NOBODY, NOBODY_PYTHON, ROOT, fresh_user_base, quiet_env  # noqa: F401
+
+from ortseal.model.ramdir import RUNTIME_DIR_ENV, SHARED_RAM_DIR
+
+# Real uid nobody, effective uid root: what a set-user-ID-root host runs as when nobody starts it.
+SETUID_ROOT = ["setpriv", "--ruid=nobody", "--euid=0"]
+needs_root_setpriv = pytest.mark.skipif(NOBODY_PYTHON is None, reason="needs root with setpriv (a second uid)")
+
+
+def nobody_sh(script: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "sh", "-c", script],
+                          capture_output=True, text=True, cwd="/", timeout=60, check=False)
+
+
+@pytest.fixture
+def nobody_base():
+    """A folder of nobody's on /dev/shm, 0700: a base that passes every check for nobody."""
+    if not os.path.isdir(SHARED_RAM_DIR):
+        pytest.skip("no /dev/shm")
+    folder = tempfile.mkdtemp(prefix="nobody-base-", dir=SHARED_RAM_DIR)
+    os.chown(folder, NOBODY, NOBODY)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def swap_out(folder: str) -> subprocess.CompletedProcess:
+    """nobody moves the opening folder aside and puts a folder of its own, of zero weights, in its place."""
+    zeros = "; ".join(f"head -c {4 << 20} /dev/zero > {folder}/t{i}.bin" for i in range(5))
+    return nobody_sh(f"mv {folder} {folder}.moved && mkdir {folder} && {zeros}")
+
+
+# -- a host whose real uid is not its effective uid --------------------------------------------------
+
+@needs_root_setpriv
+@pytest.mark.parametrize("how", ["option", "xdg"])
+def test_setuid_host_never_opens_into_a_base_of_its_real_uid(how, ort_host, models, quiet_env, fresh_user_base,
+                                                             nobody_base, tmp_path):
+    """A set-user-ID-root host started by nobody: nobody's base passed the owner check (the real uid), so
+    nobody could swap the opening folder for one of its own between the checks and ORT's read, and the
+    session ran on nobody's weights. The owner is the effective uid: that base is refused (the option) or
+    skipped for root's own (XDG_RUNTIME_DIR), which nobody cannot touch; outputs stay bit-identical."""
+    d, folders = models
+    env = {**os.environ, RUNTIME_DIR_ENV if how == "option" else "XDG_RUNTIME_DIR": nobody_base}
+    env.pop(ROUTE_ENV, None)
+    args = [str(ort_host.exe), "hold", str(d / "keys.json"), str(folders["large"] / "sealed.onnx"), str(d / "in.bin"),
+            str(tmp_path / "out.bin")]
+    proc = subprocess.Popen([*SETUID_ROOT, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd="/")
+    first = proc.stdout.readline().strip()
+    if first.startswith("folder /"):
+        swap_out(first.split()[1])  # the attack (fails with permission denied where the base is root's)
+    out, err = proc.communicate("go\ngo\n", timeout=300)
+    if how == "option":
+        assert first.startswith("error unsafe_option") and nobody_base in first, first + out + err
+        return
+    assert proc.returncode == 0, first + out + err
+    assert first.startswith(f"folder {fresh_user_base}/"), first  # /dev/shm/ortseal-0: the effective uid's
+    plain = plain_outputs(ort_host, models, "large", tmp_path)
+    assert read_tensors(tmp_path / "out.bin")["x5"].tobytes() == plain["x5"].tobytes()
+    assert os.listdir(nobody_base) == [] and os.listdir(fresh_user_base) == []
+
+
+@needs_root_setpriv
+def test_python_never_trusts_a_base_of_its_real_uid(nobody_base):
+    """The same rule on the Python side (ortseal/model/ramdir.py), which shares the base with C."""
+    script = textwrap.dedent("""
+        import sys
+        from ortseal.errors import UnsafeOptionError
+        from ortseal.model.ramdir import runtime_dirs
+        try:
+            print("used", runtime_dirs())
+        except UnsafeOptionError as exc:
+            print("refused", exc)
+    """)
+    env = {**os.environ, RUNTIME_DIR_ENV: nobody_base}
+    r = subprocess.run([*SETUID_ROOT, sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=60, check=False)
+    assert r.stdout.startswith("refused") and f"owned by uid {NOBODY}" in r.stdout, r.stdout + r.stderr
+
+
+# -- descriptors a child of the host would inherit -----------------------------------------------------
+
+PROBE = r"""
+/* LD_PRELOAD probe: at each of these calls libortseal makes, every descriptor leading under $PROBE_UNDER must
+ * be close-on-exec (a child the host forks and execs at that moment would inherit it); else it is reported
+ * to $PROBE_OUT. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+static __thread int busy;
+static void probe(const char *where) {
+    const char *under = getenv("PROBE_UNDER"), *out = getenv("PROBE_OUT");
+    if (busy || !under || !out) return;
+    busy = 1;
+    int saved = errno;
+    for (int fd = 3; fd < 4096; fd++) {
+        int flags = fcntl(fd, F_GETFD);
+        if (flags < 0 || (flags & FD_CLOEXEC)) continue;
+        char link[64], target[1024] = "";
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t k = readlink(link, target, sizeof target - 1);
+        if (k <= 0) continue;
+        target[k] = 0;
+        if (strncmp(target, under, strlen(under)) != 0) continue;
+        FILE *f = fopen(out, "a");
+        if (f) { fprintf(f, "%s %d %s\n", where, fd, target); fclose(f); }
+    }
+    errno = saved;
+    busy = 0;
+}
+#define REAL(name) static __typeof__(name) *real; if (!real) real = (__typeof__(name) *)dlsym(RTLD_NEXT, #name)
+DIR *fdopendir(int fd) { REAL(fdopendir); probe("fdopendir"); return real(fd); }
+struct dirent *readdir(DIR *d) { REAL(readdir); probe("readdir"); return real(d); }
+ssize_t pwrite(int fd, const void *b, size_t n, off_t o) { REAL(pwrite); probe("pwrite"); return real(fd, b, n, o); }
+int flock(int fd, int op) { REAL(flock); probe("flock"); return real(fd, op); }
+int unlinkat(int fd, const char *p, int fl) { REAL(unlinkat); probe("unlinkat"); return real(fd, p, fl); }
+int renameat(int a, const char *p, int b, const char *q) { REAL(renameat); probe("renameat"); return real(a, p, b, q); }
+"""
+
+
+@pytest.fixture(scope="module")
+def probe_lib(tmp_path_factory) -> Path:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    d = tmp_path_factory.mktemp("probe")
+    (d / "probe.c").write_text(PROBE)
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(d / "probe.so"), str(d / "probe.c"), "-ldl"], check=True)
+    return d / "probe.so"
+
+
+def test_no_descriptor_of_the_ram_folder_is_inherited_by_a_child(ort_host, models, probe_lib, quiet_env, tmp_path,
+                                                                monkeypatch):
+    """Between dup() and fdopendir() (stale cleanup, removal), the folder's and the base's descriptors had no
+    FD_CLOEXEC: a child the host spawned then inherited the base, or the folder with its flock (keeping a
+    dead opener's plaintext 'live'). Every descriptor under the base is close-on-exec at every step, for a
+    clean open, a stale folder's removal and a refused open."""
+    base = tempfile.mkdtemp(prefix="native-cloexec-", dir=SHARED_RAM_DIR)
+    try:
+        stale = Path(base, "ortseal-open-" + "0" * 32)
+        stale.mkdir(mode=0o700)
+        (stale / "t0.bin").write_bytes(b"left by a killed opener")
+        out = tmp_path / "probe.out"
+        monkeypatch.setenv(RUNTIME_DIR_ENV, base)
+        monkeypatch.setenv("PROBE_UNDER", os.path.realpath(base))
+        monkeypatch.setenv("PROBE_OUT", str(out))
+        monkeypatch.setenv("LD_PRELOAD", str(probe_lib))
+        # an ASan build wants its runtime first; the probe only wraps libc calls
+        monkeypatch.setenv("ASAN_OPTIONS", os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+        assert run_sealed(ort_host, models, "large", tmp_path).name == "ok"
+        assert not stale.exists()  # removed (scanned: the probe ran through readdir)
+        refused = run_sealed(ort_host, models, "large", tmp_path, "ep.context_enable", "1")
+        assert refused.name == "unsafe_option"
+        assert not out.exists(), out.read_text()
+        assert os.listdir(base) == []
+    finally:
+        shutil.rmtree(base)
+
+
+# -- another user, while the plaintext waits for ORT -----------------------------------------------------
+
+@needs_root_setpriv
+def test_another_user_cannot_reach_the_plaintext_while_it_waits(ort_host, models, quiet_env, tmp_path, monkeypatch):
+    """While an opening holds its files (after the checks, before ORT reads them), nobody cannot read, write,
+    list or replace them by path, nor through the host's /proc entries (fd, map_files, mem)."""
+    base = tempfile.mkdtemp(prefix="native-reach-", dir=SHARED_RAM_DIR)
+    monkeypatch.setenv(RUNTIME_DIR_ENV, base)
+    holder = Holder(ort_host, models, "large")
+    try:
+        folder, pid = holder.folder, holder.proc.pid
+        assert folder
+        probes = {
+            "read": f"cat {folder}/t0.bin", "write": f"echo x >> {folder}/t0.bin", "list": f"ls {folder}",
+            "list-base": f"ls {base}", "replace": f"mv {folder} {base}/moved", "fd": f"ls /proc/{pid}/fd",
+            "map_files": f"ls /proc/{pid}/map_files", "mem": f"head -c 1 /proc/{pid}/mem",
+            "fd-file": f"cat /proc/{pid}/fd/*",
+        }
+        for what, script in probes.items():
+            r = nobody_sh(script)
+            assert r.returncode != 0 and r.stdout == "", (what, r.stdout, r.stderr)
+        assert "folder-after -" in holder.release()
+    finally:
+        if holder.proc.poll() is None:
+            holder.kill()
+        left = os.listdir(base)
+        shutil.rmtree(base)
+    assert left == []
+
+
+# -- the same uid, after the checks ----------------------------------------------------------------------
+
+SAME_UID_WRITER = """
+    import os, sys
+    for i in range(5):
+        fd = os.open(os.path.join(sys.argv[1], f"t{i}.bin"), os.O_WRONLY)
+        os.pwrite(fd, bytes(4 << 20), 0)
+        os.close(fd)
+    print("written", flush=True)
+"""
+
+
+@pytest.mark.xfail(strict=True, reason="ORT reads the RAM files by path after the checks: a process of the same uid "
+                   "(which under Yama ptrace_scope>=1, or against a non-dumpable host, cannot touch the host's "
+                   "memory) can rewrite them in that window; a sealed memfd (F_SEAL_WRITE) handed to ORT would "
+                   "close it. docs/sealed-models.md states this trade-off")
+def test_same_uid_writer_cannot_change_the_weights_ort_reads(ort_host, models, quiet_env, tmp_path, monkeypatch):
+    """Between ortseal's checks and ORT's read, a process of the same uid rewrites the RAM files with zeros:
+    the session must still compute with the checked weights."""
+    base = tempfile.mkdtemp(prefix="native-sameuid-", dir=SHARED_RAM_DIR)
+    monkeypatch.setenv(RUNTIME_DIR_ENV, base)
+    d, folders = models
+    plain = plain_outputs(ort_host, models, "large", tmp_path)
+    host = subprocess.Popen([str(ort_host.exe), "hold", str(d / "keys.json"), str(folders["large"] / "sealed.onnx"),
+                             str(d / "in.bin"), str(tmp_path / "out.bin")], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        folder = host.stdout.readline().split()[1]
+        writer = subprocess.run([sys.executable, "-c", textwrap.dedent(SAME_UID_WRITER), folder], capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert writer.stdout.strip() == "written", writer.stderr
+        out, _ = host.communicate("go\ngo\n", timeout=300)
+        assert host.returncode == 0 and "ran" in out, out
+        assert read_tensors(tmp_path / "out.bin")["x5"].tobytes() == plain["x5"].tobytes()
+    finally:
+        if host.poll() is None:
+            host.kill()
+            host.wait()
+        shutil.rmtree(base)
