@@ -257,3 +257,116 @@ def test_same_uid_writer_cannot_change_the_weights_ort_reads(ort_host, models, q
             host.kill()
             host.wait()
         shutil.rmtree(base)
+
+
+# -- a plain (excluded) tensor copied into a RAM file before its digest is known -----------------------------
+
+def test_rewritten_plain_external_tensor_in_a_ram_file_is_refused(ort_host, models, quiet_env, tmp_path, monkeypatch):
+    """A tensor left plain (--exclude) is copied into its RAM file a MiB at a time and hashed as it goes: the
+    model opens bit-identical through the RAM route, and with one byte of it rewritten (a keyless attacker)
+    the open is refused after the copy, leaving no file and no folder."""
+    import onnx
+
+    import ortseal
+    from ortseal import KeySet
+
+    d, folders = models
+    keys = KeySet.from_json((d / "keys.json").read_text())
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    ortseal.seal_model(folders["large"] / "model.onnx", deploy / "sealed.onnx", keys, exclude="^w4$", progress=False)
+    model = onnx.load(str(deploy / "sealed.onnx"), load_external_data=False)
+    w4 = next(t for t in model.graph.initializer if t.name == "w4")
+    info = {e.key: e.value for e in w4.external_data}
+    base = tempfile.mkdtemp(prefix="native-plain-", dir=SHARED_RAM_DIR)
+    monkeypatch.setenv(RUNTIME_DIR_ENV, base)
+    monkeypatch.setenv(ROUTE_ENV, "ram")
+    try:
+        def run() -> str:
+            return ort_host("sealed", d / "keys.json", "-", 0, deploy / "sealed.onnx", d / "in.bin",
+                            tmp_path / "out.bin")
+
+        assert run().name == "ok"
+        plain = plain_outputs(ort_host, models, "large", tmp_path)
+        assert read_tensors(tmp_path / "out.bin")["x5"].tobytes() == plain["x5"].tobytes()
+        data = deploy / info["location"]
+        raw = bytearray(data.read_bytes())
+        raw[int(info["offset"]) + int(info["length"]) - 1] ^= 1  # its last MiB: the rest is in the file by then
+        data.write_bytes(bytes(raw))
+        refused = run()
+        assert refused.name == "tampered" and "differ from those that were signed" in refused.message, refused
+        assert os.listdir(base) == []
+    finally:
+        shutil.rmtree(base)
+
+
+# -- the route choice and odd arguments --------------------------------------------------------------------
+
+MISUSE = r"""
+#include "ortseal.h"
+#include <stdio.h>
+int main(int argc, char **argv) {
+    ortseal_keyset *ks = NULL;
+    ortseal_error err = {0};
+    if (argc != 3 || ortseal_keyset_load(argv[1], NULL, 0, &ks, &err)) return 100;
+    const int routes[] = {3, -1, 255, 0x7fffffff, -0x7fffffff - 1};
+    for (size_t i = 0; i < sizeof routes / sizeof *routes; i++) {
+        ortseal_model *m = (ortseal_model *)&err; /* garbage a host may have left in it */
+        ortseal_code c = ortseal_model_open_route(argv[2], NULL, 0, NULL, ks, 0, NULL, (ortseal_route)routes[i], &m, &err);
+        printf("route %d %s %s %s\n", routes[i], ortseal_code_name(c), m ? "set" : "null", err.message);
+    }
+    ortseal_model *m = (ortseal_model *)&err;
+    ortseal_code c = ortseal_model_open_route(argv[2], NULL, 0, NULL, NULL, 0, NULL, ORTSEAL_ROUTE_RAM_FOLDER, &m, NULL);
+    printf("no-keyset %s %s\n", ortseal_code_name(c), m ? "set" : "null");
+    m = (ortseal_model *)&err;
+    c = ortseal_model_open_route(NULL, NULL, 0, NULL, ks, 0, NULL, ORTSEAL_ROUTE_RAM_FOLDER, &m, NULL);
+    printf("no-model %s %s\n", ortseal_code_name(c), m ? "set" : "null");
+    printf("no-out %s\n", ortseal_code_name(ortseal_model_open_route(argv[2], NULL, 0, NULL, ks, 0, NULL,
+           ORTSEAL_ROUTE_RAM_FOLDER, NULL, NULL)));
+    printf("folder-of-null %s\n", ortseal_model_folder(NULL) ? "set" : "null");
+    ortseal_model_drop_weights(NULL);
+    ortseal_model_free(NULL);
+    c = ortseal_model_open_route(argv[2], NULL, 0, NULL, ks, 0, NULL, ORTSEAL_ROUTE_RAM_FOLDER, &m, NULL);
+    printf("ram %s %s\n", ortseal_code_name(c), c == ORTSEAL_OK && ortseal_model_folder(m) ? "folder" : "none");
+    if (c == ORTSEAL_OK) {
+        ortseal_model_drop_weights(m);
+        ortseal_model_drop_weights(m); /* twice: nothing left to drop */
+        printf("dropped %s\n", ortseal_model_folder(m) ? "folder" : "none");
+        ortseal_model_free(m);
+    }
+    ortseal_keyset_free(ks);
+    return 0;
+}
+"""
+
+
+def test_bad_routes_and_odd_arguments_are_misuse(models, quiet_env, tmp_path, monkeypatch):
+    """Routes outside the enum and missing arguments: MISUSE, *out set to NULL (a host that frees what it got
+    on failure frees nothing), no folder made; the folder goes with the weights, dropped twice or not."""
+    from native_host import BUILD, build
+
+    folder = build()
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    sanitize = ["-fsanitize=address,undefined"] if "SANITIZE=ON" in os.environ.get("ORTSEAL_NATIVE_CMAKE_ARGS", "") else []
+    (tmp_path / "misuse.c").write_text(MISUSE)
+    exe = tmp_path / "misuse"
+    subprocess.run([cc, *sanitize, "-I", str(ROOT / "native" / "include"), str(tmp_path / "misuse.c"), "-o", str(exe),
+                    f"-L{folder}", "-lortseal", f"-Wl,-rpath,{BUILD}"], check=True)
+    base = tempfile.mkdtemp(prefix="native-misuse-", dir=SHARED_RAM_DIR)
+    monkeypatch.setenv(RUNTIME_DIR_ENV, base)
+    d, folders = models
+    try:
+        r = subprocess.run([str(exe), str(d / "keys.json"), str(folders["large"] / "sealed.onnx")], capture_output=True,
+                           text=True, timeout=120, check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = r.stdout.splitlines()
+        for line in lines[:5]:
+            number, code, out = line.split()[1:4]
+            assert code == "misuse" and out == "null" and f"unknown route {number}" in line, line
+        assert lines[5:] == ["no-keyset misuse null", "no-model misuse null", "no-out misuse", "folder-of-null null",
+                             "ram ok folder", "dropped none"]
+        assert os.listdir(base) == []
+    finally:
+        shutil.rmtree(base)
