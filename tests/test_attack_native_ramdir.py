@@ -370,3 +370,38 @@ def test_bad_routes_and_odd_arguments_are_misuse(models, quiet_env, tmp_path, mo
         assert os.listdir(base) == []
     finally:
         shutil.rmtree(base)
+
+
+# -- a killed C opener's plaintext, removed by the next open ---------------------------------------------------
+
+@pytest.mark.parametrize("next_open", ["c", "python"])
+def test_killed_c_openers_plaintext_is_removed_by_the_next_open(next_open, ort_host, models, quiet_env, tmp_path,
+                                                               monkeypatch):
+    """kill -9 of a C opener holding its files leaves plaintext on tmpfs; the next large open, by a C host or
+    by ortseal.InferenceSession, removes it first (its lock is free) and opens bit-identical."""
+    import numpy as np
+
+    import ortseal
+    from ortseal import KeySet
+
+    base = tempfile.mkdtemp(prefix="native-killed-", dir=SHARED_RAM_DIR)
+    monkeypatch.setenv(RUNTIME_DIR_ENV, base)
+    d, folders = models
+    try:
+        dead = Holder(ort_host, models, "large")
+        dead.kill()
+        assert dead.folder and sorted(os.listdir(dead.folder)) == [f"t{i}.bin" for i in range(5)]
+        plain = plain_outputs(ort_host, models, "large", tmp_path)["x5"]
+        if next_open == "c":
+            assert run_sealed(ort_host, models, "large", tmp_path).name == "ok"
+            got = read_tensors(tmp_path / "out.bin")["x5"]
+        else:
+            keys = KeySet.from_json((d / "keys.json").read_text())
+            x0 = read_tensors(d / "in.bin")["x0"]
+            session = ortseal.InferenceSession(str(folders["large"] / "sealed.onnx"), keys=keys,
+                                               providers=["CPUExecutionProvider"])
+            got = np.asarray(session.run(None, {"x0": x0})[0])
+        assert got.tobytes() == plain.tobytes()
+        assert not os.path.exists(dead.folder) and os.listdir(base) == []
+    finally:
+        shutil.rmtree(base)
