@@ -232,8 +232,10 @@ SAME_UID_WRITER = """
 
 @pytest.mark.xfail(strict=True, reason="ORT reads the RAM files by path after the checks: a process of the same uid "
                    "(which under Yama ptrace_scope>=1, or against a non-dumpable host, cannot touch the host's "
-                   "memory) can rewrite them in that window; a sealed memfd (F_SEAL_WRITE) handed to ORT would "
-                   "close it. docs/sealed-models.md states this trade-off")
+                   "memory) can rewrite them in that window. A sealed memfd (F_SEAL_WRITE) as /proc/self/fd/N "
+                   "would close it, but ORT 1.32's external-data path validation refuses that path (its canonical "
+                   "form is /memfd:...). docs/sealed-models.md states the trade-off; ORTSEAL_ROUTE_MEMORY has no "
+                   "such window")
 def test_same_uid_writer_cannot_change_the_weights_ort_reads(ort_host, models, quiet_env, tmp_path, monkeypatch):
     """Between ortseal's checks and ORT's read, a process of the same uid rewrites the RAM files with zeros:
     the session must still compute with the checked weights."""
