@@ -18,24 +18,7 @@
 #elif defined(__GNUC__)
 #define ORTSEAL_PRINTF __attribute__((format(printf, 3, 4)))
 #else
-#define ORTSEAL_PRINTF/* The same with the blob read through read(src, buf, len, offset) once, a batch of segments at a time
- * (bounded memory), for a blob whose commitment (expected_digest) a signed manifest gave. The plaintext
- * goes to dest: into dest->out, or (out NULL) a batch at a time through dest->write, from a buffer that
- * is wiped after (what was written must be discarded by the caller on failure: a RAM file it removes). */
-typedef ortseal_code (*blob_reader)(void *src, uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err);
-typedef ortseal_code (*blob_writer)(void *dst, const uint8_t *buf, size_t len, uint64_t offset, ortseal_error *err);
-typedef struct blob_dest {
-    uint8_t *out;
-    size_t out_cap;
-    blob_writer write;
-    void *dst;
-    const uint8_t *content_key; /* the content key, fetched by the caller (NULL: asked of ks here) */
-    bool serial;                /* decrypt on this thread only (the caller runs blobs in parallel) */
-} blob_dest;
-ortseal_code blob_open_stream(const ortseal_keyset *ks, blob_reader read, void *src, uint64_t blob_len,
-                              const void *context, size_t context_len, const uint8_t expected_digest[32],
-                              const blob_dest *dest, ortseal_error *err);
-
+#define ORTSEAL_PRINTF
 #endif
 ortseal_code set_error(ortseal_error *err, ortseal_code code, const char *fmt, ...) ORTSEAL_PRINTF;
 #define FAIL(err, code, ...) set_error((err), (code), __VA_ARGS__)

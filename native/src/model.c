@@ -1491,10 +1491,10 @@ static ortseal_code open_model(const uint8_t *data, size_t len, os_dir *dir, con
 ortseal_code ortseal_model_open_route(const char *path, const uint8_t *bytes, size_t len, const char *folder,
                                       const ortseal_keyset *ks, uint64_t min_release, const char *model_name,
                                       ortseal_route route, ortseal_model **out, ortseal_error *err) {
+    if (out) *out = NULL; /* on every failure, misuse too: a host may free what it got */
     if (!out || !ks || (!path && !bytes)) return FAIL(err, ORTSEAL_E_MISUSE, "ortseal_model_open needs a model, a keyset and out");
     if (route != ORTSEAL_ROUTE_AUTO && route != ORTSEAL_ROUTE_MEMORY && route != ORTSEAL_ROUTE_RAM_FOLDER)
         return FAIL(err, ORTSEAL_E_MISUSE, "unknown route %d", (int)route);
-    *out = NULL;
     os_buffer file = {0};
     os_dir *dir = NULL;
     ortseal_code code = path ? os_read_model(path, &file, &dir, err) : folder ? os_open_dir(folder, &dir, err) : ORTSEAL_OK;

@@ -330,6 +330,10 @@ void os_parallel(size_t n, void (*fn)(void *ctx, size_t i), void *ctx) {
 #define RAMFS_MAGIC 0x858458F6L
 #define DIR_FLAGS (O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK)
 
+/* "This user" is the effective uid throughout: it owns what this process creates, and a host whose real
+ * uid differs (a set-user-ID program, a service that seteuid()s) must not trust a base of the real uid's,
+ * who could swap the opening folder out of it while ORT reads it (tests/test_attack_native_ramdir.py). */
+
 struct os_ram {
     int base_fd, fd;           /* the base and the folder (flock-ed while it exists), both O_NOFOLLOW */
     char name[64];             /* the folder's name in the base */
@@ -355,7 +359,7 @@ static bool ram_backed(int fd) {
 static ortseal_code check_above(int fd, const char *shown, ortseal_error *err) {
     struct stat st;
     if (fstat(fd, &st) != 0) return FAIL(err, ORTSEAL_E_IO, "cannot stat %s: %s", shown, strerror(errno));
-    if (st.st_uid != 0 && st.st_uid != getuid())
+    if (st.st_uid != 0 && st.st_uid != geteuid())
         return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is owned by uid %u, who could replace the folders in it", shown, (unsigned)st.st_uid);
     if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
         return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is writable by other users (mode %04o, no sticky bit), who could replace "
@@ -368,8 +372,8 @@ static ortseal_code check_base(int fd, const char *shown, ortseal_error *err) {
     if (fstat(fd, &st) != 0) return FAIL(err, ORTSEAL_E_IO, "cannot stat %s: %s", shown, strerror(errno));
     if (!ram_backed(fd))
         return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is not on tmpfs or ramfs: plaintext weights would reach a persistent disk", shown);
-    if (st.st_uid != getuid())
-        return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is owned by uid %u, not by this user (uid %u)", shown, (unsigned)st.st_uid, (unsigned)getuid());
+    if (st.st_uid != geteuid())
+        return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s is owned by uid %u, not by this user (uid %u)", shown, (unsigned)st.st_uid, (unsigned)geteuid());
     if ((st.st_mode & 07777) != 0700)
         return FAIL(err, ORTSEAL_E_UNSAFE_OPTION, "%s has mode %04o; it must be 0700 (chmod 700 %s)", shown, (unsigned)(st.st_mode & 07777), shown);
     return ORTSEAL_OK;
@@ -433,7 +437,7 @@ static ortseal_code open_base(const char *path, bool create, int *out, char real
     close(fd);
     if (code) return code;
     struct stat st;
-    if (created && fstat(base, &st) == 0 && st.st_uid == getuid()) fchmod(base, 0700); /* undo the umask; no link followed */
+    if (created && fstat(base, &st) == 0 && st.st_uid == geteuid()) fchmod(base, 0700); /* undo the umask; no link followed */
     if ((code = check_base(base, real, err))) { close(base); return code; }
     *out = base;
     return ORTSEAL_OK;
@@ -449,14 +453,14 @@ static bool same_file(const struct stat *a, const struct stat *b) { return a->st
 
 /* Remove what the open folder fd holds: only entries this user owns, never through a link. */
 static void clear_folder(int fd, int depth) {
-    int dup_fd = dup(fd);
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* not dup(): a child spawned meanwhile would inherit it */
     DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
     if (!d) { if (dup_fd >= 0) close(dup_fd); return; }
     struct dirent *e;
     while ((e = readdir(d))) {
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
         struct stat st;
-        if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_uid != getuid()) continue; /* another uid's: left */
+        if (fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || st.st_uid != geteuid()) continue; /* another uid's: left */
         if (!S_ISDIR(st.st_mode)) { unlinkat(fd, e->d_name, 0); continue; } /* a link is removed itself */
         int child = depth < 16 ? openat(fd, e->d_name, DIR_FLAGS) : -1;
         if (child < 0) continue;
@@ -482,7 +486,7 @@ static void remove_folder(int base_fd, const char *name, int fd) {
 /* Opening folders in the base whose process died before cleaning up (their lock is free), and folders a
  * killed process left half-made. */
 static void remove_stale(int base_fd) {
-    int dup_fd = dup(base_fd);
+    int dup_fd = fcntl(base_fd, F_DUPFD_CLOEXEC, 0);
     DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
     if (!d) { if (dup_fd >= 0) close(dup_fd); return; }
     struct dirent *e;
@@ -490,7 +494,7 @@ static void remove_stale(int base_fd) {
         bool fresh = strncmp(e->d_name, NEW_PREFIX, strlen(NEW_PREFIX)) == 0;
         if (!fresh && strncmp(e->d_name, FOLDER_PREFIX, strlen(FOLDER_PREFIX)) != 0) continue;
         struct stat st, held;
-        if (fstatat(base_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != getuid())
+        if (fstatat(base_fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
             continue; /* not a folder ortseal made */
         if (fresh && time(NULL) - st.st_mtime < STALE_NEW_SECONDS) continue; /* a live process may be about to lock it */
         int fd = openat(base_fd, e->d_name, DIR_FLAGS);
@@ -558,14 +562,14 @@ ortseal_code os_ram_open(uint64_t need, os_ram_mode mode, os_ram **out, ortseal_
     bool create[2] = {true, true};
     size_t n = 0;
     if (chosen) {
-        if (shared_sticky(chosen)) snprintf(candidates[n++], PATH_MAX, "%s/" USER_BASE_PREFIX "%u", chosen, (unsigned)getuid());
+        if (shared_sticky(chosen)) snprintf(candidates[n++], PATH_MAX, "%s/" USER_BASE_PREFIX "%u", chosen, (unsigned)geteuid());
         else snprintf(candidates[n++], PATH_MAX, "%s", chosen);
     } else {
         const char *xdg = getenv("XDG_RUNTIME_DIR");
         if (xdg && xdg[0]) { create[n] = false; snprintf(candidates[n++], PATH_MAX, "%s", xdg); }
         struct stat st;
         if (stat(SHARED_RAM_DIR, &st) == 0 && S_ISDIR(st.st_mode))
-            snprintf(candidates[n++], PATH_MAX, SHARED_RAM_DIR "/" USER_BASE_PREFIX "%u", (unsigned)getuid());
+            snprintf(candidates[n++], PATH_MAX, SHARED_RAM_DIR "/" USER_BASE_PREFIX "%u", (unsigned)geteuid());
     }
     ortseal_error last = {0};
     for (size_t i = 0; i < n; i++) {

@@ -13,8 +13,9 @@
 //   ortseal_ort_host options                      (prints the refused-options table)
 //   ortseal_ort_host reuse KEYSET SEALED SECOND INPUTS OUTPUTS  (one OrtSessionOptions for both sessions)
 //   ortseal_ort_host twice KEYSET SEALED          (two sessions from one opened model)
-//   ortseal_ort_host hold KEYSET SEALED           (opens, prints "folder <path>", waits for a line on stdin,
-//       then creates the session and prints "ok": a live opening for the stale-cleanup tests)
+//   ortseal_ort_host hold KEYSET SEALED [INPUTS OUTPUTS]  (opens, prints "folder <path>", waits for a line on
+//       stdin, then creates the session and prints "folder-after ..."; with INPUTS, waits for another line and
+//       runs the session, printing "ran"; then "ok": a live opening for the stale-cleanup and attack tests)
 // $ORTSEAL_HOST_ROUTE (auto, memory, ram) picks the route sealed models are opened with (auto if unset).
 // INPUTS/OUTPUTS: u32 count, then per tensor u32 name length, name, i32 ONNX type, u32 rank, i64 dims,
 // u64 byte count, bytes. Prints "ok" or "error <code name>: <message>" and exits with the status code.
@@ -262,7 +263,7 @@ int main(int argc, char** argv) {
                                                               folder == "-" ? nullptr : folder.c_str(), keys);
             session = model.create_session(api, env, so);
             run(session, argv[5], argv[6]);
-        } else if (cmd == "hold" && argc == 4) {
+        } else if (cmd == "hold" && (argc == 4 || argc == 6)) {
             ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);
             ortseal::Model model = ortseal::Model::open(argv[3], keys, 0, nullptr, host_route());
             std::printf("folder %s\n", model.folder() ? model.folder() : "-");
@@ -271,6 +272,12 @@ int main(int argc, char** argv) {
             if (!std::fgets(line, sizeof line, stdin)) return 101;
             session = model.create_session(api, env, so);
             std::printf("folder-after %s\n", model.folder() ? model.folder() : "-");
+            if (argc == 6) { /* a second line, then a run: the session used after its folder is gone */
+                std::fflush(stdout);
+                if (!std::fgets(line, sizeof line, stdin)) return 101;
+                run(session, argv[4], argv[5]);
+                std::printf("ran\n");
+            }
         } else if (cmd == "twice" && argc == 4) {
             // Two sessions from one opened model: the second must be a refusal, not a crash.
             ortseal::KeySet keys = ortseal::KeySet::load(argv[2]);

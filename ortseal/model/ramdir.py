@@ -17,6 +17,10 @@ or this user, and writable by others only with the sticky bit). Inside a base, e
 folder descriptor (``dir_fd``, ``O_NOFOLLOW``, ``O_EXCL``), and removal never follows a link and removes
 only entries this user owns, inside folders ortseal itself made.
 
+"This user" is the effective uid: it owns what this process creates. A process whose real uid differs
+(a service that ``seteuid()``-s) must not trust a base of the real uid's, who could swap the opening folder
+out of it while ORT reads it.
+
 libortseal (``native/src/os_posix.c``) implements the same rules with the same names and locks, so Python
 and C processes can share a base: keep the two in step (``tests/test_native_ramdir.py``).
 """
@@ -99,7 +103,7 @@ def is_ram_backed(fd_or_path: int | str) -> bool:
 def _check_above(fd: int, shown: str) -> None:
     """A folder above a base: no other user may rename or replace what is in it."""
     st = os.fstat(fd)
-    if st.st_uid not in (0, os.getuid()):
+    if st.st_uid not in (0, os.geteuid()):
         raise UnsafeOptionError(f"{shown} is owned by uid {st.st_uid}, who could replace the folders in it")
     if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
         raise UnsafeOptionError(f"{shown} is writable by other users (mode {stat.S_IMODE(st.st_mode):04o}, "
@@ -110,8 +114,8 @@ def _check_base(fd: int, shown: str) -> None:
     st = os.fstat(fd)
     if not is_ram_backed(fd):
         raise UnsafeOptionError(f"{shown} is not on tmpfs or ramfs: plaintext weights would reach a persistent disk")
-    if st.st_uid != os.getuid():
-        raise UnsafeOptionError(f"{shown} is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})")
+    if st.st_uid != os.geteuid():
+        raise UnsafeOptionError(f"{shown} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})")
     if stat.S_IMODE(st.st_mode) != 0o700:
         raise UnsafeOptionError(f"{shown} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0700 "
                                 f"(chmod 700 {shown})")
@@ -174,7 +178,7 @@ def _open_base(path: str, *, create: bool) -> tuple[int, str]:
     finally:
         os.close(fd)
     try:
-        if created and os.fstat(base).st_uid == os.getuid():
+        if created and os.fstat(base).st_uid == os.geteuid():
             os.fchmod(base, 0o700)  # undo the umask, on the folder just made (a descriptor: no link followed)
         _check_base(base, real)
     except BaseException:
@@ -192,7 +196,7 @@ def _shared_sticky(path: str) -> bool:
 
 
 def _user_base(shared: str) -> str:
-    return os.path.join(shared, f"{USER_BASE_PREFIX}{os.getuid()}")
+    return os.path.join(shared, f"{USER_BASE_PREFIX}{os.geteuid()}")
 
 
 def _usable(path: str, *, create: bool) -> str:
@@ -344,7 +348,7 @@ def _clear(fd: int, shown: str) -> None:
     for entry in list(os.scandir(fd)):
         with contextlib.suppress(FileNotFoundError):
             st = entry.stat(follow_symlinks=False)
-            if st.st_uid != os.getuid():
+            if st.st_uid != os.geteuid():
                 log.warning("ortseal: left %s/%s in place: owned by uid %d", shown, entry.name, st.st_uid)
                 continue
             if not stat.S_ISDIR(st.st_mode):
@@ -414,7 +418,7 @@ def remove_stale_folders(base: str) -> list[str]:
 
 def _remove_if_stale(base_fd: int, base: str, entry: os.DirEntry[str]) -> bool:
     st = entry.stat(follow_symlinks=False)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         return False  # not a folder ortseal made
     if entry.name.startswith(NEW_PREFIX) and time.time() - st.st_mtime < STALE_NEW_SECONDS:
         return False  # a live process may be about to lock it
