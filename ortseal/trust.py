@@ -323,7 +323,7 @@ def _check_folder(path: str | os.PathLike[str]) -> None:
         st = os.stat(folder)
     except OSError as exc:
         raise TamperedError(f"trust state folder {folder}: {exc.strerror}") from None
-    if st.st_uid not in (os.getuid(), 0) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+    if st.st_uid not in (os.geteuid(), 0) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
         raise TamperedError(f"trust state folder {folder} can be changed by another user (owner uid {st.st_uid}, mode "
                             f"{stat.S_IMODE(st.st_mode):o}): they could delete the state and roll the device's trust "
                             "back; keep the state in a folder of this user writable only by it")
@@ -359,7 +359,7 @@ def read_state(path: str | os.PathLike[str]) -> TrustState | None:
         raise TamperedError(f"trust state {path}: cannot open it safely ({exc.strerror}; a link is refused)") from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
             raise TamperedError(f"trust state {path} is not a regular file of this user writable only by it "
                                 "(someone else could roll the device's trust back): fix its owner and mode (0600)")
         return TrustState.from_json(fh.read(1 << 16))
