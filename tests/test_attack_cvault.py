@@ -24,7 +24,7 @@ from ortseal.tensorrt.vault import ENGINE_SUFFIX
 
 from models import matmul
 from native_host import Host, build, write_tensors
-from test_native_engine import ENGINE, NAME, clean_in_c, load, paused_c_writer, save, temps
+from test_native_engine import ENGINE, NAME, cache, clean_in_c, load, paused_c_writer, save, temps  # noqa: F401 (cache: a fixture)
 from test_native_session import openvino_plugin_library, weights_on_disk
 
 SANITIZED = "SANITIZE=ON" in os.environ.get("ORTSEAL_NATIVE_CMAKE_ARGS", "")
@@ -136,16 +136,6 @@ def test_the_openvino_plugin_ep_given_a_cache_dir_in_load_config_writes_nothing_
 
 
 # ---- the engine cache: what a killed writer leaves, and a second local user in a shared cache folder -------------
-
-@pytest.fixture()
-def cache(tmp_path) -> tuple[Path, KeySet, Path]:
-    keys = KeySet.generate()
-    (tmp_path / "keys.json").write_text(keys.to_json())
-    folder = tmp_path / "trt_cache"
-    folder.mkdir()
-    (tmp_path / "engine.bin").write_bytes(ENGINE)
-    return folder, keys, tmp_path / "keys.json"
-
 
 def test_a_sigkilled_c_writer_leaves_no_plaintext(host, cache, tmp_path):
     """Killed after writing its temp file whole: what it leaves is the sealed engine, never ORT's bytes."""
