@@ -38,8 +38,11 @@ def check_session(providers: Any, provider_options: Any, sess_options: ort.Sessi
     (``sealed_model``) or a compiled engine of the sealed engine cache in plaintext; return them as ORT must
     get them. What is checked is what ORT gets: pass ORT ``providers``/``provider_options`` from the result."""
     providers, provider_options = _plain_options(providers, provider_options)
-    sealed_cache = asks_sealed_engine_cache(providers, provider_options)
-    shim = _shim() if _tensorrt_options(providers, provider_options) else None  # only TensorRT takes a library
+    tensorrt = _tensorrt_options(providers, provider_options)
+    shim = _shim() if tensorrt else None  # only TensorRT takes a decryption library
+    # ortseal.tensorrt_provider(...)'s entry: TensorRT given ortseal's shim as its decryption library
+    sealed_cache = shim is not None and any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim
+                                            for o in tensorrt)
     refuse_plaintext_writers(providers, provider_options, sess_options, sealed_model=sealed_model,
                              sealed_cache=sealed_cache, shim=shim)
     return CheckedOptions(providers, provider_options, sealed_cache)
@@ -66,14 +69,6 @@ def _plain_options(providers: Any, provider_options: Any) -> tuple[Any, Any]:
     if provider_options is not None:
         provider_options = [options(o) for o in provider_options]
     return providers, provider_options
-
-
-def asks_sealed_engine_cache(providers: Any, provider_options: Any) -> bool:
-    """True when ``providers`` hold ``ortseal.tensorrt_provider(...)``'s TensorRT entry."""
-    tensorrt = _tensorrt_options(providers, provider_options)
-    shim = _shim() if tensorrt else None
-    return shim is not None and any(isinstance(o, dict) and o.get("trt_engine_decryption_lib_path") == shim
-                                    for o in tensorrt)
 
 
 def _tensorrt_options(providers: Any, provider_options: Any) -> list[Any]:
