@@ -40,6 +40,18 @@ def _pool(name: str) -> ThreadPoolExecutor:
     return pool
 
 
+def stop_pools() -> None:
+    """Tell every worker of both pools to exit, now and without waiting (the pools start again when next
+    used). For a process unwinding from an interrupt: Ctrl-C (or SIGTERM) landing while ``concurrent.futures``
+    starts a worker can leave that worker unregistered with its exit hook, which would then wait for it
+    forever as the interpreter exits; shutting its pool down wakes it whatever happened."""
+    with _POOLS_LOCK:
+        pools = list(_POOLS.values())
+        _POOLS.clear()
+    for pool in pools:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _first_error(futures: Sequence[Future[None]], errors: list[BaseException]) -> None:
     """Wait for every future, then raise the first error (nothing is still running when it is raised)."""
     try:

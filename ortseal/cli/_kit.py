@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .._files import ReadPolicy, open_checked
+from .._parallel import stop_pools
 from ..errors import FormatError, KeyNotFoundError, OrtsealError
 
 if TYPE_CHECKING:
@@ -91,7 +92,10 @@ class ErrorBoundary:
             else:
                 extra["args"] = argv
         try:
-            code = super().main(*args, standalone_mode=False, **extra)  # type: ignore[misc]
+            try:
+                code = super().main(*args, standalone_mode=False, **extra)  # type: ignore[misc]
+            finally:
+                stop_pools()  # an interrupted command's workers must not hold the interpreter's exit
         except click.UsageError as exc:
             hint = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
             click.echo(f"error: {exc.format_message()}{hint}", err=True)
