@@ -14,22 +14,11 @@ import ortseal
 from ortseal import KeySet
 
 from native_host import Host, build, read_tensors, write_tensors
+from test_native_models import hosts, publisher  # noqa: F401 (fixtures, one copy)
 
 SHAPE = (64, 512)  # 128 KiB of float32: above the 64 KiB that stays inline, so it goes to the weights arena
 
 
-@pytest.fixture(scope="module")
-def hosts() -> tuple[Host, Host]:
-    folder = build(ort=True)
-    return Host(folder), Host(folder, "ortseal_ort_host")
-
-
-@pytest.fixture(scope="module")
-def publisher(tmp_path_factory) -> tuple[KeySet, Path]:
-    keys = KeySet.generate()
-    path = tmp_path_factory.mktemp("publisher") / "keys.json"
-    path.write_text(keys.to_json())
-    return keys, path
 
 
 def add_model(path: Path, weights: np.ndarray, *, external_file: str | None = None) -> None:

@@ -19,23 +19,12 @@ from ortseal.tensorrt.vault import ENGINE_SUFFIX
 
 from models import transformer_like
 from native_host import PYTHON_ERRORS, Host, build, read_tensors, write_tensors
+from test_native_models import hosts, publisher  # noqa: F401 (fixtures, one copy)
 
 ENGINE_NAME = "TensorrtExecutionProvider_TRTKernel_graph_main_77_0_0_sm86" + ENGINE_SUFFIX
 ENGINE = bytes(range(256)) * 3000 + b"engine tail"
 
 
-@pytest.fixture(scope="module")
-def hosts() -> tuple[Host, Host]:
-    folder = build(ort=True)
-    return Host(folder), Host(folder, "ortseal_ort_host")
-
-
-@pytest.fixture(scope="module")
-def publisher(tmp_path_factory) -> tuple[KeySet, Path]:
-    keys = KeySet.generate()
-    path = tmp_path_factory.mktemp("publisher") / "keys.json"
-    path.write_text(keys.to_json())
-    return keys, path
 
 
 def feeds_of(path: Path) -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 from ..errors import FormatError
 from ._graph import MAX_ATTRIBUTES, MAX_GRAPH_NESTING, MAX_INITIALIZERS, MAX_NODES
+from ._record import read_varint as _varint
 
 # Field numbers (onnx.proto) of the messages the parse would build and of those that hold them.
 _MODEL_GRAPH, _MODEL_TRAINING, _MODEL_FUNCTIONS = 7, 20, 25
@@ -38,20 +39,6 @@ _GRAPH_TAG, _GRAPHS_TAG = b"\x32", b"\x5a"  # fields 6 and 11, length-delimited
 
 def _truncated() -> FormatError:
     return FormatError("not an ONNX model: a protobuf field runs past its message")
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while shift < 64:
-        if at >= len(data):
-            break
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at += 1
-        if not byte & 0x80:
-            return value, at
-        shift += 7
-    raise FormatError("not an ONNX model: a truncated or overlong protobuf varint")
 
 
 def _length_fields(data: bytes, at: int, end: int) -> Iterator[tuple[int, int, int]]:

@@ -116,7 +116,8 @@ def read_record(data: bytes | memoryview) -> SealRecord | None:
     return None
 
 
-def _read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
+def read_varint(data: bytes | memoryview, at: int) -> tuple[int, int]:
+    """The protobuf varint at ``data[at]`` and the offset after it; FormatError if truncated or overlong."""
     value = shift = 0
     while at < len(data) and shift < 64:
         byte = data[at]
@@ -137,17 +138,17 @@ def _fields(data: memoryview, limit: int) -> Iterator[tuple[int, int, memoryview
         if count > limit:
             raise FormatError(f"the model has more than {limit} protobuf fields in one message read before the parse "
                               "(docs/format.md, limits)")
-        key, at = _read_varint(data, at)
+        key, at = read_varint(data, at)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            _, at = _read_varint(data, at)
+            _, at = read_varint(data, at)
             yield number, wire, None
             continue
         size = {1: 8, 5: 4}.get(wire)
         if size is None:
             if wire != 2:
                 raise FormatError(f"not an ONNX model: protobuf wire type {wire} in field {number}")
-            size, at = _read_varint(data, at)
+            size, at = read_varint(data, at)
         if number == 0 or at + size > len(data):
             raise FormatError("not an ONNX model: a protobuf field runs past the end of the file")
         yield number, wire, data[at:at + size] if wire == 2 else None
